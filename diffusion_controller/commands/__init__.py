@@ -1,0 +1,1 @@
+"""CLI subcommands. Each module defines `register(subparsers)` and sets `func` on its parser."""
