@@ -1,0 +1,351 @@
+"""Messages in and out of the node, and the checks that keep bad input out of the core.
+
+Incoming joint states are matched by name, reordered into the controller's joint order and checked
+(sizes, duplicates, missing joints, NaN/Inf, stamps out of order or in the future) before they reach
+the control loop; a rejected message carries a one-line reason the node counts and logs (throttled).
+Images are converted to RGB at the model's size with the same numpy code the dataset uses, so the
+model sees identical pixels in training and on the robot.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from diffusion_controller.control.types import Chunk, Command
+from diffusion_controller.policy.preprocess import prepare_image
+
+_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
+
+
+class InputRejected(ValueError):
+    """An input message that must not reach the core; `kind` names the counter it goes to."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# --- time -------------------------------------------------------------------------------------
+
+
+def stamp_to_sec(stamp: object) -> float:
+    """builtin_interfaces/Time (sec, nanosec) to float seconds."""
+    return float(stamp.sec) + 1e-9 * float(stamp.nanosec)  # type: ignore[attr-defined]
+
+
+def sec_to_stamp(t: float) -> object:
+    """Float seconds to builtin_interfaces/Time (non-negative, nanoseconds rounded)."""
+    from builtin_interfaces.msg import Time
+
+    ns = max(0, round(float(t) * 1e9))
+    return Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+def sec_to_duration(t: float) -> object:
+    from builtin_interfaces.msg import Duration
+
+    ns = max(0, round(float(t) * 1e9))
+    return Duration(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+
+
+# --- joint states -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JointSample:
+    """One accepted joint state in the controller's joint order."""
+
+    stamp: float
+    positions: np.ndarray  # [J]
+    velocities: np.ndarray | None  # [J] or None when the message carried none
+
+
+@dataclass
+class JointStateFilter:
+    """Matches /joint_states by name and rejects anything unsafe to feed the loop.
+
+    Extra joints (fingers, other arms) are ignored; NaN or Inf in an ignored joint does not matter.
+    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines).
+    """
+
+    joint_names: Sequence[str]
+    stamp_tolerance: float = 0.05
+    rejected: dict[str, int] = field(default_factory=dict)
+    accepted: int = 0
+    last_reason: str = ""
+    _last_stamp: float = -math.inf
+    _index_cache: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def reset(self) -> None:
+        self._last_stamp = -math.inf
+
+    def _indices(self, names: Sequence[str]) -> np.ndarray:
+        key = tuple(names)
+        cache = self._index_cache
+        if cache is not None and cache[0] == key:
+            return cache[1]
+        if len(set(key)) != len(key):
+            dup = sorted({n for n in key if key.count(n) > 1})
+            raise InputRejected("duplicate", f"joint_states has duplicate joint names {dup}")
+        where = {n: i for i, n in enumerate(key)}
+        missing = [n for n in self.joint_names if n not in where]
+        if missing:
+            raise InputRejected("missing", f"joint_states lacks joints {missing}")
+        idx = np.array([where[n] for n in self.joint_names], dtype=np.intp)
+        self._index_cache = (key, idx)
+        return idx
+
+    def check(
+        self,
+        names: Sequence[str],
+        positions: Sequence[float],
+        velocities: Sequence[float],
+        stamp: float,
+        now: float,
+    ) -> JointSample:
+        """Return the sample in controller order, or raise InputRejected with the reason."""
+        try:
+            sample = self._check(names, positions, velocities, stamp, now)
+        except InputRejected as exc:
+            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
+            self.last_reason = exc.reason
+            raise
+        self.accepted += 1
+        return sample
+
+    def _check(
+        self,
+        names: Sequence[str],
+        positions: Sequence[float],
+        velocities: Sequence[float],
+        stamp: float,
+        now: float,
+    ) -> JointSample:
+        names = list(names)
+        pos = np.asarray(positions, dtype=np.float64).reshape(-1)
+        if pos.shape[0] != len(names):
+            raise InputRejected(
+                "size", f"joint_states has {len(names)} names but {pos.shape[0]} positions"
+            )
+        vel_all = np.asarray(velocities, dtype=np.float64).reshape(-1)
+        if vel_all.shape[0] not in (0, len(names)):
+            raise InputRejected(
+                "size", f"joint_states has {len(names)} names but {vel_all.shape[0]} velocities"
+            )
+        idx = self._indices(names)
+        q = pos[idx]
+        if not np.all(np.isfinite(q)):
+            bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(q))]
+            raise InputRejected("nonfinite", f"joint_states position NaN/Inf for {bad}")
+        v = None
+        if vel_all.shape[0]:
+            v = vel_all[idx]
+            if not np.all(np.isfinite(v)):
+                bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(v))]
+                raise InputRejected("nonfinite", f"joint_states velocity NaN/Inf for {bad}")
+        if not math.isfinite(stamp) or stamp <= 0.0:
+            raise InputRejected("stamp", f"joint_states stamp {stamp} is unset or invalid")
+        if stamp > now + self.stamp_tolerance:
+            raise InputRejected(
+                "future", f"joint_states stamp is {stamp - now:.3f} s in the future"
+            )
+        if stamp <= self._last_stamp:
+            raise InputRejected(
+                "order",
+                f"joint_states stamp {stamp:.6f} is not after the previous {self._last_stamp:.6f}",
+            )
+        self._last_stamp = stamp
+        return JointSample(stamp, q, v)
+
+    def check_msg(self, msg: object, now: float) -> JointSample:
+        """sensor_msgs/JointState -> JointSample (or InputRejected)."""
+        return self.check(
+            msg.name,  # type: ignore[attr-defined]
+            msg.position,  # type: ignore[attr-defined]
+            msg.velocity,  # type: ignore[attr-defined]
+            stamp_to_sec(msg.header.stamp),  # type: ignore[attr-defined]
+            now,
+        )
+
+
+# --- images -------------------------------------------------------------------------------------
+
+
+def image_array(msg: object) -> tuple[np.ndarray, str]:
+    """sensor_msgs/Image -> (uint8 [H, W, C] view without row padding, encoding).
+
+    Raises InputRejected for unsupported encodings, empty images and data shorter than the header
+    promises (a truncated message must not turn into garbage pixels).
+    """
+    enc = str(msg.encoding)  # type: ignore[attr-defined]
+    if enc not in _CHANNELS:
+        raise InputRejected(
+            "encoding", f"unsupported image encoding {enc!r} (use one of {sorted(_CHANNELS)})"
+        )
+    c = _CHANNELS[enc]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)  # type: ignore[attr-defined]
+    if h <= 0 or w <= 0:
+        raise InputRejected("size", f"image is empty ({w}x{h})")
+    if step < w * c:
+        raise InputRejected("size", f"image step {step} is below width*channels {w * c}")
+    buf = np.frombuffer(msg.data, dtype=np.uint8)  # type: ignore[attr-defined]
+    if buf.shape[0] < step * h:
+        raise InputRejected(
+            "size", f"image data has {buf.shape[0]} bytes, header promises {step * h}"
+        )
+    rows = buf[: step * h].reshape(h, step)[:, : w * c]
+    return rows.reshape(h, w, c), enc
+
+
+def image_to_model(msg: object, size: Sequence[int]) -> np.ndarray:
+    """sensor_msgs/Image -> uint8 RGB [H, W, 3] at the model's image size."""
+    arr, enc = image_array(msg)
+    try:
+        return prepare_image(arr, enc, size)
+    except ValueError as exc:
+        raise InputRejected("encoding", str(exc)) from exc
+
+
+def compressed_decoder() -> str | None:
+    """Which library decodes CompressedImage here: "pillow", "opencv", or None (none installed)."""
+    try:
+        import PIL.Image  # noqa: F401
+
+        return "pillow"
+    except ImportError:
+        pass
+    try:
+        import cv2  # noqa: F401
+
+        return "opencv"
+    except ImportError:
+        return None
+
+
+def decode_compressed(msg: object, size: Sequence[int], decoder: str | None = None) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> uint8 RGB [H, W, 3] at the model's image size."""
+    decoder = decoder or compressed_decoder()
+    data = bytes(msg.data)  # type: ignore[attr-defined]
+    if not data:
+        raise InputRejected("size", "compressed image is empty")
+    try:
+        if decoder == "pillow":
+            from PIL import Image
+
+            with Image.open(io.BytesIO(data)) as img:
+                rgb = np.asarray(img.convert("RGB"), dtype=np.uint8)
+        elif decoder == "opencv":
+            import cv2
+
+            bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise ValueError("cv2.imdecode could not decode the data")
+            rgb = np.ascontiguousarray(bgr[:, :, ::-1])
+        else:
+            raise InputRejected(
+                "decoder", "no CompressedImage decoder: install Pillow or OpenCV (cv2)"
+            )
+    except InputRejected:
+        raise
+    except Exception as exc:  # corrupt data: every decoder raises its own exception type
+        fmt = str(getattr(msg, "format", "")) or "unknown format"
+        raise InputRejected("decode", f"could not decode compressed image ({fmt}): {exc}") from exc
+    return prepare_image(rgb, "rgb8", size)
+
+
+# --- commands and chunks out --------------------------------------------------------------------
+
+
+def position_command_msg(cmd: Command) -> object:
+    """Command -> std_msgs/Float64MultiArray for ros2_control's forward position controller."""
+    from std_msgs.msg import Float64MultiArray
+
+    msg = Float64MultiArray()
+    msg.data = [float(x) for x in cmd.positions]
+    return msg
+
+
+def trajectory_command_msg(
+    cmd: Command, joint_names: Sequence[str], time_from_start: float, stamp: float | None = None
+) -> object:
+    """Command -> one-point trajectory_msgs/JointTrajectory (position, velocity, acceleration).
+
+    A zero header stamp asks the trajectory controller to start the point immediately.
+    """
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory()
+    if stamp is not None:
+        msg.header.stamp = sec_to_stamp(stamp)
+    msg.joint_names = list(joint_names)
+    pt = JointTrajectoryPoint()
+    pt.positions = [float(x) for x in cmd.positions]
+    pt.velocities = [float(x) for x in cmd.velocities]
+    pt.accelerations = [float(x) for x in cmd.accelerations]
+    pt.time_from_start = sec_to_duration(time_from_start)
+    msg.points = [pt]
+    return msg
+
+
+def chunk_trajectory_msg(chunk: Chunk, joint_names: Sequence[str], frame_id: str = "") -> object:
+    """The chunk as trajectory_msgs/JointTrajectory, stamped t0, points at k*dt (visualisation)."""
+    from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+    msg = JointTrajectory()
+    msg.header.stamp = sec_to_stamp(chunk.t0)
+    msg.header.frame_id = frame_id
+    msg.joint_names = list(joint_names)
+    points = []
+    for k, row in enumerate(np.asarray(chunk.positions, dtype=np.float64)):
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(x) for x in row]
+        pt.time_from_start = sec_to_duration(k * chunk.dt)
+        points.append(pt)
+    msg.points = points
+    return msg
+
+
+def path_markers(
+    points: np.ndarray,
+    frame_id: str,
+    stamp: float,
+    ns: str = "chunk",
+    color: tuple[float, float, float, float] = (0.1, 0.8, 0.2, 1.0),
+) -> object:
+    """End-effector path [N, 3] as visualization_msgs/MarkerArray: a line strip and its points."""
+    from geometry_msgs.msg import Point
+    from std_msgs.msg import ColorRGBA
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    pts = [Point(x=float(p[0]), y=float(p[1]), z=float(p[2])) for p in np.asarray(points)]
+    rgba = ColorRGBA(r=color[0], g=color[1], b=color[2], a=color[3])
+    line = Marker()
+    line.header.frame_id = frame_id
+    line.header.stamp = sec_to_stamp(stamp)
+    line.ns = ns
+    line.id = 0
+    line.type = Marker.LINE_STRIP
+    line.action = Marker.ADD
+    line.pose.orientation.w = 1.0
+    line.scale.x = 0.005
+    line.color = rgba
+    line.points = pts
+    dots = Marker()
+    dots.header = line.header
+    dots.ns = ns
+    dots.id = 1
+    dots.type = Marker.SPHERE_LIST
+    dots.action = Marker.ADD
+    dots.pose.orientation.w = 1.0
+    dots.scale.x = dots.scale.y = dots.scale.z = 0.015
+    dots.color = rgba
+    dots.points = pts
+    out = MarkerArray()
+    out.markers = [line, dots]
+    return out

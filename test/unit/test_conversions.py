@@ -1,0 +1,179 @@
+"""Message conversions and input checks with real ROS message types."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sensor_msgs", reason="ROS message packages are not installed")
+
+from sensor_msgs.msg import CompressedImage, Image, JointState
+
+from diffusion_controller.control.types import Chunk, Command
+from diffusion_controller.ros import conversions as conv
+from diffusion_controller.ros.conversions import InputRejected, JointStateFilter
+
+NAMES = [f"panda_joint{i}" for i in range(1, 8)]
+
+
+def _js(names, pos, vel=(), stamp=10.0):
+    msg = JointState()
+    msg.header.stamp = conv.sec_to_stamp(stamp)
+    msg.name = list(names)
+    msg.position = [float(x) for x in pos]
+    msg.velocity = [float(x) for x in vel]
+    return msg
+
+
+def test_stamp_round_trip() -> None:
+    for t in (0.0, 1.5, 1234567.000000123):
+        assert conv.stamp_to_sec(conv.sec_to_stamp(t)) == pytest.approx(t, abs=1e-9)
+    assert conv.stamp_to_sec(conv.sec_to_stamp(-3.0)) == 0.0
+
+
+def test_joint_state_reordered_and_extra_ignored() -> None:
+    f = JointStateFilter(NAMES)
+    names = ["panda_finger_joint1", *reversed(NAMES), "panda_finger_joint2"]
+    pos = [math.nan, *[float(7 - i) for i in range(7)], 0.04]  # NaN only on an ignored joint
+    vel = [0.0, *[0.1 * (7 - i) for i in range(7)], 0.0]
+    s = f.check_msg(_js(names, pos, vel, stamp=10.0), now=10.01)
+    np.testing.assert_allclose(s.positions, np.arange(1, 8, dtype=float))
+    np.testing.assert_allclose(s.velocities, 0.1 * np.arange(1, 8))
+    assert s.stamp == pytest.approx(10.0)
+    s2 = f.check_msg(_js(NAMES, np.ones(7), (), stamp=10.02), now=10.03)
+    assert s2.velocities is None
+    assert f.accepted == 2
+
+
+@pytest.mark.parametrize(
+    ("names", "pos", "vel", "stamp", "kind", "fragment"),
+    [
+        (NAMES, [0.0] * 6, (), 10.0, "size", "7 names but 6 positions"),
+        (NAMES, [0.0] * 7, [0.0] * 3, 10.0, "size", "3 velocities"),
+        (NAMES[:6], [0.0] * 6, (), 10.0, "missing", "panda_joint7"),
+        ([*NAMES, "panda_joint1"], [0.0] * 8, (), 10.0, "duplicate", "duplicate"),
+        (NAMES, [0.0, math.nan, 0, 0, 0, 0, 0], (), 10.0, "nonfinite", "panda_joint2"),
+        (NAMES, [0.0] * 7, [0, 0, math.inf, 0, 0, 0, 0], 10.0, "nonfinite", "velocity"),
+        (NAMES, [0.0] * 7, (), 11.0, "future", "in the future"),
+        (NAMES, [0.0] * 7, (), 0.0, "stamp", "unset"),
+    ],
+)
+def test_joint_state_rejections(names, pos, vel, stamp, kind, fragment) -> None:
+    f = JointStateFilter(NAMES, stamp_tolerance=0.05)
+    with pytest.raises(InputRejected) as info:
+        f.check_msg(_js(names, pos, vel, stamp), now=10.0)
+    assert info.value.kind == kind
+    assert fragment in info.value.reason
+    assert f.rejected == {kind: 1}
+    assert f.last_reason == info.value.reason
+
+
+def test_joint_state_out_of_order() -> None:
+    f = JointStateFilter(NAMES)
+    f.check_msg(_js(NAMES, np.zeros(7), stamp=10.0), now=10.0)
+    for stamp in (10.0, 9.9):
+        with pytest.raises(InputRejected, match="not after"):
+            f.check_msg(_js(NAMES, np.zeros(7), stamp=stamp), now=10.0)
+    assert f.rejected["order"] == 2
+    f.reset()
+    f.check_msg(_js(NAMES, np.zeros(7), stamp=9.9), now=10.0)
+
+
+def _image(arr: np.ndarray, encoding: str, pad: int = 0) -> Image:
+    msg = Image()
+    h, w = arr.shape[:2]
+    c = 1 if arr.ndim == 2 else arr.shape[2]
+    rows = arr.reshape(h, w * c)
+    if pad:
+        rows = np.concatenate([rows, np.full((h, pad), 77, np.uint8)], axis=1)
+    msg.height, msg.width, msg.encoding = h, w, encoding
+    msg.step = w * c + pad
+    msg.data = rows.tobytes()
+    return msg
+
+
+def test_image_encodings_and_padding() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(48, 64, 3), dtype=np.uint8)
+    out = conv.image_to_model(_image(rgb, "rgb8", pad=5), (48, 64))
+    np.testing.assert_array_equal(out, rgb)
+    out = conv.image_to_model(_image(np.ascontiguousarray(rgb[:, :, ::-1]), "bgr8"), (48, 64))
+    np.testing.assert_array_equal(out, rgb)
+    mono = rgb[:, :, 0].copy()
+    out = conv.image_to_model(_image(mono, "mono8", pad=3), (48, 64))
+    np.testing.assert_array_equal(out, np.repeat(mono[:, :, None], 3, axis=2))
+    small = conv.image_to_model(_image(rgb, "rgb8"), (24, 32))
+    assert small.shape == (24, 32, 3) and small.dtype == np.uint8
+    # Area averaging: a 2x2 block mean.
+    expect = rgb[:2, :2].astype(float).mean(axis=(0, 1))
+    np.testing.assert_allclose(small[0, 0], expect, atol=0.51)
+
+
+def test_image_rejections() -> None:
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    msg = _image(rgb, "rgb8")
+    msg.data = msg.data[:-1]
+    with pytest.raises(InputRejected, match="header promises"):
+        conv.image_to_model(msg, (4, 4))
+    with pytest.raises(InputRejected, match="unsupported image encoding"):
+        conv.image_to_model(_image(rgb, "16UC1"), (4, 4))
+    bad = _image(rgb, "rgb8")
+    bad.step = 5
+    with pytest.raises(InputRejected, match="below width"):
+        conv.image_to_model(bad, (4, 4))
+    empty = Image()
+    empty.encoding = "rgb8"
+    with pytest.raises(InputRejected, match="empty"):
+        conv.image_to_model(empty, (4, 4))
+
+
+def test_compressed_decode() -> None:
+    decoder = conv.compressed_decoder()
+    if decoder is None:
+        pytest.skip("neither Pillow nor OpenCV is installed: no CompressedImage decoder")
+    from PIL import Image as PILImage
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[:, :16] = (255, 0, 0)
+    rgb[:, 16:] = (0, 0, 255)
+    buf = io.BytesIO()
+    PILImage.fromarray(rgb).save(buf, format="PNG")
+    msg = CompressedImage()
+    msg.format = "png"
+    msg.data = buf.getvalue()
+    out = conv.decode_compressed(msg, (16, 16))
+    assert out.shape == (16, 16, 3)
+    np.testing.assert_array_equal(out[:, :8], np.broadcast_to([255, 0, 0], (16, 8, 3)))
+    msg.data = b"\x89PNG not really"
+    with pytest.raises(InputRejected, match="could not decode"):
+        conv.decode_compressed(msg, (16, 16))
+
+
+def test_command_messages() -> None:
+    cmd = Command(stamp=5.25, positions=np.arange(7.0), velocities=np.ones(7),
+                  accelerations=np.full(7, 2.0))
+    m = conv.position_command_msg(cmd)
+    assert list(m.data) == list(np.arange(7.0))
+    t = conv.trajectory_command_msg(cmd, NAMES, 0.01, stamp=5.25)
+    assert t.joint_names == NAMES and len(t.points) == 1
+    assert list(t.points[0].velocities) == [1.0] * 7
+    assert t.points[0].time_from_start.nanosec == 10_000_000
+    assert conv.stamp_to_sec(t.header.stamp) == pytest.approx(5.25)
+
+
+def test_chunk_and_markers() -> None:
+    chunk = Chunk(t0=3.0, dt=0.1, positions=np.random.default_rng(1).normal(size=(16, 7)), seq=4)
+    m = conv.chunk_trajectory_msg(chunk, NAMES, "base")
+    assert len(m.points) == 16
+    assert m.points[15].time_from_start.sec == 1
+    assert m.points[15].time_from_start.nanosec == 500_000_000
+    np.testing.assert_allclose(m.points[3].positions, chunk.positions[3])
+    path = np.linspace([0, 0, 0], [1, 1, 1], 16)
+    markers = conv.path_markers(path, "panda_link0", 3.0)
+    assert len(markers.markers) == 2
+    assert markers.markers[0].header.frame_id == "panda_link0"
+    assert len(markers.markers[1].points) == 16
+    assert markers.markers[0].points[15].x == pytest.approx(1.0)
