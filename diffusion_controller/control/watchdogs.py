@@ -1,0 +1,132 @@
+"""Input freshness and sanity checks that decide, every tick, whether the arm may keep moving.
+
+Pure functions of their inputs (stamps, flags, commanded and measured positions), so the loop can
+call them every 10 ms and tests can drive every fault directly. When all is well the same
+preallocated OK status is returned, so a healthy tick allocates nothing here; reason strings are
+only formatted for faults.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    """Deadlines (seconds) and limits; None switches a check off."""
+
+    joint_state_timeout: float = 0.05
+    """joint_states older than this are stale (5 ticks at 100 Hz)."""
+    image_timeout: float | None = 0.5
+    """Camera frames older than this are stale; None when the policy uses no camera."""
+    chunk_timeout: float | None = 0.5
+    """No accepted chunk for this long means inference missed its deadline."""
+    tracking_error: float | None = 0.2
+    """Largest |commanded - measured| joint position (rad) before the arm is not following."""
+    future_tolerance: float = 0.02
+    """Stamps this far ahead of the loop's clock are tolerated; beyond, they are faults."""
+
+    def __post_init__(self) -> None:
+        for name in ("joint_state_timeout", "image_timeout", "chunk_timeout", "tracking_error"):
+            value = getattr(self, name)
+            if value is None and name != "joint_state_timeout":
+                continue
+            if value is None or not math.isfinite(value) or value <= 0.0:
+                raise ValueError(f"WatchdogConfig.{name} must be positive and finite, got {value}")
+        if not math.isfinite(self.future_tolerance) or self.future_tolerance < 0.0:
+            raise ValueError("WatchdogConfig.future_tolerance must be finite and >= 0")
+
+
+@dataclass(frozen=True)
+class WatchdogStatus:
+    """ok, plus a human-readable reason and a stable code per fault."""
+
+    ok: bool
+    reasons: tuple[str, ...] = ()
+    codes: tuple[str, ...] = ()
+
+
+OK = WatchdogStatus(True)
+
+
+class Watchdogs:
+    """Evaluates the configured checks; holds only the configuration and the joint names."""
+
+    def __init__(
+        self, config: WatchdogConfig | None = None, joint_names: Sequence[str] | None = None
+    ) -> None:
+        self.config = config or WatchdogConfig()
+        self.joint_names = list(joint_names) if joint_names is not None else None
+
+    def evaluate(
+        self,
+        now: float,
+        joint_stamp: float | None,
+        image_stamp: float | None,
+        last_chunk_time: float | None,
+        estop: bool = False,
+        paused: bool = False,
+        commanded_q: np.ndarray | None = None,
+        measured_q: np.ndarray | None = None,
+        expect_chunk: bool = True,
+    ) -> WatchdogStatus:
+        """Check every input against `now` (the stamp clock); faults are listed in a fixed order.
+
+        `expect_chunk=False` skips the chunk deadline (e.g. while holding before the first chunk,
+        when its absence is not a fault of the inference side).
+        """
+        cfg = self.config
+        reasons: list[str] = []
+        codes: list[str] = []
+
+        def fault(code: str, reason: str) -> None:
+            codes.append(code)
+            reasons.append(reason)
+
+        if estop:
+            fault("estop", "e-stop latched")
+        if paused:
+            fault("paused", "paused")
+        if not math.isfinite(now):
+            fault("clock", f"invalid clock reading ({now})")
+            return WatchdogStatus(False, tuple(reasons), tuple(codes))
+        self._age(now, joint_stamp, cfg.joint_state_timeout, "joint_states", fault)
+        if cfg.image_timeout is not None:
+            self._age(now, image_stamp, cfg.image_timeout, "image", fault)
+        if cfg.chunk_timeout is not None and expect_chunk:
+            self._age(now, last_chunk_time, cfg.chunk_timeout, "chunk", fault)
+        if measured_q is not None and not np.all(np.isfinite(measured_q)):
+            fault("measured_nonfinite", "non-finite measured joint position")
+        elif cfg.tracking_error is not None and commanded_q is not None and measured_q is not None:
+            err = np.abs(np.asarray(commanded_q) - np.asarray(measured_q))
+            if err.shape and float(np.max(err)) > cfg.tracking_error:
+                j = int(np.argmax(err))
+                name = self.joint_names[j] if self.joint_names else f"joint {j}"
+                fault(
+                    "tracking_error",
+                    f"tracking error {err[j]:.3f} rad on {name} (limit {cfg.tracking_error:g} rad)",
+                )
+        if not codes:
+            return OK
+        return WatchdogStatus(False, tuple(reasons), tuple(codes))
+
+    def _age(self, now: float, stamp: float | None, timeout: float, what: str, fault) -> None:
+        if stamp is None:
+            fault(f"{what}_missing", f"no {what} received")
+            return
+        if not math.isfinite(stamp):
+            fault(f"{what}_invalid", f"invalid {what} stamp ({stamp})")
+            return
+        age = now - stamp
+        if age > timeout:
+            if what == "chunk":
+                text = f"no fresh chunk for {age:.2f} s (deadline {timeout:g} s)"
+            else:
+                text = f"stale {what} ({age:.2f} s old, limit {timeout:g} s)"
+            fault(f"{what}_stale", text)
+        elif -age > self.config.future_tolerance:
+            fault(f"{what}_future", f"{what} stamp {-age:.3f} s in the future")
