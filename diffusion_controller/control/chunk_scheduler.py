@@ -43,7 +43,8 @@ class SchedulerConfig:
     latency_margin: float = 0.02
     """Actions due at or before now + this are dropped: they could not be tracked in time."""
     blend_window: float = 0.2
-    """Shortest hand-over from the current reference onto a new chunk."""
+    """Shortest hand-over from the current reference onto a new chunk (0: as short as the jerk
+    limit allows)."""
     max_chunk_age: float = 1.0
     """Chunks whose observation stamp t0 is older than this are rejected as stale."""
     future_tolerance: float = 0.05
@@ -62,8 +63,6 @@ class SchedulerConfig:
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0.0:
                 raise ValueError(f"SchedulerConfig.{name} must be finite and >= 0, got {value}")
-        if self.blend_window <= 0.0:
-            raise ValueError("SchedulerConfig.blend_window must be > 0")
         if self.max_chunk_age <= 0.0:
             raise ValueError("SchedulerConfig.max_chunk_age must be > 0")
         if int(self.min_remaining_actions) < 2:

@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.interpolate import CubicSpline
 
 _DEG = 6  # coefficients per segment: c0..c5 in local time
 
@@ -283,20 +282,38 @@ def spline_through(times: np.ndarray, points: np.ndarray) -> PiecewisePolynomial
 
     "Not-a-knot" at the start (no artificial curvature condition where the reference usually
     joins through a transition anyway) and natural at the end (zero acceleration where the chunk's
-    data runs out, so the stop that follows starts cleanly).
+    data runs out, so the stop that follows starts cleanly). Solved directly for the knot
+    accelerations (one small dense solve for all joints), which is several times cheaper than a
+    general-purpose spline object and runs in the loop thread when a chunk is taken.
     """
     times = np.asarray(times, dtype=np.float64)
-    points = np.asarray(points, dtype=np.float64)
-    if points.ndim != 2 or times.shape != (points.shape[0],) or points.shape[0] < 2:
+    y = np.asarray(points, dtype=np.float64)
+    if y.ndim != 2 or times.shape != (y.shape[0],) or y.shape[0] < 2:
         raise ValueError("spline_through needs N >= 2 times and [N, J] points")
-    if points.shape[0] == 2:
+    n = y.shape[0]
+    h = np.diff(times)
+    if np.any(h <= 0.0) or not np.all(np.isfinite(h)):
+        raise ValueError("spline_through needs strictly increasing finite times")
+    slope = np.diff(y, axis=0) / h[:, None]  # [n-1, J]
+    if n == 2:
         # a straight line is the only C2 interpolant with a natural end through two points
-        coeffs = np.zeros((1, _DEG, points.shape[1]))
-        coeffs[0, 0] = points[0]
-        coeffs[0, 1] = (points[1] - points[0]) / (times[1] - times[0])
-        return PiecewisePolynomial(times, coeffs)
-    cs = CubicSpline(times, points, axis=0, bc_type=("not-a-knot", "natural"))
-    # scipy stores c[k, i, j] for (x - x_i)^(3 - k); reorder to ascending powers, pad to quintic
-    coeffs = np.zeros((points.shape[0] - 1, _DEG, points.shape[1]))
-    coeffs[:, :4, :] = np.transpose(cs.c[::-1], (1, 0, 2))
+        m = np.zeros_like(y)
+    else:
+        # unknowns: second derivatives m_i at the knots
+        a = np.zeros((n, n))
+        rhs = np.zeros_like(y)
+        a[0, 0], a[0, 1], a[0, 2] = -h[1], h[0] + h[1], -h[0]  # not-a-knot: jerk equal at x_1
+        idx = np.arange(1, n - 1)
+        a[idx, idx - 1] = h[:-1]
+        a[idx, idx] = 2.0 * (h[:-1] + h[1:])
+        a[idx, idx + 1] = h[1:]
+        rhs[1:-1] = 6.0 * (slope[1:] - slope[:-1])
+        a[n - 1, n - 1] = 1.0  # natural end
+        m = np.linalg.solve(a, rhs)
+    coeffs = np.zeros((n - 1, _DEG, y.shape[1]))
+    hh = h[:, None]
+    coeffs[:, 0] = y[:-1]
+    coeffs[:, 1] = slope - hh * (2.0 * m[:-1] + m[1:]) / 6.0
+    coeffs[:, 2] = 0.5 * m[:-1]
+    coeffs[:, 3] = (m[1:] - m[:-1]) / (6.0 * hh)
     return PiecewisePolynomial(times, coeffs)

@@ -234,7 +234,7 @@ def sample_none(sched: ChunkScheduler) -> bool:
 
 def test_config_validation() -> None:
     with pytest.raises(ValueError):
-        SchedulerConfig(blend_window=0.0)
+        SchedulerConfig(blend_window=-0.1)
     with pytest.raises(ValueError):
         SchedulerConfig(jerk_limit=-1.0)
     with pytest.raises(ValueError):
@@ -243,3 +243,14 @@ def test_config_validation() -> None:
         SchedulerConfig(latency_margin=float("nan"))
     with pytest.raises(ValueError):
         ChunkScheduler(J, SchedulerConfig(jerk_limit=[1.0, 2.0]))
+
+
+def test_zero_blend_window_is_as_short_as_the_jerk_limit_allows() -> None:
+    jerk = 2000.0
+    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk, blend_window=0.0))
+    assert sched.submit(wave(0.0, seq=1), 0.0).accepted
+    _, refs1 = run(sched, 0.0, 0.35)
+    res = sched.submit(wave(0.3, seq=2, offset=0.01), 0.35)
+    assert res.accepted and res.blend_s < 0.2 and res.max_jerk <= jerk
+    _, refs2 = run(sched, 0.35, 1.5)
+    assert_c2_at_ticks(refs1 + refs2, jerk)

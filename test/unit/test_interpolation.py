@@ -142,3 +142,17 @@ def test_rejects_bad_construction() -> None:
         PiecewisePolynomial(np.array([1.0, 0.0]), np.zeros((1, 6, 2)))
     with pytest.raises(ValueError):
         spline_through(np.array([0.0]), np.zeros((1, 2)))
+
+
+@pytest.mark.parametrize("n", [3, 4, 9, 17])
+def test_spline_matches_scipy_with_the_same_end_conditions(n: int) -> None:
+    from scipy.interpolate import CubicSpline
+
+    rng = np.random.default_rng(n)
+    times = np.cumsum(rng.uniform(0.05, 0.15, size=n))
+    points = rng.normal(size=(n, 3))
+    ours = spline_through(times, points)
+    ref = CubicSpline(times, points, axis=0, bc_type=("not-a-knot", "natural"))
+    ts = np.linspace(times[0], times[-1], 101)
+    for k in range(3):
+        np.testing.assert_allclose(ours.sample(ts, k), ref(ts, k), rtol=1e-9, atol=1e-9)

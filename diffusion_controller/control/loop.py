@@ -1,0 +1,646 @@
+"""The fixed-rate control loop: scheduler -> safety filter -> output, with watchdogs and brakes.
+
+One thread of its own ticks on absolute deadlines of time.monotonic() (start + k * period); a
+missed deadline is counted and the loop skips to the next future one, so it never bursts. Inputs
+from other threads never make it wait on a lock: joint states and image stamps are immutable
+snapshots swapped in by reference, chunks travel through a single-slot mailbox the loop empties at
+the start of a tick, and flags (enable, e-stop, pause) are plain attribute writes. The scheduler
+and the safety filter are touched only by the loop thread (or by whoever calls `tick()` directly,
+for deterministic tests).
+
+Every command that leaves through `output` comes out of the safety filter (`step` or `brake`);
+anything that goes wrong in a tick becomes a brake, and the reasons are kept for diagnostics.
+Statistics go into preallocated ring buffers; `status()` summarises them on demand, in the caller's
+thread.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SubmitResult
+from diffusion_controller.control.types import Chunk, Command, FilterResult
+from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+
+INACTIVE = "inactive"  # disabled: nothing is published
+WAITING = "waiting"  # enabled, no joint state yet: nothing is published
+RUNNING = "running"  # tracking the scheduler's reference through the filter
+BRAKING = "braking"  # a fault or a stop request: decelerating through filter.brake
+HOLDING = "holding"  # stopped: publishing the hold command, waiting for a fresh chunk
+ESTOPPED = "estopped"  # e-stop latched: braking / holding until reset()
+
+_STATUS_CODES = {"ok": 0, "braking": 1, "holding": 2}
+
+
+@dataclass(frozen=True)
+class JointSnapshot:
+    """The latest measured joint state, immutable so it can be swapped between threads."""
+
+    q: np.ndarray
+    v: np.ndarray
+    stamp: float
+
+
+@dataclass(frozen=True)
+class LoopStatus:
+    """An immutable summary of the loop for diagnostics; times in milliseconds."""
+
+    state: str
+    reasons: tuple[str, ...]
+    ticks: int
+    published: int
+    missed_ticks: int
+    interventions: int
+    brake_ticks: int
+    filter_fallbacks: int
+    exceptions: int
+    output_errors: int
+    chunks_accepted: int
+    chunks_rejected: int
+    chunks_superseded: int
+    joint_states_rejected: int
+    last_command: Command | None
+    last_submit: SubmitResult | None
+    last_error: str
+    rate_hz: float
+    window: int
+    tick_error_ms: dict[str, float]
+    compute_ms: dict[str, float]
+    qp_iterations: dict[str, float]
+    qp_status: dict[str, int]
+    realtime: dict[str, Any] = field(default_factory=dict)
+
+
+class _Ticket:
+    """Lets a submitter wait for the loop's verdict on its chunk without the loop waiting."""
+
+    __slots__ = ("event", "result")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.result: SubmitResult | None = None
+
+    def settle(self, result: SubmitResult) -> None:
+        self.result = result
+        self.event.set()
+
+
+class _Ring:
+    """A preallocated ring buffer of one numeric series."""
+
+    __slots__ = ("buf", "count")
+
+    def __init__(self, size: int, dtype: Any = np.float64) -> None:
+        self.buf = np.zeros(size, dtype=dtype)
+        self.count = 0
+
+    def push(self, value: float) -> None:
+        self.buf[self.count % self.buf.shape[0]] = value
+        self.count += 1
+
+    def values(self) -> np.ndarray:
+        n = min(self.count, self.buf.shape[0])
+        return np.array(self.buf[:n])
+
+
+def _percentiles(values: np.ndarray, scale: float = 1.0) -> dict[str, float]:
+    if values.size == 0:
+        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
+    p50, p99 = np.percentile(values, [50.0, 99.0])
+    return {
+        "p50": float(p50) * scale,
+        "p99": float(p99) * scale,
+        "max": float(np.max(values)) * scale,
+        "n": int(values.size),
+    }
+
+
+def switch_interval_for(rate_hz: float) -> float:
+    """A `sys.setswitchinterval` value for a process hosting a loop at `rate_hz`.
+
+    CPython hands the GIL over every switch interval (5 ms by default), so a busy inference or
+    executor thread can delay a tick by that much; a twentieth of the period, within
+    [0.5 ms, 5 ms], bounds that delay at the price of more frequent hand-overs. Setting it is the
+    host process's (the node's) decision, so the loop only suggests it.
+    """
+    return float(min(0.005, max(0.0005, 1.0 / (20.0 * float(rate_hz)))))
+
+
+class ControlLoop:
+    """Fixed-rate loop driving `output(Command)` from chunks, through the safety filter."""
+
+    def __init__(
+        self,
+        safety: Any,
+        scheduler: ChunkScheduler,
+        watchdogs: Watchdogs,
+        output: Callable[[Command], None],
+        rate_hz: float = 100.0,
+        clock: Callable[[], float] = time.time,
+        *,
+        realtime: bool = False,
+        priority: int = 80,
+        cpus: Sequence[int] | None = None,
+        spin_s: float = 0.0002,
+        stats_window: int = 2048,
+        velocity_tolerance: float = 1e-3,
+    ) -> None:
+        rate_hz = float(rate_hz)
+        if not np.isfinite(rate_hz) or rate_hz <= 0.0:
+            raise ValueError(f"rate_hz must be positive, got {rate_hz}")
+        filter_rate = getattr(getattr(safety, "config", None), "rate_hz", rate_hz)
+        if abs(float(filter_rate) - rate_hz) > 1e-9:
+            raise ValueError(
+                f"the safety filter integrates at {filter_rate} Hz, the loop runs at {rate_hz} Hz"
+            )
+        if spin_s < 0.0 or stats_window < 16:
+            raise ValueError("spin_s must be >= 0 and stats_window >= 16")
+        self.safety = safety
+        self.scheduler = scheduler
+        self.watchdogs = watchdogs
+        self.joint_count = scheduler.joint_count
+        self._output = output
+        self._clock = clock
+        self.rate_hz = rate_hz
+        self.period = 1.0 / rate_hz
+        self._spin_s = float(spin_s)
+        self._realtime = bool(realtime)
+        self._priority = int(priority)
+        self._cpus = list(cpus) if cpus is not None else None
+        self._vel_tol = float(velocity_tolerance)
+        cfg = getattr(safety, "config", None)
+        self._mpc_steps = (
+            int(getattr(cfg, "horizon", 0)) if getattr(cfg, "mode", "cbf") == "mpc" else 0
+        )
+        self._mpc_offsets = self.period * np.arange(1, self._mpc_steps + 1)
+
+        # written by other threads, read by the loop (single reference writes)
+        self._joint: JointSnapshot | None = None
+        self._image_stamp: float | None = None
+        self._mailbox: deque[tuple[Chunk, _Ticket | None]] = deque(maxlen=1)
+        self._posted: deque[Callable[[], None]] = deque()
+        self._enabled = False
+        self._estop = False
+        self._paused = False
+        self._reset_request = False
+
+        # loop-thread state
+        self._state = INACTIVE
+        self._reasons: tuple[str, ...] = ("disabled",)
+        self._initialised = False
+        self._stop_since: float | None = None
+        self._last_chunk_time: float | None = None
+        self._current_chunk: Chunk | None = None
+        self._last_command: Command | None = None
+        self._last_submit: SubmitResult | None = None
+        self._last_error = ""
+        self._last_now = 0.0
+
+        # counters and rings
+        self._ticks = 0
+        self._published = 0
+        self._missed = 0
+        self._interventions = 0
+        self._brake_ticks = 0
+        self._fallbacks = 0
+        self._exceptions = 0
+        self._output_errors = 0
+        self._accepted = 0
+        self._rejected = 0
+        self._superseded = 0
+        self._joint_rejects = 0
+        self._tick_error = _Ring(stats_window)
+        self._compute = _Ring(stats_window)
+        self._iterations = _Ring(stats_window, np.int32)
+        self._qp_status = _Ring(stats_window, np.int8)
+
+        self._thread: threading.Thread | None = None
+        self._stop_event = threading.Event()
+        self._realtime_granted: dict[str, Any] = {"requested": self._realtime}
+
+    # ------------------------------------------------------------------ inputs (any thread)
+    def update_joint_state(
+        self, q: Sequence[float], v: Sequence[float] | None, stamp: float
+    ) -> bool:
+        """Offer a measured joint state (in the scheduler's joint order); False when rejected."""
+        reason = ""
+        try:
+            qa = np.array(q, dtype=np.float64).reshape(-1)
+            va = np.zeros_like(qa) if v is None else np.array(v, dtype=np.float64).reshape(-1)
+            stamp = float(stamp)
+        except (TypeError, ValueError) as exc:
+            qa = va = np.zeros(0)
+            reason = f"joint_state rejected: {exc}"
+        if not reason:
+            prev = self._joint
+            if qa.shape != (self.joint_count,) or va.shape != (self.joint_count,):
+                reason = (
+                    f"joint_state rejected: {qa.size} positions / {va.size} velocities "
+                    f"for {self.joint_count} joints"
+                )
+            elif not (np.all(np.isfinite(qa)) and np.all(np.isfinite(va))):
+                reason = "joint_state rejected: non-finite position or velocity"
+            elif not np.isfinite(stamp):
+                reason = "joint_state rejected: non-finite stamp"
+            elif prev is not None and stamp < prev.stamp:
+                reason = "joint_state rejected: stamp older than the previous one"
+        if reason:
+            self._joint_rejects += 1
+            self._last_error = reason
+            return False
+        qa.flags.writeable = False
+        va.flags.writeable = False
+        self._joint = JointSnapshot(qa, va, stamp)
+        return True
+
+    def note_image(self, stamp: float) -> None:
+        """Record that a camera frame stamped `stamp` arrived (for the image watchdog)."""
+        stamp = float(stamp)
+        if np.isfinite(stamp):
+            self._image_stamp = stamp
+
+    def submit_chunk(self, chunk: Chunk, wait: float | None = None) -> SubmitResult:
+        """Hand a chunk to the loop; malformed ones are rejected here, in the caller's thread.
+
+        The loop picks the chunk up at the start of its next tick. Without `wait` the result says
+        "queued"; with `wait` (seconds) it is the scheduler's verdict if the loop gives one in
+        time. A chunk still waiting in the mailbox when a newer one arrives is superseded.
+        """
+        reason = self.scheduler.check(chunk)
+        seq = int(getattr(chunk, "seq", -1))
+        if reason:
+            result = SubmitResult(False, 0, reason, seq)
+            self._rejected += 1
+            self._last_submit = result
+            return result
+        positions = np.array(chunk.positions, dtype=np.float64)
+        positions.flags.writeable = False
+        own = Chunk(t0=float(chunk.t0), dt=float(chunk.dt), positions=positions, seq=seq)
+        ticket = _Ticket() if wait is not None else None
+        try:
+            old_chunk, old_ticket = self._mailbox.popleft()
+        except IndexError:
+            pass
+        else:
+            self._superseded += 1
+            if old_ticket is not None:
+                old_ticket.settle(
+                    SubmitResult(
+                        False, 0, f"superseded by seq {seq} before the loop took it", old_chunk.seq
+                    )
+                )
+        self._mailbox.append((own, ticket))
+        if ticket is not None and ticket.event.wait(max(0.0, float(wait))):
+            assert ticket.result is not None
+            return ticket.result
+        return SubmitResult(True, 0, "queued", seq)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run `fn` in the loop thread at the start of the next tick (e.g. live filter changes)."""
+        self._posted.append(fn)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Enable publishing; disabling brakes to a stop first, then goes quiet."""
+        self._enabled = bool(enabled)
+
+    def estop(self) -> None:
+        """Latch the e-stop: brake to a stop and hold until `reset()`."""
+        self._estop = True
+
+    def reset(self) -> tuple[bool, str]:
+        """Clear the e-stop once the arm is stopped; the loop then holds until a fresh chunk."""
+        cmd = self._last_command
+        if cmd is not None and float(np.max(np.abs(cmd.velocities))) > self._vel_tol:
+            return False, "still moving: reset refused until the arm is stopped"
+        was = self._estop
+        self._reset_request = True
+        self._estop = False
+        return True, "e-stop cleared" if was else "nothing to reset"
+
+    def pause(self) -> None:
+        """Brake to a stop and hold; `resume()` continues with the next fresh chunk."""
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+
+    def set_watchdog_config(self, config: WatchdogConfig) -> None:
+        """Swap the watchdog deadlines live (an atomic reference swap of an immutable config)."""
+        self.watchdogs.config = config
+
+    # ------------------------------------------------------------------ outputs (any thread)
+    @property
+    def state(self) -> str:
+        return self._state
+
+    def current_chunk(self) -> Chunk | None:
+        """The chunk in force (for the inference planner's warm start and prefix)."""
+        return self._current_chunk
+
+    def status(self) -> LoopStatus:
+        """An immutable snapshot: state, reasons, counters, last command, recent percentiles."""
+        iters = self._iterations.values()
+        codes = self._qp_status.values()
+        names = {v: k for k, v in _STATUS_CODES.items()}
+        qp_status = {names.get(c, "other"): int(np.count_nonzero(codes == c)) for c in (0, 1, 2)}
+        return LoopStatus(
+            state=self._state,
+            reasons=self._reasons,
+            ticks=self._ticks,
+            published=self._published,
+            missed_ticks=self._missed,
+            interventions=self._interventions,
+            brake_ticks=self._brake_ticks,
+            filter_fallbacks=self._fallbacks,
+            exceptions=self._exceptions,
+            output_errors=self._output_errors,
+            chunks_accepted=self._accepted,
+            chunks_rejected=self._rejected,
+            chunks_superseded=self._superseded,
+            joint_states_rejected=self._joint_rejects,
+            last_command=self._last_command,
+            last_submit=self._last_submit,
+            last_error=self._last_error,
+            rate_hz=self.rate_hz,
+            window=int(self._compute.buf.shape[0]),
+            tick_error_ms=_percentiles(self._tick_error.values(), 1e3),
+            compute_ms=_percentiles(self._compute.values(), 1e3),
+            qp_iterations={
+                "p50": float(np.median(iters)) if iters.size else float("nan"),
+                "max": float(np.max(iters)) if iters.size else float("nan"),
+            },
+            qp_status=qp_status,
+            realtime=dict(self._realtime_granted),
+        )
+
+    # ------------------------------------------------------------------ thread
+    def start(self) -> None:
+        """Start the loop thread (idempotent)."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop_event.clear()
+        self._thread = threading.Thread(target=self._run, name="control-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop the thread; True when it has ended. Call after braking (set_enabled(False))."""
+        self._stop_event.set()
+        thread = self._thread
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _apply_realtime(self) -> None:
+        granted: dict[str, Any] = {"requested": self._realtime, "sched_fifo": False}
+        errors: list[str] = []
+        if self._realtime:
+            try:
+                param = os.sched_param(self._priority)
+                os.sched_setscheduler(0, os.SCHED_FIFO, param)  # 0: this thread on Linux
+                granted["sched_fifo"] = True
+                granted["priority"] = self._priority
+            except (AttributeError, OSError) as exc:
+                errors.append(f"SCHED_FIFO: {exc}")
+            if self._cpus is not None:
+                try:
+                    os.sched_setaffinity(0, self._cpus)
+                except (AttributeError, OSError, ValueError) as exc:
+                    errors.append(f"affinity: {exc}")
+        try:
+            granted["affinity"] = sorted(os.sched_getaffinity(0))
+        except (AttributeError, OSError):
+            granted["affinity"] = None
+        granted["errors"] = errors
+        self._realtime_granted = granted
+
+    def _sleep_until(self, deadline: float) -> None:
+        spin = self._spin_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0.0:
+                return
+            if remaining > spin:
+                time.sleep(remaining - spin)
+            else:
+                while time.monotonic() < deadline:
+                    pass
+                return
+
+    def _run(self) -> None:
+        self._apply_realtime()
+        period = self.period
+        start = time.monotonic()
+        k = 0
+        while not self._stop_event.is_set():
+            deadline = start + k * period
+            self._sleep_until(deadline)
+            began = time.monotonic()
+            self._tick_error.push(began - deadline)
+            self.tick(began)
+            k += 1
+            now = time.monotonic()
+            if now >= start + k * period:
+                k_next = int((now - start) / period) + 1
+                self._missed += k_next - k
+                k = k_next
+
+    # ------------------------------------------------------------------ the tick
+    def tick(self, now_mono: float | None = None) -> Command | None:
+        """One control step; returns the command it published (None when nothing was)."""
+        t_start = time.perf_counter()
+        if now_mono is None:
+            now_mono = time.monotonic()
+        self._ticks += 1
+        cmd: Command | None = None
+        result: FilterResult | None = None
+        now = float("nan")
+        try:
+            now = float(self._clock())
+            result = self._tick_body(now)
+            self._last_now = now
+        except Exception as exc:  # any fault in a tick becomes a brake
+            self._exceptions += 1
+            self._last_error = f"exception in tick: {type(exc).__name__}: {exc}"
+            result = self._fault_brake(now, self._last_error)
+        if result is not None:
+            if not np.isfinite(now):  # the clock itself failed: stamp from the last good reading
+                now = self._last_now + self.period
+                self._last_now = now
+            cmd = self._publish(now, result)
+        self._compute.push(time.perf_counter() - t_start)
+        return cmd
+
+    def _tick_body(self, now: float) -> FilterResult | None:
+        if not np.isfinite(now):
+            raise ValueError(f"clock returned {now}")
+        while self._posted:
+            self._posted.popleft()()
+        if self._reset_request:
+            self._reset_request = False
+            self.scheduler.clear()
+            self._current_chunk = None
+            self._stop_since = now
+        snap = self._joint
+
+        if not self._enabled:
+            return self._disable_step(now)
+        if snap is None:
+            self._set_state(WAITING, ("no joint_states received",))
+            return None
+        if not self._initialised:
+            self.safety.reset(snap.q, snap.v)
+            self.scheduler.clear()
+            self._current_chunk = None
+            self._stop_since = now
+            self._initialised = True
+            self._state = HOLDING
+
+        try:
+            chunk, ticket = self._mailbox.popleft()
+        except IndexError:
+            pass
+        else:
+            self._take_chunk(chunk, ticket, now)
+
+        commanded = self._last_command.positions if self._last_command is not None else None
+        status = self.watchdogs.evaluate(
+            now,
+            snap.stamp,
+            self._image_stamp,
+            self._last_chunk_time,
+            self._estop,
+            self._paused,
+            commanded_q=commanded,
+            measured_q=snap.q,
+        )
+        if self._estop:
+            return self._brake(now, ESTOPPED, status.reasons)
+        if not status.ok:
+            return self._brake(now, None, status.reasons)
+
+        if self._state != RUNNING:
+            fresh = self._last_chunk_time is not None and (
+                self._stop_since is None or self._last_chunk_time > self._stop_since
+            )
+            if not fresh:
+                return self._brake(now, None, ("waiting for a fresh chunk",))
+            q, v, a = self._filter_state()
+            self.scheduler.rebase(now, q, v, a)
+            self._stop_since = None
+            self._state = RUNNING
+
+        ref = self.scheduler.reference(now)
+        if ref is None:
+            return self._brake(now, None, ("no reference",))
+        if ref.stopped:
+            return self._brake(now, None, (ref.reason,))
+        if self._mpc_steps:
+            future = self.scheduler.sample(now + self._mpc_offsets)
+            result = self.safety.step(ref.q, ref.v, ref.a, future_ref=future)
+        else:
+            result = self.safety.step(ref.q, ref.v, ref.a)
+        if result.status != "ok":
+            self._fallbacks += 1
+            reasons: tuple[str, ...] = (f"safety filter: {result.reason or result.status}",)
+        else:
+            reasons = (ref.reason,) if ref.reason else ()
+        if reasons != self._reasons:
+            self._reasons = reasons
+        return result
+
+    def _filter_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = self.safety.state
+        if hasattr(state, "q"):
+            return state.q, state.v, state.a
+        q, v, a = state
+        return q, v, a
+
+    def _take_chunk(self, chunk: Chunk, ticket: _Ticket | None, now: float) -> None:
+        result = self.scheduler.submit(chunk, now)
+        if result.accepted:
+            self._accepted += 1
+            self._last_chunk_time = now
+            self._current_chunk = chunk
+        else:
+            self._rejected += 1
+        self._last_submit = result
+        if ticket is not None:
+            ticket.settle(result)
+
+    def _disable_step(self, now: float) -> FilterResult | None:
+        if not self._initialised or self._state in (INACTIVE, WAITING):
+            self._initialised = False
+            self._set_state(INACTIVE, ("disabled",))
+            return None
+        result = self._brake(now, None, ("disabled",))
+        if result.status == "holding":
+            # stopped: publish this last hold command, then go quiet until re-enabled
+            self._initialised = False
+            self.scheduler.clear()
+            self._current_chunk = None
+            self._set_state(INACTIVE, ("disabled",))
+        return result
+
+    def _brake(self, now: float, state: str | None, reasons: tuple[str, ...]) -> FilterResult:
+        if self._stop_since is None:
+            self._stop_since = now
+        result = self.safety.brake(reasons[0] if reasons else "stop")
+        self._brake_ticks += 1
+        if state is None:
+            state = HOLDING if result.status == "holding" else BRAKING
+        self._set_state(state, reasons)
+        return result
+
+    def _fault_brake(self, now: float, reason: str) -> FilterResult | None:
+        """Brake after an exception; if even the filter's brake fails, latch the e-stop."""
+        self._stop_since = now if np.isfinite(now) else time.monotonic()
+        try:
+            result = self.safety.brake(reason)
+        except Exception as exc:
+            self._estop = True
+            self._last_error = f"{reason}; brake failed: {type(exc).__name__}: {exc}"
+            self._set_state(ESTOPPED, (reason, "safety filter brake failed: nothing published"))
+            return None
+        self._brake_ticks += 1
+        self._set_state(BRAKING if result.status != "holding" else HOLDING, (reason,))
+        return result
+
+    def _publish(self, now: float, result: FilterResult) -> Command | None:
+        q, v, a = result.positions, result.velocities, result.accelerations
+        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
+            # the filter promises finite output; if that ever breaks, nothing leaves the loop
+            self._estop = True
+            self._last_error = "safety filter returned a non-finite command: e-stop latched"
+            self._set_state(ESTOPPED, (self._last_error,))
+            return None
+        cmd = Command(stamp=now, positions=q, velocities=v, accelerations=a)
+        self._last_command = cmd
+        if result.intervened:
+            self._interventions += 1
+        self._iterations.push(result.iterations)
+        self._qp_status.push(_STATUS_CODES.get(result.status, 3))
+        try:
+            self._output(cmd)
+            self._published += 1
+        except Exception as exc:
+            self._output_errors += 1
+            self._last_error = f"output failed: {type(exc).__name__}: {exc}"
+        return cmd
+
+    def _set_state(self, state: str, reasons: tuple[str, ...]) -> None:
+        self._state = state
+        if reasons != self._reasons:
+            self._reasons = reasons
