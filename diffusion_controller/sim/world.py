@@ -1,0 +1,389 @@
+"""The simulated Panda on a table, with a fixed RGB camera and physics-based contact reporting.
+
+PyBullet in DIRECT mode: no window, CPU rendering with the tiny renderer, every call on this world's
+own physicsClientId so several worlds could share a process. The world frame is the robot base
+frame (panda_link0): x forward, y left, z up, and the table top is the plane z = 0.
+
+The 7 arm joints are position controlled toward the latest commanded target, like a ros2_control
+forward position controller in front of a stiff joint impedance controller: PyBullet's motor
+constraint with the URDF effort limits, and a velocity feed-forward taken from the difference of
+successive commands so that a smooth 100 Hz command stream is tracked with a few milliradians of
+lag. The fingers are held closed.
+
+Collisions are whatever physics says: contact points between the arm and the obstacle or the table
+with a penetration deeper than `contact_depth` (or a normal force above `contact_force`) count, and
+a new contact between a link and an object after a gap is one collision event. `min_clearance` is
+the closest distance between the arm and the obstacle from PyBullet's closest-point query.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pybullet as p
+import pybullet_data
+
+from diffusion_controller.sim.kinematics import ARM_JOINTS, FINGER_JOINTS, panda_urdf_path
+from diffusion_controller.sim.task import TaskSpec
+
+ARM_RGBA = (0.92, 0.92, 0.92, 1.0)  # near white
+HAND_RGBA = (0.25, 0.25, 0.3, 1.0)  # dark, so the tool end reads clearly against the table
+OBSTACLE_RGBA = (0.9, 0.05, 0.05, 1.0)  # saturated red
+TARGET_RGBA = (0.05, 0.85, 0.1, 1.0)  # saturated green
+TABLE_RGBA = (0.55, 0.6, 0.75, 1.0)  # muted blue-grey
+
+
+@dataclass
+class WorldConfig:
+    timestep: float = 1.0 / 500.0
+    gravity: float = -9.81
+    image_width: int = 96
+    image_height: int = 96
+    # A frontal view from above the far edge of the table, looking back at the robot: the
+    # obstacle, the target and both passages are visible; the robot's left appears on the right.
+    camera_eye: tuple[float, float, float] = (1.25, 0.0, 0.85)
+    camera_target: tuple[float, float, float] = (0.42, 0.0, 0.12)
+    camera_fov_deg: float = 58.0
+    position_gain: float = 0.3
+    velocity_gain: float = 1.0
+    contact_depth: float = 0.001  # metres of penetration that count as a collision
+    contact_force: float = 5.0  # newtons that count as a collision even without penetration
+    clearance_range: float = 0.5  # closest-point queries look this far
+    table_half_extent: tuple[float, float] = (0.9, 0.8)
+
+
+@dataclass
+class ContactState:
+    """Contacts found during the last `step`, and running totals since the last reset."""
+
+    in_contact: bool = False
+    pairs: list[tuple[str, str]] = field(default_factory=list)  # (link, "obstacle" | "table")
+    new_events: int = 0
+    events: int = 0
+    max_depth: float = 0.0  # deepest penetration in the last step (m, positive)
+    max_force: float = 0.0  # largest normal force in the last step (N)
+
+
+class SimWorld:
+    """One simulated arm with its task scene. Not thread-safe: use it from one thread."""
+
+    def __init__(self, config: WorldConfig | None = None) -> None:
+        self.config = config or WorldConfig()
+        c = self.config
+        if not (0.0 < c.timestep <= 0.01):
+            raise ValueError(f"timestep must be in (0, 0.01] s, got {c.timestep}")
+        if c.image_width < 8 or c.image_height < 8:
+            raise ValueError("camera image must be at least 8x8")
+        self.cid = p.connect(p.DIRECT)
+        self._closed = False
+        pid = self.cid
+        p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=pid)
+        p.setGravity(0.0, 0.0, c.gravity, physicsClientId=pid)
+        p.setTimeStep(c.timestep, physicsClientId=pid)
+        self.urdf_path = panda_urdf_path()
+        with open(self.urdf_path, encoding="utf-8") as fh:
+            self.urdf_text = fh.read()
+        self.robot = p.loadURDF(
+            self.urdf_path,
+            [0.0, 0.0, 0.0],
+            useFixedBase=True,
+            flags=p.URDF_USE_INERTIA_FROM_FILE | p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
+            physicsClientId=pid,
+        )
+        self._index: dict[str, int] = {}
+        self.link_names: dict[int, str] = {-1: "panda_link0"}
+        self.lower: list[float] = []
+        self.upper: list[float] = []
+        self.velocity_limit: list[float] = []
+        self.effort: list[float] = []
+        for j in range(p.getNumJoints(self.robot, physicsClientId=pid)):
+            info = p.getJointInfo(self.robot, j, physicsClientId=pid)
+            self._index[info[1].decode()] = j
+            self.link_names[j] = info[12].decode()
+        self.arm_idx = [self._index[n] for n in ARM_JOINTS]
+        self.finger_idx = [self._index[n] for n in FINGER_JOINTS]
+        for j in self.arm_idx:
+            info = p.getJointInfo(self.robot, j, physicsClientId=pid)
+            self.lower.append(info[8])
+            self.upper.append(info[9])
+            self.effort.append(info[10])
+            self.velocity_limit.append(info[11])
+        self.tool_link = self._index["panda_grasptarget_hand"]
+        self.joint_names: list[str] = list(ARM_JOINTS) + list(FINGER_JOINTS)
+        self.arm_joint_names: list[str] = list(ARM_JOINTS)
+        for link in range(-1, p.getNumJoints(self.robot, physicsClientId=pid)):
+            # Joint damping off: the motors are the only source of joint torque, as on the real arm.
+            p.changeDynamics(self.robot, link, jointDamping=0.0, physicsClientId=pid)
+            rgba = HAND_RGBA if self.link_names[link] in _HAND_LINKS else ARM_RGBA
+            p.changeVisualShape(self.robot, link, rgbaColor=rgba, physicsClientId=pid)
+
+        hx, hy = c.table_half_extent
+        table_col = p.createCollisionShape(
+            p.GEOM_BOX, halfExtents=[hx, hy, 0.025], physicsClientId=pid
+        )
+        table_vis = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=[hx, hy, 0.025], rgbaColor=TABLE_RGBA, physicsClientId=pid
+        )
+        self.table = p.createMultiBody(
+            0.0, table_col, table_vis, basePosition=[hx - 0.3, 0.0, -0.025], physicsClientId=pid
+        )
+        # The base is bolted to the table: their touching is not a collision.
+        p.setCollisionFilterPair(self.robot, self.table, -1, -1, 0, physicsClientId=pid)
+        self.obstacle: int | None = None
+        self.target_marker: int | None = None
+        self.spec: TaskSpec | None = None
+
+        self._view = p.computeViewMatrix(c.camera_eye, c.camera_target, [0, 0, 1])
+        self._proj = p.computeProjectionMatrixFOV(
+            c.camera_fov_deg, c.image_width / c.image_height, 0.05, 5.0
+        )
+        self.time = 0.0
+        self._steps = 0
+        self._q_cmd = np.zeros(7)
+        self._v_ff = np.zeros(7)
+        self._cmd_time: float | None = None
+        self._touching: set[tuple[int, int]] = set()
+        self.contacts = ContactState()
+        self.set_joint_state(np.zeros(7) if self.spec is None else self.spec.start_q)
+
+    # --- scene ----------------------------------------------------------------------------------
+    def reset(self, spec: TaskSpec | None = None, q: np.ndarray | None = None) -> None:
+        """Put the task's objects in place and the arm at rest at `q` (default: the task's start)."""
+        pid = self.cid
+        if spec is not None:
+            for body in (self.obstacle, self.target_marker):
+                if body is not None:
+                    p.removeBody(body, physicsClientId=pid)
+            ob = spec.obstacle
+            col = p.createCollisionShape(
+                p.GEOM_CYLINDER, radius=ob.radius, height=ob.height, physicsClientId=pid
+            )
+            vis = p.createVisualShape(
+                p.GEOM_CYLINDER,
+                radius=ob.radius,
+                length=ob.height,
+                rgbaColor=OBSTACLE_RGBA,
+                physicsClientId=pid,
+            )
+            self.obstacle = p.createMultiBody(
+                0.0, col, vis, basePosition=[ob.x, ob.y, ob.height / 2], physicsClientId=pid
+            )
+            # The target is only paint on the table: visible, never collided with.
+            tvis = p.createVisualShape(
+                p.GEOM_CYLINDER,
+                radius=spec.target_radius,
+                length=0.002,
+                rgbaColor=TARGET_RGBA,
+                physicsClientId=pid,
+            )
+            self.target_marker = p.createMultiBody(
+                0.0,
+                -1,
+                tvis,
+                basePosition=[spec.target[0], spec.target[1], spec.target[2] + 0.001],
+                physicsClientId=pid,
+            )
+            self.spec = spec
+        start = q if q is not None else (self.spec.start_q if self.spec is not None else None)
+        self.set_joint_state(np.zeros(7) if start is None else start)
+        self.time = 0.0
+        self._steps = 0
+        self._touching.clear()
+        self.contacts = ContactState()
+
+    def set_joint_state(self, q: np.ndarray) -> None:
+        """Teleport the arm to `q` at rest and hold it there (command = q)."""
+        q = self._validated(q)
+        for j, qj in zip(self.arm_idx, q):
+            p.resetJointState(self.robot, j, float(qj), 0.0, physicsClientId=self.cid)
+        for j in self.finger_idx:
+            p.resetJointState(self.robot, j, 0.0, 0.0, physicsClientId=self.cid)
+        self._q_cmd = q.copy()
+        self._v_ff = np.zeros(7)
+        self._cmd_time = None
+        self._apply_motors()
+
+    # --- commands and stepping ------------------------------------------------------------------
+    def command(self, q_target: np.ndarray) -> None:
+        """Set the position target of the 7 arm joints (panda_joint1..7 order).
+
+        Raises ValueError for a wrong size or non-finite values (the previous target stays);
+        targets beyond the URDF limits are clipped to them, as the real arm's limits would.
+        """
+        q = self._validated(q_target)
+        q = np.clip(q, self.lower, self.upper)
+        if self._cmd_time is not None and self.time > self._cmd_time:
+            v = (q - self._q_cmd) / (self.time - self._cmd_time)
+            self._v_ff = np.clip(v, -np.array(self.velocity_limit), self.velocity_limit)
+        else:
+            self._v_ff = np.zeros(7)
+        self._q_cmd = q
+        self._cmd_time = self.time
+        self._apply_motors()
+
+    @property
+    def commanded(self) -> np.ndarray:
+        return self._q_cmd.copy()
+
+    def step(self, dt: float) -> ContactState:
+        """Advance the simulation by `dt` seconds (rounded to whole physics steps)."""
+        n = max(1, round(dt / self.config.timestep))
+        pid = self.cid
+        c = self.config
+        touching: set[tuple[int, int]] = set()
+        depth = 0.0
+        force = 0.0
+        for _ in range(n):
+            # A command older than two command periods has no velocity to follow: hold it.
+            if self._cmd_time is not None and self.time - self._cmd_time > 0.05 and self._v_ff.any():
+                self._v_ff = np.zeros(7)
+                self._apply_motors()
+            p.stepSimulation(physicsClientId=pid)
+            self._steps += 1
+            self.time = self._steps * c.timestep
+            for body in (self.obstacle, self.table):
+                if body is None:
+                    continue
+                for pt in p.getContactPoints(self.robot, body, physicsClientId=pid):
+                    d, f = -pt[8], pt[9]
+                    if d > c.contact_depth or f > c.contact_force:
+                        touching.add((pt[3], body))
+                        depth = max(depth, d)
+                        force = max(force, f)
+        new = touching - self._touching
+        self._touching = touching
+        st = self.contacts
+        st.in_contact = bool(touching)
+        st.pairs = sorted(
+            (self.link_names.get(link, str(link)), "table" if body == self.table else "obstacle")
+            for link, body in touching
+        )
+        st.new_events = len(new)
+        st.events += len(new)
+        st.max_depth = depth
+        st.max_force = force
+        return st
+
+    # --- observations ---------------------------------------------------------------------------
+    def joint_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, velocities) of all 9 joints in `joint_names` order (arm, then fingers)."""
+        states = p.getJointStates(
+            self.robot, self.arm_idx + self.finger_idx, physicsClientId=self.cid
+        )
+        return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    def arm_state(self) -> tuple[np.ndarray, np.ndarray]:
+        q, v = self.joint_state()
+        return q[:7], v[:7]
+
+    def tool_position(self) -> np.ndarray:
+        """The tool point (panda_grasptarget) in the base frame, from the simulator's own FK."""
+        state = p.getLinkState(
+            self.robot, self.tool_link, computeForwardKinematics=True, physicsClientId=self.cid
+        )
+        return np.array(state[4])
+
+    def render(self) -> np.ndarray:
+        """The fixed camera's RGB image, uint8 [H, W, 3]."""
+        c = self.config
+        _, _, rgba, _, _ = p.getCameraImage(
+            c.image_width,
+            c.image_height,
+            self._view,
+            self._proj,
+            renderer=p.ER_TINY_RENDERER,
+            flags=p.ER_NO_SEGMENTATION_MASK,
+            physicsClientId=self.cid,
+        )
+        img = np.asarray(rgba, dtype=np.uint8).reshape(c.image_height, c.image_width, 4)
+        return np.ascontiguousarray(img[:, :, :3])
+
+    def min_clearance(self) -> float:
+        """Closest distance (m) between any arm link and the obstacle; negative when penetrating."""
+        if self.obstacle is None:
+            return math.inf
+        pts = p.getClosestPoints(
+            self.robot, self.obstacle, self.config.clearance_range, physicsClientId=self.cid
+        )
+        return min((pt[8] for pt in pts), default=self.config.clearance_range)
+
+    def clearance_along(self, path: np.ndarray) -> np.ndarray:
+        """Obstacle and table clearance of the arm at each configuration of `path` [N, 7].
+
+        A kinematic query for planners: the arm is placed at each configuration without stepping
+        physics, then the simulation state is restored exactly. Returns [N, 2] (obstacle, table);
+        the table column ignores the base, which stands on it.
+        """
+        pid = self.cid
+        saved = p.saveState(physicsClientId=pid)
+        out = np.full((len(path), 2), self.config.clearance_range)
+        try:
+            for i, q in enumerate(np.asarray(path, dtype=np.float64)):
+                for j, qj in zip(self.arm_idx, q):
+                    p.resetJointState(self.robot, j, float(qj), 0.0, physicsClientId=pid)
+                for col, body in enumerate((self.obstacle, self.table)):
+                    if body is None:
+                        continue
+                    pts = p.getClosestPoints(
+                        self.robot, body, self.config.clearance_range, physicsClientId=pid
+                    )
+                    out[i, col] = min(
+                        (pt[8] for pt in pts if pt[3] != -1),
+                        default=self.config.clearance_range,
+                    )
+        finally:
+            p.restoreState(saved, physicsClientId=pid)
+            p.removeState(saved, physicsClientId=pid)
+        return out
+
+    # --- lifetime -------------------------------------------------------------------------------
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            try:
+                p.disconnect(physicsClientId=self.cid)
+            except p.error:
+                pass
+
+    def __enter__(self) -> SimWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------
+    def _validated(self, q: np.ndarray) -> np.ndarray:
+        arr = np.asarray(q, dtype=np.float64).reshape(-1)
+        if arr.shape != (7,):
+            raise ValueError(f"expected 7 arm joint positions, got {arr.shape[0]}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError("joint positions contain NaN or Inf")
+        return arr
+
+    def _apply_motors(self) -> None:
+        c = self.config
+        pid = self.cid
+        p.setJointMotorControlArray(
+            self.robot,
+            self.arm_idx,
+            p.POSITION_CONTROL,
+            targetPositions=self._q_cmd.tolist(),
+            targetVelocities=self._v_ff.tolist(),
+            forces=self.effort,
+            positionGains=[c.position_gain] * 7,
+            velocityGains=[c.velocity_gain] * 7,
+            physicsClientId=pid,
+        )
+        p.setJointMotorControlArray(
+            self.robot,
+            self.finger_idx,
+            p.POSITION_CONTROL,
+            targetPositions=[0.0, 0.0],
+            forces=[20.0, 20.0],
+            physicsClientId=pid,
+        )
+
+
+_HAND_LINKS = {"panda_hand", "panda_leftfinger", "panda_rightfinger", "panda_link8"}
