@@ -1,4 +1,4 @@
-"""The scripted expert: goes round the obstacle on a side it picks by a fair coin, then reaches down.
+"""The scripted expert: round the obstacle on a side picked by a fair coin, then down to the target.
 
 The plan is made once per episode, open loop, as a 100 Hz joint position stream:
 
@@ -74,7 +74,7 @@ def _blend_polyline(points: np.ndarray, radius: float, step: float = 0.002) -> n
         p2 = b + (c - b) * (rho / lout)
         pts.append(p0)
         # Sample the arc finely (sub-millimetre) so the later linear resampling has no kinks.
-        n = max(16, int(math.ceil(2.0 * rho / (0.2 * step))))
+        n = max(16, math.ceil(2.0 * rho / (0.2 * step)))
         for s in np.linspace(0.0, 1.0, n)[1:-1]:
             pts.append((1 - s) ** 2 * p0 + 2 * (1 - s) * s * b + s**2 * p2)
         pts.append(p2)
@@ -83,7 +83,7 @@ def _blend_polyline(points: np.ndarray, radius: float, step: float = 0.002) -> n
     # Resample at a fine uniform spacing so arc length is well defined everywhere.
     seg = np.linalg.norm(np.diff(coarse, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
-    fine = np.linspace(0.0, s[-1], max(2, int(math.ceil(s[-1] / step)) + 1))
+    fine = np.linspace(0.0, s[-1], max(2, math.ceil(s[-1] / step) + 1))
     return np.stack([np.interp(fine, s, coarse[:, k]) for k in range(3)], axis=1)
 
 
@@ -92,7 +92,9 @@ def _min_jerk(x: np.ndarray) -> np.ndarray:
     return x**3 * (10.0 - 15.0 * x + 6.0 * x**2)
 
 
-def waypoints_for(spec: TaskSpec, side: str, lateral: float, height: float, above: float) -> np.ndarray:
+def waypoints_for(
+    spec: TaskSpec, side: str, lateral: float, height: float, above: float
+) -> np.ndarray:
     """Tool-point polyline for one side. `lateral` is measured from the obstacle's axis."""
     fwd, left = spec.axis()
     sign = 1.0 if side == "left" else -1.0
@@ -166,7 +168,7 @@ def _time_and_solve(
     duration = max(1.0, length / speed)
     vmax = np.array(kin.velocity)
     for _ in range(8):
-        n = int(math.ceil(duration / CONTROL_DT)) + 1
+        n = math.ceil(duration / CONTROL_DT) + 1
         s = _min_jerk(np.arange(n) * CONTROL_DT / duration) * length
         tool_goals = np.stack([np.interp(s, arc, path[:, k]) for k in range(3)], axis=1)
         q = np.empty((n, 7))

@@ -3,8 +3,8 @@
 The task sampler needs the start configuration's tool position and the demonstrator needs IK for
 its Cartesian waypoints. Both use pinocchio on the same URDF that PyBullet simulates, with the two
 finger joints locked closed, so that what is planned is what is simulated. The control core has its
-own robot model (control/robot_model.py); this one stays inside sim/ so the simulator does not depend
-on the controller it is used to test.
+own robot model (control/robot_model.py); this one stays inside sim/ so the simulator does not
+depend on the controller it is used to test.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class PandaKinematics:
         self.lower = np.array(self.model.lowerPositionLimit)
         self.upper = np.array(self.model.upperPositionLimit)
         self.velocity = np.array(self.model.velocityLimit)
-        # The demonstrator keeps the hand pointing straight down with the ready posture's yaw, so the
-        # fingers' wide side faces the robot's left and right.
+        # The demonstrator keeps the hand pointing straight down with the ready posture's yaw, so
+        # the fingers' wide side faces the robot's left and right.
         self.down = self.tool_pose(READY_Q)[1]
 
     def tool_pose(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -86,7 +86,9 @@ class PandaKinematics:
             err = float(np.linalg.norm(e))
             if err < tol and it >= min_iters:
                 break
-            jac = pin.computeFrameJacobian(self.model, self.data, q, self.tool, pin.LOCAL_WORLD_ALIGNED)
+            jac = pin.computeFrameJacobian(
+                self.model, self.data, q, self.tool, pin.LOCAL_WORLD_ALIGNED
+            )
             damped = jac.T @ np.linalg.solve(jac @ jac.T + 1e-6 * np.eye(6), np.eye(6))
             null = eye7 - np.linalg.pinv(jac, rcond=1e-3) @ jac
             dq = damped @ e + null @ (posture_gain * (rest_q - q))

@@ -181,7 +181,11 @@ class TaskSpec:
         except (KeyError, TypeError) as exc:
             raise ValueError(f"malformed task description: {exc!r}") from exc
         values = np.concatenate([spec.target, spec.start_q, spec.start_tool])
-        if not np.all(np.isfinite(values)) or spec.obstacle.radius <= 0 or spec.obstacle.height <= 0:
+        if (
+            not np.all(np.isfinite(values))
+            or spec.obstacle.radius <= 0
+            or spec.obstacle.height <= 0
+        ):
             raise ValueError("task description has non-finite or non-positive geometry")
         return spec
 

@@ -18,6 +18,7 @@ the closest distance between the arm and the obstacle from PyBullet's closest-po
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -150,7 +151,7 @@ class SimWorld:
 
     # --- scene ----------------------------------------------------------------------------------
     def reset(self, spec: TaskSpec | None = None, q: np.ndarray | None = None) -> None:
-        """Put the task's objects in place and the arm at rest at `q` (default: the task's start)."""
+        """Put the task's objects in place and the arm at rest at `q` (default: the start pose)."""
         pid = self.cid
         if spec is not None:
             for body in (self.obstacle, self.target_marker):
@@ -196,7 +197,7 @@ class SimWorld:
     def set_joint_state(self, q: np.ndarray) -> None:
         """Teleport the arm to `q` at rest and hold it there (command = q)."""
         q = self._validated(q)
-        for j, qj in zip(self.arm_idx, q):
+        for j, qj in zip(self.arm_idx, q, strict=False):
             p.resetJointState(self.robot, j, float(qj), 0.0, physicsClientId=self.cid)
         for j in self.finger_idx:
             p.resetJointState(self.robot, j, 0.0, 0.0, physicsClientId=self.cid)
@@ -237,7 +238,11 @@ class SimWorld:
         force = 0.0
         for _ in range(n):
             # A command older than two command periods has no velocity to follow: hold it.
-            if self._cmd_time is not None and self.time - self._cmd_time > 0.05 and self._v_ff.any():
+            if (
+                self._cmd_time is not None
+                and self.time - self._cmd_time > 0.05
+                and self._v_ff.any()
+            ):
                 self._v_ff = np.zeros(7)
                 self._apply_motors()
             p.stepSimulation(physicsClientId=pid)
@@ -321,7 +326,7 @@ class SimWorld:
         out = np.full((len(path), 2), self.config.clearance_range)
         try:
             for i, q in enumerate(np.asarray(path, dtype=np.float64)):
-                for j, qj in zip(self.arm_idx, q):
+                for j, qj in zip(self.arm_idx, q, strict=False):
                     p.resetJointState(self.robot, j, float(qj), 0.0, physicsClientId=pid)
                 for col, body in enumerate((self.obstacle, self.table)):
                     if body is None:
@@ -342,10 +347,8 @@ class SimWorld:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            try:
+            with contextlib.suppress(p.error):
                 p.disconnect(physicsClientId=self.cid)
-            except p.error:
-                pass
 
     def __enter__(self) -> SimWorld:
         return self
