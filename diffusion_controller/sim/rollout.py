@@ -26,14 +26,16 @@ def rollout(
     command_at: Callable[[float], np.ndarray],
     *,
     tail: float = 0.3,
+    min_time: float = 0.0,
     max_time: float | None = None,
     on_tick: TickHook | None = None,
     on_start: Callable[[SimWorld], None] | None = None,
 ) -> TaskOutcome:
     """Reset `world` to `spec`, then command `command_at(t)` every 10 ms until the task is decided.
 
-    Keeps running `tail` seconds after a success so recordings show the arm settled at the
-    target; stops at once on a collision, and at `max_time` (default: the task's timeout).
+    Keeps running `tail` seconds after a success, and at least until `min_time` (the end of a
+    planned motion), so recordings show the arm settled at the target; stops at once on a
+    collision, and at `max_time` (default: the task's timeout).
     """
     world.reset(spec)
     monitor = TaskMonitor(spec)
@@ -52,7 +54,9 @@ def rollout(
             on_tick(t, cmd, world)
         if monitor.done and done_at is None:
             done_at = t
-        if done_at is not None and (not monitor.success or t - done_at >= tail - 1e-9):
+        if done_at is not None and (
+            not monitor.success or (t - done_at >= tail - 1e-9 and t >= min_time - 1e-9)
+        ):
             break
         if t >= limit - 1e-9:
             break

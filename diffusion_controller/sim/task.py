@@ -67,7 +67,7 @@ class TaskSpec:
     success_height: float = 0.08
     dwell: float = 0.3
     timeout: float = 15.0
-    target_radius: float = 0.035  # drawn size of the disc (what the camera sees)
+    target_radius: float = 0.04  # drawn size of the disc: the success zone, as the camera sees it
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- geometry -------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class TaskSpec:
                 success_height=float(d.get("success_height", 0.08)),
                 dwell=float(d.get("dwell", 0.3)),
                 timeout=float(d.get("timeout", 15.0)),
-                target_radius=float(d.get("target_radius", 0.035)),
+                target_radius=float(d.get("target_radius", 0.04)),
                 extra=dict(d.get("extra", {})),
             )
         except (KeyError, TypeError) as exc:

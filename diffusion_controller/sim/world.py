@@ -20,6 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import re
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,17 +46,21 @@ class WorldConfig:
     gravity: float = -9.81
     image_width: int = 96
     image_height: int = 96
-    # A frontal view from above the far edge of the table, looking back at the robot: the
-    # obstacle, the target and both passages are visible; the robot's left appears on the right.
-    camera_eye: tuple[float, float, float] = (1.25, 0.0, 0.85)
-    camera_target: tuple[float, float, float] = (0.42, 0.0, 0.12)
-    camera_fov_deg: float = 58.0
+    # A frontal view from high above the far side of the table, looking back down at the robot:
+    # target, obstacle, hand and both passages are in view (the upper arm is cut off at the top);
+    # the robot's left (+y) appears on the image's right.
+    camera_eye: tuple[float, float, float] = (1.15, 0.0, 1.35)
+    camera_target: tuple[float, float, float] = (0.42, 0.0, 0.16)
+    camera_fov_deg: float = 44.0
     position_gain: float = 0.3
     velocity_gain: float = 1.0
     contact_depth: float = 0.001  # metres of penetration that count as a collision
     contact_force: float = 5.0  # newtons that count as a collision even without penetration
     clearance_range: float = 0.5  # closest-point queries look this far
     table_half_extent: tuple[float, float] = (0.9, 0.8)
+    # Draw the arm with its collision meshes (~2k triangles) instead of the visual ones (~100k):
+    # rendering drops from ~20 ms to ~2 ms a frame and the 96x96 image loses nothing visible.
+    low_poly_visuals: bool = True
 
 
 @dataclass
@@ -86,8 +94,15 @@ class SimWorld:
         self.urdf_path = panda_urdf_path()
         with open(self.urdf_path, encoding="utf-8") as fh:
             self.urdf_text = fh.read()
+        self._tmpdir: str | None = None
+        load_path = self.urdf_path
+        if c.low_poly_visuals:
+            self._tmpdir = tempfile.mkdtemp(prefix="dc_sim_")
+            load_path = os.path.join(self._tmpdir, "panda_low_poly.urdf")
+            with open(load_path, "w", encoding="utf-8") as fh:
+                fh.write(_low_poly_urdf(self.urdf_text, os.path.dirname(self.urdf_path)))
         self.robot = p.loadURDF(
-            self.urdf_path,
+            load_path,
             [0.0, 0.0, 0.0],
             useFixedBase=True,
             flags=p.URDF_USE_INERTIA_FROM_FILE | p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
@@ -349,6 +364,8 @@ class SimWorld:
             self._closed = True
             with contextlib.suppress(p.error):
                 p.disconnect(physicsClientId=self.cid)
+            if self._tmpdir is not None:
+                shutil.rmtree(self._tmpdir, ignore_errors=True)
 
     def __enter__(self) -> SimWorld:
         return self
@@ -387,6 +404,20 @@ class SimWorld:
             forces=[20.0, 20.0],
             physicsClientId=pid,
         )
+
+
+def _low_poly_urdf(text: str, urdf_dir: str) -> str:
+    """The URDF with every visual mesh replaced by the same link's collision mesh.
+
+    Mesh references become absolute so the copy can live in a temporary directory; kinematics,
+    dynamics and collision geometry are untouched.
+    """
+
+    def visual(match: re.Match[str]) -> str:
+        return match.group(0).replace("meshes/visual/", "meshes/collision/")
+
+    text = re.sub(r"<visual>.*?</visual>", visual, text, flags=re.DOTALL)
+    return text.replace("package://meshes/", os.path.join(urdf_dir, "meshes") + os.sep)
 
 
 _HAND_LINKS = {"panda_hand", "panda_leftfinger", "panda_rightfinger", "panda_link8"}

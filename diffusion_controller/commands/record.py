@@ -1,0 +1,279 @@
+"""`diffusion-controller record`: demonstrations of the two-way-round task as rosbag2 recordings.
+
+The scripted demonstrator drives SimWorld in-process on sim time (much faster than real time, no
+DDS), and each episode becomes one rosbag2 directory (MCAP) with the topics a real arm records.
+Episodes are named by seed (`episode_000042`), written under `.partial/` and moved into place only
+once complete, so an interrupted run resumes where it stopped: complete episodes are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from diffusion_controller.report import format_table, write_json
+
+_NS = 1_000_000_000
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "record",
+        help="record scripted demonstrations in the simulator as rosbag2 (mcap) episodes",
+        description=__doc__,
+    )
+    parser.add_argument("--episodes", type=int, required=True, help="number of episodes (seeds)")
+    parser.add_argument("--out", required=True, help="output directory (one bag per episode)")
+    parser.add_argument("--first-seed", type=int, default=0, help="seed of the first episode")
+    parser.add_argument("--image-size", type=int, default=96, help="camera image side (pixels)")
+    parser.add_argument("--camera-rate", type=float, default=15.0, help="camera rate (Hz)")
+    parser.add_argument(
+        "--side",
+        choices=["left", "right"],
+        default=None,
+        help="force the demonstrator's side (default: a fair coin per episode)",
+    )
+    parser.add_argument(
+        "--keep-failures",
+        action="store_true",
+        help="keep episodes the demonstrator failed (default: discard them)",
+    )
+    parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    parser.set_defaults(func=run)
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    status: str  # "recorded" | "resumed" | "discarded"
+    success: bool
+    side: str
+    time: float  # sim seconds to success (or to the collision / the end)
+    collisions: int
+    min_clearance: float
+    size_mb: float
+    wall_s: float
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "status": self.status,
+            "success": self.success,
+            "side": self.side,
+            "time_s": self.time,
+            "collisions": self.collisions,
+            "min_clearance_m": self.min_clearance,
+            "size_mb": self.size_mb,
+            "wall_s": self.wall_s,
+        }
+
+
+def episode_name(seed: int) -> str:
+    return f"episode_{seed:06d}"
+
+
+def _dir_size_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+
+
+def record_episode(
+    world: Any,
+    seed: int,
+    bag_dir: Path,
+    *,
+    camera_rate: float = 15.0,
+    side: str | None = None,
+) -> tuple[Any, Any]:
+    """Plan and run one demonstration, writing it to `bag_dir` (which must not exist yet).
+
+    Returns (TaskOutcome, DemoPlan). Joint states are recorded at every 10 ms tick, the command
+    at the time it was sent, and camera frames at `camera_rate` on sim time; /sim/task is written
+    at the start and again at the end with the outcome added.
+    """
+    from diffusion_controller.data.rosbag_io import BagWriter
+    from diffusion_controller.sim.demonstrator import plan_demonstration
+    from diffusion_controller.sim.rollout import CONTROL_DT, rollout
+    from diffusion_controller.sim.task import sample_task
+
+    spec = sample_task(seed)
+    world.reset(spec)
+    plan = plan_demonstration(spec, side=side, world=world)
+    base = (time.time_ns() // 1_000_000) * 1_000_000  # episodes carry a real-looking epoch
+    task = spec.to_dict()
+    task["extra"] = {"demonstrator": {"side": plan.side, "duration": plan.duration}}
+    frame_period = 1.0 / camera_rate
+    next_frame = [0.0]
+
+    def ns(t: float) -> int:
+        return base + round(t * _NS)
+
+    with BagWriter(bag_dir) as writer:
+
+        def sample(t: float) -> None:
+            q, v = world.joint_state()
+            writer.joint_state(ns(t), world.joint_names, q, v)
+            if t >= next_frame[0] - 1e-9:
+                writer.image(ns(t), world.render())
+                next_frame[0] += frame_period
+
+        def on_start(_: Any) -> None:
+            writer.task(ns(0.0), json.dumps(task))
+            sample(0.0)
+
+        def on_tick(t: float, cmd: np.ndarray, _: Any) -> None:
+            writer.command(ns(t - CONTROL_DT), cmd)
+            sample(t)
+
+        outcome = rollout(
+            world,
+            spec,
+            plan.command_at,
+            min_time=plan.duration + 0.3,
+            max_time=min(spec.timeout, plan.duration + 2.0),
+            on_start=on_start,
+            on_tick=on_tick,
+        )
+        task["outcome"] = {
+            "success": outcome.success,
+            "side": outcome.side,
+            "collisions": outcome.collisions,
+            "time": outcome.time,
+            "min_clearance": outcome.min_clearance,
+        }
+        writer.task(ns(world.time), json.dumps(task))
+    return outcome, plan
+
+
+def _recorded_outcome(bag_dir: Path) -> dict[str, Any]:
+    from diffusion_controller.data.rosbag_io import read_task_messages
+
+    try:
+        texts = read_task_messages(bag_dir)
+        return dict(json.loads(texts[-1]).get("outcome", {})) if texts else {}
+    except (ValueError, json.JSONDecodeError):
+        return {}
+
+
+def _progress(done: int, total: int, started: float, note: str) -> None:
+    width = 24
+    filled = width * done // max(total, 1)
+    elapsed = time.monotonic() - started
+    eta = elapsed / done * (total - done) if done else float("nan")
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} episodes"
+        f"  {elapsed:5.0f} s elapsed  eta {eta:5.0f} s  {note:<24}"
+    )
+    sys.stderr.flush()
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.episodes < 1:
+        print("record: --episodes must be at least 1", file=sys.stderr)
+        return 2
+    if not 8 <= args.image_size <= 1024:
+        print("record: --image-size must be within 8..1024", file=sys.stderr)
+        return 2
+    if not 0.5 <= args.camera_rate <= 100.0:
+        print("record: --camera-rate must be within 0.5..100 Hz", file=sys.stderr)
+        return 2
+    from diffusion_controller.data.rosbag_io import is_bag_dir
+    from diffusion_controller.sim.world import SimWorld, WorldConfig
+
+    out = Path(args.out)
+    partial = out / ".partial"
+    out.mkdir(parents=True, exist_ok=True)
+    if partial.exists():  # leftovers of an interrupted run are never complete
+        shutil.rmtree(partial)
+    results: list[EpisodeResult] = []
+    seeds = [args.first_seed + i for i in range(args.episodes)]
+    started = time.monotonic()
+    world = SimWorld(WorldConfig(image_width=args.image_size, image_height=args.image_size))
+    try:
+        for i, seed in enumerate(seeds):
+            final = out / episode_name(seed)
+            if is_bag_dir(final):
+                got = _recorded_outcome(final)
+                results.append(
+                    EpisodeResult(
+                        seed,
+                        "resumed",
+                        bool(got.get("success", False)),
+                        str(got.get("side", "?")),
+                        float(got.get("time", float("nan"))),
+                        int(got.get("collisions", 0)),
+                        float(got.get("min_clearance", float("nan"))),
+                        _dir_size_mb(final),
+                        0.0,
+                    )
+                )
+                _progress(i + 1, len(seeds), started, f"seed {seed} already there")
+                continue
+            if final.exists():  # not a complete bag: remove and redo
+                shutil.rmtree(final)
+            partial.mkdir(parents=True, exist_ok=True)
+            tmp = partial / episode_name(seed)
+            t0 = time.monotonic()
+            outcome, _ = record_episode(
+                world, seed, tmp, camera_rate=args.camera_rate, side=args.side
+            )
+            keep = outcome.success or args.keep_failures
+            size = _dir_size_mb(tmp)
+            if keep:
+                os.replace(tmp, final)
+            else:
+                shutil.rmtree(tmp)
+            results.append(
+                EpisodeResult(
+                    seed,
+                    "recorded" if keep else "discarded",
+                    outcome.success,
+                    outcome.side,
+                    outcome.time,
+                    outcome.collisions,
+                    outcome.min_clearance,
+                    size,
+                    time.monotonic() - t0,
+                )
+            )
+            _progress(i + 1, len(seeds), started, f"seed {seed} {outcome.side}")
+    finally:
+        world.close()
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    sys.stderr.write("\n")
+    wall = time.monotonic() - started
+    recorded = [r for r in results if r.status == "recorded"]
+    kept = [r for r in results if r.status != "discarded"]
+    summary = {
+        "episodes": len(results),
+        "recorded": len(recorded),
+        "resumed": sum(r.status == "resumed" for r in results),
+        "discarded": sum(r.status == "discarded" for r in results),
+        "success": sum(r.success for r in results),
+        "left": sum(r.side == "left" for r in kept),
+        "right": sum(r.side == "right" for r in kept),
+        "mean_time_s": float(np.mean([r.time for r in kept])) if kept else float("nan"),
+        "mean_size_mb": float(np.mean([r.size_mb for r in kept])) if kept else float("nan"),
+        "episodes_per_min": 60.0 * len(recorded) / sum(r.wall_s for r in recorded)
+        if recorded
+        else float("nan"),
+        "wall_s": wall,
+        "out": str(out),
+    }
+    print(format_table([r.row() for r in results], title=f"record -> {out}"))
+    print()
+    print(format_table([summary], title="summary"))
+    if args.json:
+        write_json(args.json, {"summary": summary, "episodes": [r.row() for r in results]})
+    if summary["discarded"]:
+        print(f"warning: {summary['discarded']} failed demonstration(s) discarded", file=sys.stderr)
+    return 0
