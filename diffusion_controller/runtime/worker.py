@@ -271,12 +271,13 @@ class InferenceWorker:
                                prefix_steps=s.prefix_steps, latency_margin=s.latency_margin)
         plan = planner.plan(self.current(), obs.stamp, expected)
         seed = None if s.seed < 0 else (s.seed + self._seq) % (2**31)
+        warm = plan.warm_start if s.warm_start else None
         result = self.backend.infer(
             obs,
             steps=s.steps,
             eta=s.eta,
-            warm_start=plan.warm_start if s.warm_start else None,
-            warm_start_strength=s.warm_start_strength,
+            warm_start=warm,
+            warm_start_strength=s.warm_start_strength if warm is not None else None,
             prefix=plan.prefix if s.prefix_steps > 0 else None,
             num_samples=s.num_samples,
             seed=seed,
