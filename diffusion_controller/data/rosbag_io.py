@@ -73,8 +73,8 @@ def _header(ts: Any, t_ns: int, frame_id: str) -> Any:
 class BagWriter:
     """Writes one rosbag2 directory (MCAP storage) with the topics of a recorded demonstration.
 
-    Times are integer nanoseconds; each message's bag timestamp equals its header stamp, as if
-    recorded on the robot's clock with no transport delay.
+    Times are integer nanoseconds. A message's bag (receive) time equals its header stamp, as if
+    recorded on the robot's clock with no transport delay, unless `received_ns` says otherwise.
     """
 
     def __init__(
@@ -130,8 +130,9 @@ class BagWriter:
         )
         self.counts: dict[str, int] = {"images": 0, "joint_states": 0, "commands": 0, "task": 0}
 
-    def _write(self, conn: Any, t_ns: int, msg: Any, kind: str) -> None:
-        self._writer.write(conn, int(t_ns), self.ts.serialize_cdr(msg, msg.__msgtype__))
+    def _write(self, conn: Any, t_ns: int, msg: Any, kind: str, received_ns: int | None) -> None:
+        t = int(t_ns if received_ns is None else received_ns)
+        self._writer.write(conn, t, self.ts.serialize_cdr(msg, msg.__msgtype__))
         self.counts[kind] += 1
 
     def joint_state(
@@ -141,6 +142,7 @@ class BagWriter:
         position: np.ndarray,
         velocity: np.ndarray | None = None,
         effort: np.ndarray | None = None,
+        received_ns: int | None = None,
     ) -> None:
         msg = self.ts.types[JOINT_STATE](
             header=_header(self.ts, t_ns, ""),
@@ -149,7 +151,7 @@ class BagWriter:
             velocity=np.asarray([] if velocity is None else velocity, dtype=np.float64),
             effort=np.asarray([] if effort is None else effort, dtype=np.float64),
         )
-        self._write(self._joints, t_ns, msg, "joint_states")
+        self._write(self._joints, t_ns, msg, "joint_states", received_ns)
 
     def image(
         self,
@@ -158,32 +160,44 @@ class BagWriter:
         encoding: str = "rgb8",
         camera: str | None = None,
         frame_id: str = "camera_optical_frame",
+        step: int | None = None,
+        received_ns: int | None = None,
     ) -> None:
+        """`pixels` uint8 [H, W(, C)] already in `encoding`; `step` > W*C pads each row."""
         arr = np.ascontiguousarray(pixels, dtype=np.uint8)
         h, w = arr.shape[:2]
+        rows = arr.reshape(h, -1)
+        row_bytes = rows.shape[1] if step is None else int(step)
+        if row_bytes < rows.shape[1]:
+            raise ValueError(f"step {row_bytes} is shorter than a row ({rows.shape[1]} bytes)")
+        if row_bytes > rows.shape[1]:
+            rows = np.concatenate(
+                [rows, np.zeros((h, row_bytes - rows.shape[1]), dtype=np.uint8)], axis=1
+            )
         msg = self.ts.types[IMAGE](
             header=_header(self.ts, t_ns, frame_id),
             height=h,
             width=w,
             encoding=encoding,
             is_bigendian=0,
-            step=int(arr.size // h),
-            data=arr.reshape(-1),
+            step=row_bytes,
+            data=rows.reshape(-1),
         )
         conn = self._cams[camera] if camera is not None else next(iter(self._cams.values()))
-        self._write(conn, t_ns, msg, "images")
+        self._write(conn, t_ns, msg, "images", received_ns)
 
     def command(self, t_ns: int, positions: np.ndarray) -> None:
+        """A command has no header: `t_ns` is its receive time in the bag."""
         layout = self.ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
         msg = self.ts.types[FLOAT64_ARRAY](
             layout=layout, data=np.asarray(positions, dtype=np.float64)
         )
-        self._write(self._cmds, t_ns, msg, "commands")
+        self._write(self._cmds, t_ns, msg, "commands", None)
 
     def task(self, t_ns: int, text: str) -> None:
         if self._task is None:
             raise ValueError("this writer was opened without a task topic")
-        self._write(self._task, t_ns, self.ts.types[STRING](data=text), "task")
+        self._write(self._task, t_ns, self.ts.types[STRING](data=text), "task", None)
 
     def close(self) -> None:
         self._writer.close()
@@ -375,6 +389,10 @@ def read_episode(
             images=frames,
             meta=meta,
         )
+    except ValueError:
+        raise
+    except Exception as exc:  # storage-level damage surfaces as many exception types
+        raise ValueError(f"cannot read bag {path}: {exc!r}") from exc
     finally:
         reader.close()
 
