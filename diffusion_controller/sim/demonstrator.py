@@ -118,6 +118,15 @@ def waypoints_for(
     )
 
 
+def _demo_rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), 0xDE30])
+
+
+def coin_side(seed: int) -> str:
+    """The side the demonstrator picks for `seed` when not told (its generator's first draw)."""
+    return "left" if _demo_rng(seed).random() < 0.5 else "right"
+
+
 def plan_demonstration(
     spec: TaskSpec,
     seed: int | None = None,
@@ -127,7 +136,7 @@ def plan_demonstration(
     max_attempts: int = 4,
 ) -> DemoPlan:
     """Plan one demonstration for `spec`. `side` forces a side; otherwise a fair coin picks it."""
-    rng = np.random.default_rng([int(spec.seed if seed is None else seed), 0xDE30])
+    rng = _demo_rng(spec.seed if seed is None else seed)
     coin = "left" if rng.random() < 0.5 else "right"
     chosen = coin if side is None else side
     if chosen not in ("left", "right"):
