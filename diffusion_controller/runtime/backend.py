@@ -1,0 +1,497 @@
+"""One inference interface for every backend (torch, onnxruntime, TensorRT).
+
+The backend owns everything between an observation and an absolute action chunk: input checks,
+pixel layout, joint normalisation, the random draws, the DDIM schedule, and unnormalisation. A
+backend subclass only runs networks: `_encode` (once per inference), then either `_denoise` (the
+whole DDIM loop, driven by a `DenoisePlan` computed here in numpy) or `_regress`. Because the plan
+(timesteps, coefficients, noise) is made in one place, every backend given the same seed and
+inputs computes the same chunk, and the torch reference can be compared number for number.
+
+No torch import at module level: a Jetson running onnxruntime or TensorRT need not have torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from diffusion_controller.policy.config import PolicyConfig
+from diffusion_controller.policy.ddim import DDIMCore
+from diffusion_controller.policy.normalize import Normalizer
+from diffusion_controller.policy.preprocess import observation_images
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+MAX_SAMPLES = 64
+# Columns of DenoisePlan.schedule, one row per DDIM step (see DenoisePlan).
+SCHEDULE_COLUMNS = ("t", "sqrt_a", "sqrt_1ma", "sqrt_a_prev", "c_eps", "sigma")
+
+
+class InferenceError(RuntimeError):
+    """The network produced something unusable (NaN/Inf): the caller must not execute it."""
+
+
+@dataclass
+class Observation:
+    """What the policy sees at stamp t0 (the newest frame's time), newest frame last.
+
+    images: {camera: uint8 [To, H, W, 3]} at the model's image size; joints: [To, J] in the
+    model's joint order (radians); stamp: t0 in seconds.
+    """
+
+    images: dict[str, np.ndarray]
+    joints: np.ndarray
+    stamp: float
+
+
+@dataclass
+class InferenceResult:
+    """actions[k] is the absolute joint target for stamp + k * action_dt (float64 [H, J]).
+
+    samples: all K chunks [K, H, J] when num_samples > 1 (actions is then their medoid), else None.
+    spread: max over steps and joints of the std across samples of the first n_action_steps
+    actions (radians), a cheap uncertainty signal; None for one sample.
+    """
+
+    actions: np.ndarray
+    samples: np.ndarray | None
+    spread: float | None
+    timings_ms: dict[str, float]
+    stamp: float = 0.0
+    steps: int = 0  # DDIM steps actually run (fewer with a warm start; 0 for regression)
+    backend: str = ""
+
+
+@dataclass
+class DenoisePlan:
+    """Everything one diffusion inference needs, normalised, float32, batch K = num_samples.
+
+    schedule [S, 6]: per step (t, sqrt(a_t), sqrt(1 - a_t), sqrt(a_prev), c_eps, sigma) with
+    c_eps = sqrt(max(1 - a_prev - sigma^2, 0)) and sigma = eta * sqrt(DDIM variance), so a step is
+    x0 = (x - sqrt(1-a_t) eps) / sqrt(a_t) (for epsilon prediction), clipped, then
+    x <- sqrt(a_prev) x0 + c_eps eps + sigma * step_noise[i].
+    x_init [K, H, J]: the start (pure noise, or the warm start re-noised to the first t).
+    x_noise [K, H, J]: the chain's initial noise; the prefix is re-noised with it before each step.
+    prefix [1, H, J] (zeros past the committed rows) and prefix_mask [1, H, 1] (1 on them).
+    """
+
+    pairs: list[tuple[int, int]]
+    schedule: np.ndarray
+    x_init: np.ndarray
+    x_noise: np.ndarray
+    step_noise: np.ndarray
+    prefix: np.ndarray
+    prefix_mask: np.ndarray
+    prefix_len: int
+    eta: float
+    steps: int  # the requested step count (len(pairs) may be smaller with a warm start)
+    warm_start: np.ndarray | None = None  # [1, H, J] normalised, for the torch reference
+    warm_start_strength: float | None = None
+    torch_seed: int = 0  # seeds the torch reference's own per-step noise when eta > 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_samples(self) -> int:
+        return int(self.x_init.shape[0])
+
+
+def _as_float_array(name: str, value: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and other junk
+        raise ValueError(f"{name}: not an array ({exc})") from exc
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
+                                   or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} must be a float array, got dtype {arr.dtype}")
+    if shape is not None and arr.shape != shape:
+        want = "[" + ", ".join(str(s) for s in shape) + "]"
+        raise ValueError(f"{name} must have shape {want}, got {list(arr.shape)}")
+    arr = arr.astype(np.float64)
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return arr
+
+
+class PolicyBackend(ABC):
+    """Runs one policy artifact. Subclasses implement `_encode`, `_denoise`, `_regress`."""
+
+    name = "abstract"
+
+    def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer],
+                 meta: Mapping[str, Any] | None = None, model_dir: str | None = None) -> None:
+        self._config = config
+        self.normalizers = dict(normalizers)
+        self.meta = dict(meta or {})
+        self.model_dir = model_dir
+        self.core = DDIMCore(config.diffusion)
+        self.device = "cpu"
+        self.precision = "fp32"
+
+    @property
+    def config(self) -> PolicyConfig:
+        return self._config
+
+    @property
+    def kind(self) -> str:
+        return self._config.kind
+
+    # --- what subclasses provide -------------------------------------------------------------
+    @abstractmethod
+    def _encode(self, images: np.ndarray, joints: np.ndarray) -> Any:
+        """images float32 [1, To, Ncam, 3, H, W] in [0, 1], joints float32 [1, To, J] normalised
+        -> the condition, in whatever form `_denoise` / `_regress` take it."""
+
+    def _denoise(self, cond: Any, plan: DenoisePlan) -> np.ndarray:
+        """Run the plan; return normalised chunks float32 [K, H, J]."""
+        raise TypeError(f"{self.name} backend cannot run a diffusion policy")
+
+    def _regress(self, cond: Any) -> np.ndarray:
+        """Regression head; return a normalised chunk float32 [1, H, J]."""
+        raise TypeError(f"{self.name} backend cannot run a regression policy")
+
+    # --- the public call ---------------------------------------------------------------------
+    def infer(
+        self,
+        obs: Observation,
+        *,
+        steps: int | None = None,
+        eta: float | None = None,
+        warm_start: np.ndarray | None = None,
+        warm_start_strength: float | None = None,
+        prefix: np.ndarray | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+        noise: np.ndarray | None = None,
+    ) -> InferenceResult:
+        """One action chunk for `obs` (see the module docstring for what each option does).
+
+        warm_start: previous chunk re-timed onto this grid, absolute [H, J]; warm_start_strength
+        (0, 1] chooses how many of the steps run (default 0.5). prefix: committed first actions,
+        absolute [k, J]; they come back exactly. noise: the initial noise, [K, H, J] or [H, J].
+        For the regression kind only `prefix` applies (it overwrites the first rows).
+        Raises ValueError on bad input and InferenceError if the network output is not finite.
+        """
+        t_start = time.perf_counter()
+        cfg = self._config
+        h, j = cfg.horizon, cfg.action_dim
+        joints = self.check_observation(obs)
+        prefix_abs = None
+        if prefix is not None:
+            prefix_abs = _as_float_array("prefix", prefix)
+            if prefix_abs.ndim != 2 or prefix_abs.shape[1] != j or prefix_abs.shape[0] > h:
+                raise ValueError(f"prefix must be [k <= {h}, {j}], got {list(prefix_abs.shape)}")
+            if prefix_abs.shape[0] == 0:
+                prefix_abs = None
+        images = observation_images(obs.images, cfg.cameras)[None]
+        joints_n = self.normalizers["joints"].normalize(joints).astype(np.float32)[None]
+        t_pre = time.perf_counter()
+        cond = self._encode(images, joints_n)
+        t_enc = time.perf_counter()
+        plan = None
+        if cfg.kind == "diffusion":
+            plan = self.make_plan(steps=steps, eta=eta, warm_start=warm_start,
+                                  warm_start_strength=warm_start_strength, prefix=prefix_abs,
+                                  num_samples=num_samples, seed=seed, noise=noise)
+            x = self._denoise(cond, plan)
+        else:
+            self._check_num_samples(num_samples)
+            x = self._regress(cond)
+        t_den = time.perf_counter()
+        x = np.asarray(x, dtype=np.float64)
+        if not np.all(np.isfinite(x)):
+            raise InferenceError(f"{self.name} backend produced NaN or Inf actions")
+        chunks = self.normalizers["actions"].unnormalize(x)
+        if prefix_abs is not None:
+            chunks[:, : prefix_abs.shape[0]] = prefix_abs  # committed actions come back bit-exact
+        samples = spread = None
+        actions = chunks[0]
+        if chunks.shape[0] > 1:
+            samples = chunks
+            n = min(cfg.n_action_steps, h)
+            spread = float(np.max(np.std(chunks[:, :n], axis=0)))
+            actions = chunks[_medoid(chunks[:, :n])]
+        t_end = time.perf_counter()
+        timings = {
+            "preprocess": 1e3 * (t_pre - t_start),
+            "encode": 1e3 * (t_enc - t_pre),
+            "denoise": 1e3 * (t_den - t_enc),
+            "total": 1e3 * (t_end - t_start),
+        }
+        return InferenceResult(
+            actions=np.ascontiguousarray(actions), samples=samples, spread=spread,
+            timings_ms=timings, stamp=float(obs.stamp),
+            steps=len(plan.pairs) if plan is not None else 0, backend=self.name,
+        )
+
+    def warmup(self, n: int = 3, steps: int | None = None) -> None:
+        """Run `n` inferences on random inputs so allocations and kernel choices happen now."""
+        rng = np.random.default_rng(0)
+        for _ in range(max(0, int(n))):
+            self.infer(self.random_observation(rng), steps=steps, seed=0)
+
+    # --- helpers shared by every backend ------------------------------------------------------
+    def random_observation(self, rng: np.random.Generator, stamp: float = 0.0) -> Observation:
+        """A plausible observation (random pixels, joints inside the training range)."""
+        cfg = self._config
+        hh, ww = cfg.image_size
+        images = {c: rng.integers(0, 256, (cfg.n_obs_steps, hh, ww, 3), dtype=np.uint8)
+                  for c in cfg.cameras}
+        norm = self.normalizers["joints"]
+        u = rng.uniform(-1.0, 1.0, (cfg.n_obs_steps, cfg.action_dim))
+        return Observation(images=images, joints=norm.unnormalize(u), stamp=stamp)
+
+    def check_observation(self, obs: Observation) -> np.ndarray:
+        """Validate `obs` against the config; returns joints as float64 [To, J]."""
+        cfg = self._config
+        if not isinstance(obs, Observation):
+            raise ValueError(f"expected an Observation, got {type(obs).__name__}")
+        to, (hh, ww), j = cfg.n_obs_steps, cfg.image_size, cfg.action_dim
+        if not isinstance(obs.stamp, (int, float, np.floating, np.integer)) or not math.isfinite(
+                float(obs.stamp)):
+            raise ValueError(f"observation stamp must be a finite number, got {obs.stamp!r}")
+        if not isinstance(obs.images, Mapping):
+            raise ValueError("observation images must be a {camera: array} mapping")
+        missing = [c for c in cfg.cameras if c not in obs.images]
+        unknown = sorted(set(obs.images) - set(cfg.cameras))
+        if missing or unknown:
+            raise ValueError(f"observation cameras {sorted(obs.images)} do not match the model's "
+                             f"{list(cfg.cameras)} (missing {missing}, unknown {unknown})")
+        for cam in cfg.cameras:
+            img = np.asarray(obs.images[cam])
+            if img.dtype != np.uint8:
+                raise ValueError(f"image {cam!r} must be uint8, got {img.dtype}")
+            if img.shape != (to, hh, ww, 3):
+                raise ValueError(f"image {cam!r} must be [To={to}, {hh}, {ww}, 3] (model size), "
+                                 f"got {list(img.shape)}")
+        return _as_float_array("joints", obs.joints, (to, j))
+
+    @staticmethod
+    def _check_num_samples(num_samples: int) -> int:
+        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or not (
+                1 <= int(num_samples) <= MAX_SAMPLES):
+            raise ValueError(f"num_samples must be an integer in 1..{MAX_SAMPLES}, got "
+                             f"{num_samples!r}")
+        return int(num_samples)
+
+    def make_plan(
+        self,
+        *,
+        steps: int | None = None,
+        eta: float | None = None,
+        warm_start: np.ndarray | None = None,
+        warm_start_strength: float | None = None,
+        prefix: np.ndarray | None = None,
+        num_samples: int = 1,
+        seed: int | None = None,
+        noise: np.ndarray | None = None,
+    ) -> DenoisePlan:
+        """The DDIM plan for one inference, in the model's normalised units (see DenoisePlan).
+
+        Random draws come from numpy's PCG64 seeded with `seed`: the initial noise [K, H, J]
+        first (unless `noise` is given), then [S, K, H, J] per-step noise when eta > 0.
+        """
+        cfg = self._config
+        h, j = cfg.horizon, cfg.action_dim
+        k = self._check_num_samples(num_samples)
+        if steps is not None and (isinstance(steps, bool)
+                                  or not isinstance(steps, (int, np.integer))):
+            raise ValueError(f"steps must be an integer, got {steps!r}")
+        eta_v = cfg.diffusion.eta if eta is None else eta
+        if isinstance(eta_v, bool) or not isinstance(eta_v, (int, float, np.floating)) or not (
+                0.0 <= float(eta_v) <= 1.0):
+            raise ValueError(f"eta must be a number in [0, 1], got {eta_v!r}")
+        eta_v = float(eta_v)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+        strength = None
+        ws_n = None
+        if warm_start is not None:
+            ws = _as_float_array("warm_start", warm_start, (h, j))
+            strength = 0.5 if warm_start_strength is None else warm_start_strength
+            if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)):
+                raise ValueError(f"warm_start_strength must be a number, got {strength!r}")
+            ws_n = self.normalizers["actions"].normalize(ws).astype(np.float32)[None]
+        elif warm_start_strength is not None:
+            raise ValueError("warm_start_strength was given without a warm_start")
+        pairs = self.core.plan(steps, strength)  # validates steps and strength
+        n_steps = self.core.resolve_steps(steps)
+
+        rng = np.random.default_rng(seed)
+        if noise is not None:
+            nz = _as_float_array("noise", noise)
+            if nz.shape == (h, j):
+                nz = nz[None]
+            if nz.shape != (k, h, j):
+                raise ValueError(f"noise must be [{k}, {h}, {j}] (or [{h}, {j}] for one sample), "
+                                 f"got {list(nz.shape)}")
+            x_noise = nz.astype(np.float32)
+        else:
+            x_noise = rng.standard_normal((k, h, j), dtype=np.float32)
+        s = len(pairs)
+        step_noise = (rng.standard_normal((s, k, h, j), dtype=np.float32) if eta_v > 0
+                      else np.zeros((s, k, h, j), dtype=np.float32))
+        torch_seed = int(rng.integers(0, 2**62))
+
+        sched = np.zeros((s, len(SCHEDULE_COLUMNS)), dtype=np.float64)
+        for i, (t, t_prev) in enumerate(pairs):
+            a, a_prev = self.core.alpha_bar(t), self.core.alpha_bar(t_prev)
+            sigma = eta_v * self.core.variance(t, t_prev) ** 0.5
+            sched[i] = (t, a**0.5, (1.0 - a) ** 0.5, a_prev**0.5,
+                        max(1.0 - a_prev - sigma**2, 0.0) ** 0.5, sigma)
+        if ws_n is not None:
+            x_init = self.core.add_noise(ws_n, x_noise, pairs[0][0]).astype(np.float32)
+        else:
+            x_init = x_noise.copy()
+
+        prefix_full = np.zeros((1, h, j), dtype=np.float32)
+        mask = np.zeros((1, h, 1), dtype=np.float32)
+        n_prefix = 0
+        if prefix is not None:
+            p = _as_float_array("prefix", prefix)
+            if p.ndim != 2 or p.shape[1] != j or not 1 <= p.shape[0] <= h:
+                raise ValueError(f"prefix must be [k in 1..{h}, {j}], got {list(p.shape)}")
+            n_prefix = int(p.shape[0])
+            prefix_full[0, :n_prefix] = self.normalizers["actions"].normalize(p)
+            mask[0, :n_prefix] = 1.0
+        return DenoisePlan(
+            pairs=pairs, schedule=sched.astype(np.float32), x_init=np.ascontiguousarray(x_init),
+            x_noise=x_noise, step_noise=step_noise, prefix=prefix_full, prefix_mask=mask,
+            prefix_len=n_prefix, eta=eta_v, steps=n_steps, warm_start=ws_n,
+            warm_start_strength=None if strength is None else float(strength),
+            torch_seed=torch_seed,
+        )
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "device": self.device, "precision": self.precision,
+                "kind": self.kind, "model_dir": self.model_dir}
+
+
+def _medoid(chunks: np.ndarray) -> int:
+    """Index of the chunk with the smallest summed distance to the others: a sample the policy
+    actually produced (never an average of modes, which could be a path between two obstacles)."""
+    flat = chunks.reshape(chunks.shape[0], -1)
+    d = np.sqrt(((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1))
+    return int(np.argmin(d.sum(axis=1)))
+
+
+# --- discovery and loading ---------------------------------------------------------------------
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _torch_cuda() -> bool:
+    if not _has_module("torch"):
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _ort_providers() -> list[str]:
+    if not _has_module("onnxruntime"):
+        return []
+    import onnxruntime as ort
+
+    return list(ort.get_available_providers())
+
+
+def available_backends() -> list[str]:
+    """Backend specs usable here: "torch", "torch:cuda", "onnxruntime" (CPU),
+    "onnxruntime:cuda", "onnxruntime:tensorrt", "tensorrt"."""
+    out: list[str] = []
+    has_torch = _has_module("torch")
+    cuda = _torch_cuda()
+    if has_torch:
+        out.append("torch")
+        if cuda:
+            out.append("torch:cuda")
+    providers = _ort_providers()
+    if "CPUExecutionProvider" in providers:
+        out.append("onnxruntime")
+    if "CUDAExecutionProvider" in providers:
+        out.append("onnxruntime:cuda")
+    if "TensorrtExecutionProvider" in providers:
+        out.append("onnxruntime:tensorrt")
+    if _has_module("tensorrt"):
+        from diffusion_controller.runtime.tensorrt_backend import cuda_device_available
+
+        if cuda_device_available():
+            out.append("tensorrt")
+    return out
+
+
+def parse_backend(spec: str, device: str | None = None) -> tuple[str, str | None]:
+    """"onnxruntime:cuda" -> ("onnxruntime", "cuda"); an explicit `device` wins over the suffix."""
+    name, _, dev = str(spec).partition(":")
+    name = name.strip().lower()
+    if name not in (*BACKENDS, "auto"):
+        raise ValueError(f"unknown backend {spec!r}; choose from {['auto', *BACKENDS]}")
+    return name, (device or dev or None)
+
+
+def _auto(model_dir: str) -> tuple[str, str | None]:
+    avail = available_backends()
+    if "tensorrt" in avail:
+        return "tensorrt", "cuda"
+    if "onnxruntime:cuda" in avail:
+        return "onnxruntime", "cuda"
+    if "onnxruntime" in avail:
+        from diffusion_controller.runtime.onnx_export import export_is_current
+
+        if "torch" in avail or export_is_current(model_dir):
+            return "onnxruntime", "cpu"
+    if "torch" in avail:
+        return "torch", "cuda" if "torch:cuda" in avail else "cpu"
+    raise RuntimeError("no inference backend available: install onnxruntime (with an ONNX export "
+                       "of the model) or torch")
+
+
+def load_backend(
+    model_dir: str | os.PathLike[str],
+    backend: str = "auto",
+    device: str | None = None,
+    fp16: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+) -> PolicyBackend:
+    """Open the artifact in `model_dir` with `backend` ("auto", "torch", "onnxruntime",
+    "tensorrt", or "name:device"). "auto" prefers TensorRT on a CUDA GPU, then onnxruntime with
+    CUDA, then onnxruntime on the CPU (when an up-to-date ONNX export exists or torch can make
+    one), then torch. `threads` sets CPU intra-op threads; `cache_dir` holds exports and engines
+    when the model directory is read-only."""
+    model_dir = os.fspath(model_dir)
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    name, dev = parse_backend(backend, device)
+    if name == "auto":
+        name, auto_dev = _auto(model_dir)
+        dev = dev or auto_dev
+        log.info("auto backend: %s on %s", name, dev)
+    if name == "torch":
+        from diffusion_controller.runtime.torch_backend import TorchBackend
+
+        return TorchBackend.load(model_dir, device=dev or "cpu", fp16=fp16, threads=threads)
+    if name == "onnxruntime":
+        from diffusion_controller.runtime.ort_backend import OrtBackend
+
+        return OrtBackend.load(model_dir, device=dev or "cpu", fp16=fp16, cache_dir=cache_dir,
+                               threads=threads)
+    from diffusion_controller.runtime.tensorrt_backend import TensorRTBackend
+
+    if dev not in (None, "cuda"):
+        raise ValueError(f"the tensorrt backend runs on 'cuda', not {dev!r}")
+    return TensorRTBackend.load(model_dir, fp16=fp16, cache_dir=cache_dir)
