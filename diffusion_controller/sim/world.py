@@ -105,7 +105,7 @@ class SimWorld:
             load_path,
             [0.0, 0.0, 0.0],
             useFixedBase=True,
-            flags=p.URDF_USE_INERTIA_FROM_FILE | p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
+            flags=p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
             physicsClientId=pid,
         )
         self._index: dict[str, int] = {}
@@ -293,6 +293,17 @@ class SimWorld:
             self.robot, self.arm_idx + self.finger_idx, physicsClientId=self.cid
         )
         return np.array([s[0] for s in states]), np.array([s[1] for s in states])
+
+    def joint_state_full(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(positions, velocities, motor torques) of all 9 joints in `joint_names` order."""
+        states = p.getJointStates(
+            self.robot, self.arm_idx + self.finger_idx, physicsClientId=self.cid
+        )
+        return (
+            np.array([s[0] for s in states]),
+            np.array([s[1] for s in states]),
+            np.array([s[3] for s in states]),
+        )
 
     def arm_state(self) -> tuple[np.ndarray, np.ndarray]:
         q, v = self.joint_state()
