@@ -117,13 +117,8 @@ def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.Popen, Path]]:
     tmp = tmp_path_factory.mktemp("sim_node")
     params = tmp / "sim.yaml"
-    params.write_text(
-        yaml.safe_dump(
-            {"/**": {"ros__parameters": {"seed": SEED, "joint_names": ORDER,
-                                         "image_width": 64, "image_height": 48}}}
-        ),  # fmt: skip
-        encoding="utf-8",
-    )
+    values = {"seed": SEED, "joint_names": ORDER, "image_width": 64, "image_height": 48}
+    params.write_text(yaml.safe_dump({"/**": {"ros__parameters": values}}), encoding="utf-8")
     log = tmp / "sim_arm.log"
     fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
@@ -148,7 +143,7 @@ def listener(sim: tuple[subprocess.Popen, Path]) -> Iterator[Listener]:
     executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
-    proc, log = sim
+    _, log = sim
     try:
         wait_for(lambda: len(node.joint_msgs) > 50, 20.0, "joint states from sim_arm")
     except AssertionError:
