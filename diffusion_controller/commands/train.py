@@ -1,0 +1,162 @@
+"""`diffusion-controller train`: fit a policy to demonstrations and write a model artifact.
+
+    diffusion-controller train --data demos/ --out models/dp --preset cpu --steps 20000
+
+A rerun with the same --out resumes from out/checkpoints (use --no-resume to start over). Under
+torchrun it trains on every GPU with DDP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from diffusion_controller.report import format_table, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a diffusion (or regression baseline) policy",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="episodes: a .npz file, a rosbag2 directory, or a folder of either",
+    )
+    p.add_argument("--out", required=True, help="output directory (artifact + checkpoints)")
+    p.add_argument("--kind", choices=["diffusion", "regression"], default="diffusion")
+    p.add_argument(
+        "--preset",
+        choices=["cpu", "paper"],
+        default="cpu",
+        help="network size: 'cpu' (small, fast) or 'paper' (Chi et al. 2023)",
+    )
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default 20000)")
+    p.add_argument("--epochs", type=int, default=None, help="train for epochs instead of steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=1000)
+    p.add_argument(
+        "--action-dt",
+        type=float,
+        default=None,
+        help="grid spacing of the chunks in s (default: that of the data, else 0.1)",
+    )
+    p.add_argument("--horizon", type=int, default=None, help="chunk length H (default 16)")
+    p.add_argument(
+        "--n-obs-steps", type=int, default=None, help="observation frames To (default 2)"
+    )
+    p.add_argument(
+        "--cameras",
+        nargs="+",
+        default=None,
+        help="cameras to use (default: every camera in the data)",
+    )
+    p.add_argument("--no-augment", action="store_true", help="disable random image shifts")
+    p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--json", metavar="PATH", help="also write the final metrics as JSON")
+    p.set_defaults(func=run)
+
+
+def build_config(args: argparse.Namespace, episodes: list) -> object:
+    from diffusion_controller.policy.config import PolicyConfig
+
+    first = episodes[0]
+    action_dt = (
+        args.action_dt
+        if args.action_dt is not None
+        else (round(first.dt, 6) if len(first) > 1 else 0.1)
+    )
+    overrides: dict[str, object] = {
+        "kind": args.kind,
+        "cameras": list(args.cameras) if args.cameras else sorted(first.images),
+        "action_dt": action_dt,
+    }
+    if not overrides["cameras"]:
+        raise ValueError("the episodes hold no camera images")
+    if args.horizon is not None:
+        overrides["horizon"] = args.horizon
+        overrides["n_action_steps"] = min(8, args.horizon)
+    if args.n_obs_steps is not None:
+        overrides["n_obs_steps"] = args.n_obs_steps
+    preset = PolicyConfig.cpu_default if args.preset == "cpu" else PolicyConfig.paper
+    return preset(list(first.joint_names), **overrides)
+
+
+def canonical_command(args: argparse.Namespace) -> str:
+    """The command line that reproduces this run (recorded in the model card)."""
+    parts = ["diffusion-controller", "train"]
+    for key, value in sorted(vars(args).items()):
+        if key in ("func", "command", "json", "quiet") or value is None or value is False:
+            continue
+        flag = "--" + key.replace("_", "-")
+        if value is True:
+            parts.append(flag)
+        elif isinstance(value, list):
+            parts += [flag, *map(str, value)]
+        else:
+            parts += [flag, str(value)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    from diffusion_controller.data.loading import conform_episode, load_episodes
+    from diffusion_controller.policy.train import TrainConfig, train
+
+    try:
+        raw = load_episodes(args.data, action_dt=args.action_dt or 0.1)
+        cfg = build_config(args, raw)
+        episodes = [conform_episode(ep, cfg, source=ep.meta.get("source", "episode")) for ep in raw]
+        tcfg = TrainConfig(
+            steps=args.steps if args.steps is not None else TrainConfig.steps,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            num_workers=args.num_workers,
+            checkpoint_every=args.checkpoint_every,
+            augment=not args.no_augment,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    command = canonical_command(args)
+    try:
+        result = train(
+            episodes,
+            cfg,
+            tcfg,
+            args.out,
+            resume=not args.no_resume,
+            command=command,
+            progress=not args.quiet,
+        )
+    except ValueError as exc:  # e.g. a checkpoint from another config in --out
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    metrics = {
+        "kind": cfg.kind,
+        "episodes": len(episodes),
+        **result.metrics(),
+        "artifact": os.path.abspath(args.out),
+    }
+    rows = [{"metric": k, "value": v} for k, v in metrics.items()]
+    print(format_table(rows, title=f"trained {cfg.kind} policy", digits=4))
+    if args.json:
+        write_json(
+            args.json,
+            {**metrics, "weights_sha256": result.weights_sha256, "history": result.history},
+        )
+    return 0

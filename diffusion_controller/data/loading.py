@@ -1,0 +1,182 @@
+"""Find and read demonstrations for training: .npz episodes and rosbag2 recordings.
+
+Everything comes out conformed to the policy: joints in the config's order (matched by name),
+only the config's cameras, images at the config's size (resized with policy/preprocess, the same
+code the node runs), and a grid spacing equal to `action_dt`. Data that cannot be made to fit is
+rejected with a message naming the file, instead of silently training on the wrong thing.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from diffusion_controller.data.episode import Episode
+
+if TYPE_CHECKING:
+    from diffusion_controller.policy.config import PolicyConfig
+
+BAG_MARKER = "metadata.yaml"
+DT_TOLERANCE = 0.01  # relative
+
+
+class ReaderUnavailableError(RuntimeError):
+    """A recording needs a reader that this installation lacks (raised, never skipped)."""
+
+
+def discover(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """[("npz" | "bag", path)] under `path`, sorted; a bag directory is not searched inside."""
+    root = os.fspath(path)
+    if os.path.isfile(root):
+        if root.endswith(".npz"):
+            return [("npz", root)]
+        raise ValueError(f"{root}: not an episode (.npz) file")
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"no such file or directory: {root}")
+    if os.path.isfile(os.path.join(root, BAG_MARKER)):
+        return [("bag", root)]
+    found: list[tuple[str, str]] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        bags = [d for d in dirnames if os.path.isfile(os.path.join(dirpath, d, BAG_MARKER))]
+        found.extend(("bag", os.path.join(dirpath, d)) for d in bags)
+        dirnames[:] = [d for d in dirnames if d not in bags and not d.startswith(".")]
+        found.extend(
+            ("npz", os.path.join(dirpath, f)) for f in sorted(filenames) if f.endswith(".npz")
+        )
+    return sorted(found, key=lambda item: item[1])
+
+
+def _read_bag(path: str, cfg: PolicyConfig | None, action_dt: float) -> Episode:
+    try:
+        from diffusion_controller.data import rosbag_io
+    except ImportError as exc:
+        raise ReaderUnavailableError(
+            f"{path} is a rosbag2 recording, but diffusion_controller.data.rosbag_io cannot be "
+            f"imported ({exc}); convert the recording to .npz episodes or install the package "
+            "with its 'sim' extra (rosbags)"
+        ) from exc
+    if cfg is None:
+        return rosbag_io.read_episode(path, action_dt=action_dt)
+    return rosbag_io.read_episode(
+        path, action_dt=cfg.action_dt, joint_names=list(cfg.joint_names), cameras=list(cfg.cameras)
+    )
+
+
+def conform_episode(ep: Episode, cfg: PolicyConfig, source: str = "episode") -> Episode:
+    """Reorder/select joints and cameras, resize images, and check the grid spacing."""
+    from diffusion_controller.policy.preprocess import resize_image
+
+    missing = [n for n in cfg.joint_names if n not in ep.joint_names]
+    if missing:
+        raise ValueError(f"{source}: joints {missing} are missing (episode has {ep.joint_names})")
+    cols = [ep.joint_names.index(n) for n in cfg.joint_names]
+    cams = [c for c in cfg.cameras if c not in ep.images]
+    if cams:
+        raise ValueError(f"{source}: cameras {cams} are missing (episode has {sorted(ep.images)})")
+    if len(ep) > 1 and abs(ep.dt - cfg.action_dt) > DT_TOLERANCE * cfg.action_dt:
+        raise ValueError(
+            f"{source}: grid spacing {ep.dt:.4f} s differs from the policy's action_dt "
+            f"{cfg.action_dt} s; resample the recording at action_dt"
+        )
+    images = {}
+    size = tuple(cfg.image_size)
+    for cam in cfg.cameras:
+        frames = ep.images[cam]
+        if tuple(frames.shape[1:3]) != size:
+            frames = (
+                np.stack([resize_image(f, size) for f in frames])
+                if len(frames)
+                else np.zeros((0, *size, 3), np.uint8)
+            )
+        images[cam] = frames
+    return Episode(
+        joint_names=list(cfg.joint_names),
+        stamps=ep.stamps,
+        joints=ep.joints[:, cols],
+        actions=ep.actions[:, cols],
+        images=images,
+        meta={**ep.meta, "source": source},
+    )
+
+
+def load_episodes(
+    path: str | os.PathLike[str],
+    cfg: PolicyConfig | None = None,
+    *,
+    action_dt: float = 0.1,
+    skip_bad: bool = False,
+) -> list[Episode]:
+    """Every episode under `path` (a .npz file, a rosbag2 directory, or a folder of either).
+
+    With `cfg`, episodes are conformed to it (see conform_episode). Without, they are returned as
+    read, with joints reordered to the first episode's order, and bags are read at `action_dt`.
+    A file that cannot be read raises ValueError naming it, or with `skip_bad` is skipped with a
+    warning. Empty episodes are skipped with a warning.
+    """
+    items = discover(path)
+    if not items:
+        raise ValueError(f"no episodes (*.npz or rosbag2 directories) under {os.fspath(path)}")
+    episodes: list[Episode] = []
+    for kind, item in items:
+        try:
+            ep = Episode.load(item) if kind == "npz" else _read_bag(item, cfg, action_dt)
+            if len(ep) == 0:
+                warnings.warn(f"{item}: empty episode skipped", stacklevel=2)
+                continue
+            if cfg is not None:
+                ep = conform_episode(ep, cfg, source=item)
+            elif episodes:
+                ep = _reorder_like(ep, episodes[0], item)
+            else:
+                ep.meta = {**ep.meta, "source": item}
+        except ReaderUnavailableError:
+            raise
+        except Exception as exc:  # zip, JSON, shape and value errors all mean "unusable file"
+            if not skip_bad:
+                raise ValueError(f"{item}: cannot use episode: {exc}") from exc
+            warnings.warn(f"{item}: skipped ({exc})", stacklevel=2)
+            continue
+        episodes.append(ep)
+    if not episodes:
+        raise ValueError(f"no usable episodes under {os.fspath(path)}")
+    return episodes
+
+
+def _reorder_like(ep: Episode, ref: Episode, source: str) -> Episode:
+    if list(ep.joint_names) == list(ref.joint_names):
+        ep.meta = {**ep.meta, "source": source}
+        return ep
+    if sorted(ep.joint_names) != sorted(ref.joint_names):
+        raise ValueError(
+            f"joints {ep.joint_names} differ from the first episode's {ref.joint_names}"
+        )
+    cols = [ep.joint_names.index(n) for n in ref.joint_names]
+    return Episode(
+        list(ref.joint_names),
+        ep.stamps,
+        ep.joints[:, cols],
+        ep.actions[:, cols],
+        ep.images,
+        {**ep.meta, "source": source},
+    )
+
+
+def summarize(episodes: list[Episode]) -> dict[str, object]:
+    """Counts for model cards and logs."""
+    frames = sum(len(ep) for ep in episodes)
+    return {
+        "episodes": len(episodes),
+        "frames": frames,
+        "duration_s": float(sum(len(ep) * ep.dt for ep in episodes)),
+        "joint_names": list(episodes[0].joint_names) if episodes else [],
+        "cameras": sorted(episodes[0].images) if episodes else [],
+        "image_shape": (
+            list(next(iter(episodes[0].images.values())).shape[1:])
+            if episodes and episodes[0].images
+            else []
+        ),
+    }
