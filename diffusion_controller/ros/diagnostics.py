@@ -1,0 +1,180 @@
+"""What the node reports on /diagnostics, built from the core's immutable snapshots.
+
+The entries are plain data (name, level, message, key/values) so they are tested without ROS; only
+`to_msg` touches diagnostic_msgs. One entry per concern: the control loop (rates, tick timing,
+QP statistics, watchdog state and reasons), inference (latency, outcomes), inputs (rejections by
+reason, ages), and uncertainty. Levels follow diagnostic_msgs: OK, WARN, ERROR.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+OK, WARN, ERROR, STALE = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class StatusEntry:
+    name: str
+    level: int
+    message: str
+    values: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    def value(self, key: str) -> str | None:
+        return next((v for k, v in self.values if k == key), None)
+
+
+def fmt(value: Any) -> str:
+    """Compact, stable text for a diagnostic value (floats to 4 significant digits)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return f"{value:.4g}"
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={fmt(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return "; ".join(fmt(v) for v in value)
+    return str(value)
+
+
+def kv(items: Iterable[tuple[str, Any]]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, fmt(v)) for k, v in items)
+
+
+def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
+               estop_latched: bool) -> StatusEntry:
+    """The control loop: state and watchdog reasons, rates, tick timing, QP statistics."""
+    state = status.state
+    reasons = list(status.reasons)
+    if state == "estopped" or estop_latched:
+        level, message = ERROR, "e-stop latched: " + ("; ".join(reasons) or "stopped")
+    elif state == "running":
+        level, message = OK, "running"
+    elif state in ("braking", "holding"):
+        level = WARN
+        message = f"{state}: " + ("; ".join(reasons) or "stopped")
+    else:
+        level, message = OK, f"{state}" + (f": {'; '.join(reasons)}" if reasons else "")
+    if status.exceptions or status.output_errors:
+        level = max(level, WARN)
+    values = [
+        ("state", state),
+        ("reasons", reasons),
+        ("enabled", enabled),
+        ("estop_latched", estop_latched),
+        ("rate_hz", status.rate_hz),
+        ("command_rate_hz", command_rate_hz),
+        ("tick_error_p50_ms", status.tick_error_ms.get("p50", math.nan)),
+        ("tick_error_p99_ms", status.tick_error_ms.get("p99", math.nan)),
+        ("tick_error_max_ms", status.tick_error_ms.get("max", math.nan)),
+        ("compute_p50_ms", status.compute_ms.get("p50", math.nan)),
+        ("compute_p99_ms", status.compute_ms.get("p99", math.nan)),
+        ("missed_ticks", status.missed_ticks),
+        ("ticks", status.ticks),
+        ("published", status.published),
+        ("interventions", status.interventions),
+        ("brake_ticks", status.brake_ticks),
+        ("filter_fallbacks", status.filter_fallbacks),
+        ("qp_iterations_p50", status.qp_iterations.get("p50", math.nan)),
+        ("qp_iterations_max", status.qp_iterations.get("max", math.nan)),
+        ("qp_status", status.qp_status),
+        ("chunks_accepted", status.chunks_accepted),
+        ("chunks_rejected", status.chunks_rejected),
+        ("chunks_superseded", status.chunks_superseded),
+        ("exceptions", status.exceptions),
+        ("output_errors", status.output_errors),
+        ("last_error", status.last_error),
+        ("realtime", status.realtime),
+    ]
+    return StatusEntry(f"{prefix}: control loop", level, message, kv(values))
+
+
+def inference_entry(prefix: str, stats: Any, backend: str, inference_rate_hz: float,
+                    active: bool) -> StatusEntry:
+    """Inference: latency percentiles, outcomes, errors."""
+    if active and not stats.running:
+        level, message = ERROR, "inference thread not running"
+    elif stats.errors and stats.last_outcome == "error":
+        level, message = WARN, f"inference failing: {stats.last_error}"
+    elif stats.last_outcome and stats.last_outcome not in ("submitted",):
+        level, message = WARN, f"no chunk: {stats.last_outcome}"
+    else:
+        level, message = OK, "ok" if active else "idle"
+    values = [
+        ("backend", backend),
+        ("running", stats.running),
+        ("inference_rate_hz", inference_rate_hz),
+        ("latency_p50_ms", stats.latency_p50_ms),
+        ("latency_p99_ms", stats.latency_p99_ms),
+        ("last_latency_ms", stats.last_latency_ms),
+        ("observation_to_chunk_p50_ms", stats.obs_age_p50_ms),
+        ("inferences", stats.inferences),
+        ("submitted", stats.submitted),
+        ("rejected", stats.rejected),
+        ("errors", stats.errors),
+        ("overruns", stats.overruns),
+        ("skipped", stats.skipped),
+        ("last_outcome", stats.last_outcome),
+        ("last_error", stats.last_error),
+        ("last_reject_reason", stats.last_reject_reason),
+        ("timings_ms", stats.last_timings_ms),
+    ]
+    return StatusEntry(f"{prefix}: inference", level, message, kv(values))
+
+
+def inputs_entry(prefix: str, received: Mapping[str, int], rejected: Mapping[str, int],
+                 last_reason: str, ages: Mapping[str, float], new_rejections: int
+                 ) -> StatusEntry:
+    """Sensor inputs: counts, rejections by reason, ages of the newest samples."""
+    if new_rejections:
+        level, message = WARN, f"{new_rejections} inputs rejected: {last_reason}"
+    else:
+        level, message = OK, "ok"
+    values: list[tuple[str, Any]] = [(f"received_{k}", v) for k, v in received.items()]
+    values += [(f"rejected_{k}", v) for k, v in rejected.items()]
+    values += [(f"age_{k}_s", v) for k, v in ages.items()]
+    values.append(("last_rejection", last_reason))
+    return StatusEntry(f"{prefix}: inputs", level, message, kv(values))
+
+
+def uncertainty_entry(prefix: str, spread: float | None, threshold: float, action: str,
+                      num_samples: int, uncertain: bool, holding: bool) -> StatusEntry:
+    """The sample-spread monitor."""
+    if num_samples < 2:
+        level, message = OK, "off (num_samples = 1)"
+    elif uncertain:
+        what = "holding" if holding else {"scale": "slowed down", "hold": "holding"}.get(
+            action, "reported")
+        level, message = WARN, f"uncertain ({what}): spread {fmt(spread)} > {fmt(threshold)} rad"
+    else:
+        level, message = OK, "confident"
+    values = [("spread_rad", math.nan if spread is None else spread), ("threshold_rad", threshold),
+              ("action", action), ("num_samples", num_samples), ("uncertain", uncertain),
+              ("holding", holding)]
+    return StatusEntry(f"{prefix}: uncertainty", level, message, kv(values))
+
+
+def to_msg(entries: Iterable[StatusEntry], stamp: Any, hardware_id: str) -> Any:
+    """diagnostic_msgs/DiagnosticArray from the entries."""
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    out = DiagnosticArray()
+    out.header.stamp = stamp
+    statuses = []
+    for e in entries:
+        st = DiagnosticStatus()
+        st.level = bytes([e.level]) if isinstance(DiagnosticStatus().level, bytes) else e.level
+        st.name = e.name
+        st.message = e.message
+        st.hardware_id = hardware_id
+        st.values = [KeyValue(key=k, value=v) for k, v in e.values]
+        statuses.append(st)
+    out.status = statuses
+    return out
