@@ -344,7 +344,7 @@ class PolicyConfig:
                 variant="small", width=16, group_size=8, num_keypoints=16, feature_dim=32
             ),
             "unet": UNetConfig(
-                down_dims=[64, 128, 256], kernel_size=5, n_groups=8, step_embed_dim=64
+                down_dims=[32, 64, 128], kernel_size=5, n_groups=8, step_embed_dim=64
             ),
             "mlp_dims": [256, 256],
         }

@@ -469,6 +469,10 @@ def train(
             window.append(float(loss.detach()))
             if step % tcfg.log_every == 0 or step == total:
                 mean = float(np.mean(window))
+                if distributed:  # log the loss over all ranks' batches, identical everywhere
+                    m = torch.tensor([mean], dtype=torch.float64, device=device)
+                    torch.distributed.all_reduce(m)
+                    mean = float(m.item()) / world
                 history.append({"step": step, "loss": mean, "lr": scheduler.get_last_lr()[0]})
                 window = []
                 if bar is not None:
