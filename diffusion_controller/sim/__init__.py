@@ -1,1 +1,16 @@
-"""The simulated Panda (PyBullet) with a camera, the two-way-round task and its demonstrator."""
+"""The simulated Panda (PyBullet) with a camera, the two-way-round task and its demonstrator.
+
+Modules, from the bottom up (only sim_node imports ROS):
+
+- kinematics: pinocchio tool-point FK and IK on the URDF that PyBullet simulates.
+- task: TaskSpec (frame, geometry, success rule), sample_task(seed), TaskMonitor; the task's
+  frame and geometry are documented in its module docstring.
+- world: SimWorld, the physics (position-controlled arm, table, obstacle, target disc), the fixed
+  camera, and contacts counted from physics.
+- demonstrator: the scripted expert that goes round left or right by a fair coin.
+- rollout: runs a command source against SimWorld at 100 Hz in-process and judges the attempt.
+- sim_node: the `sim_arm` executable, SimWorld behind the topics a real arm speaks.
+
+Recording demonstrations to rosbag2 is `diffusion-controller record` (commands/record.py), reading
+them back is data/rosbag_io.read_episode.
+"""
