@@ -58,6 +58,7 @@ class EpisodeResult:
     success: bool
     side: str
     time: float  # sim seconds to success (or to the collision / the end)
+    duration: float  # sim seconds recorded
     collisions: int
     min_clearance: float
     size_mb: float
@@ -70,6 +71,7 @@ class EpisodeResult:
             "success": self.success,
             "side": self.side,
             "time_s": self.time,
+            "duration_s": self.duration,
             "collisions": self.collisions,
             "min_clearance_m": self.min_clearance,
             "size_mb": self.size_mb,
@@ -148,6 +150,7 @@ def record_episode(
             "collisions": outcome.collisions,
             "time": outcome.time,
             "min_clearance": outcome.min_clearance,
+            "recorded": world.time,
         }
         writer.task(ns(world.time), json.dumps(task))
     return outcome, plan
@@ -209,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
                         bool(got.get("success", False)),
                         str(got.get("side", "?")),
                         float(got.get("time", float("nan"))),
+                        float(got.get("recorded", float("nan"))),
                         int(got.get("collisions", 0)),
                         float(got.get("min_clearance", float("nan"))),
                         _dir_size_mb(final),
@@ -238,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
                     outcome.success,
                     outcome.side,
                     outcome.time,
+                    world.time,
                     outcome.collisions,
                     outcome.min_clearance,
                     size,
@@ -262,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
         "left": sum(r.side == "left" for r in kept),
         "right": sum(r.side == "right" for r in kept),
         "mean_time_s": float(np.mean([r.time for r in kept])) if kept else float("nan"),
+        "mean_duration_s": float(np.mean([r.duration for r in kept])) if kept else float("nan"),
         "mean_size_mb": float(np.mean([r.size_mb for r in kept])) if kept else float("nan"),
         "episodes_per_min": 60.0 * len(recorded) / sum(r.wall_s for r in recorded)
         if recorded
