@@ -15,6 +15,9 @@ import sys
 
 from diffusion_controller.report import format_table, write_json
 
+# rosbag2 commands carry no joint names; the product's default arm is a Franka Panda.
+PANDA_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -58,7 +61,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--cameras",
         nargs="+",
         default=None,
-        help="cameras to use (default: every camera in the data)",
+        help="cameras to use (default: every camera in the data); in rosbag2 recordings "
+        "camera NAME is read from /NAME/image_raw",
+    )
+    p.add_argument(
+        "--joints",
+        nargs="+",
+        default=None,
+        help="joint names in controller order (default: those of the .npz data; for rosbag2 "
+        "recordings panda_joint1..7)",
     )
     p.add_argument("--no-augment", action="store_true", help="disable random image shifts")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
@@ -89,7 +100,7 @@ def build_config(args: argparse.Namespace, episodes: list) -> object:
     if args.n_obs_steps is not None:
         overrides["n_obs_steps"] = args.n_obs_steps
     preset = PolicyConfig.cpu_default if args.preset == "cpu" else PolicyConfig.paper
-    return preset(list(first.joint_names), **overrides)
+    return preset(list(args.joints or first.joint_names), **overrides)
 
 
 def canonical_command(args: argparse.Namespace) -> str:
@@ -113,7 +124,12 @@ def run(args: argparse.Namespace) -> int:
     from diffusion_controller.policy.train import TrainConfig, train
 
     try:
-        raw = load_episodes(args.data, action_dt=args.action_dt or 0.1)
+        raw = load_episodes(
+            args.data,
+            action_dt=args.action_dt or 0.1,
+            joint_names=args.joints or PANDA_JOINTS,
+            cameras=args.cameras,
+        )
         cfg = build_config(args, raw)
         episodes = [conform_episode(ep, cfg, source=ep.meta.get("source", "episode")) for ep in raw]
         tcfg = TrainConfig(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,7 +51,18 @@ def discover(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
     return sorted(found, key=lambda item: item[1])
 
 
-def _read_bag(path: str, cfg: PolicyConfig | None, action_dt: float) -> Episode:
+def camera_topics(cameras: Sequence[str]) -> dict[str, str]:
+    """Camera name -> image topic: /<name>/image_raw (so "camera" is /camera/image_raw)."""
+    return {c: f"/{c}/image_raw" for c in cameras}
+
+
+def _read_bag(
+    path: str,
+    cfg: PolicyConfig | None,
+    action_dt: float,
+    joint_names: Sequence[str] | None,
+    cameras: Sequence[str] | None,
+) -> Episode:
     try:
         from diffusion_controller.data import rosbag_io
     except ImportError as exc:
@@ -59,10 +71,24 @@ def _read_bag(path: str, cfg: PolicyConfig | None, action_dt: float) -> Episode:
             f"imported ({exc}); convert the recording to .npz episodes or install the package "
             "with its 'sim' extra (rosbags)"
         ) from exc
-    if cfg is None:
-        return rosbag_io.read_episode(path, action_dt=action_dt)
+    if cfg is not None:
+        return rosbag_io.read_episode(
+            path,
+            action_dt=cfg.action_dt,
+            joint_names=list(cfg.joint_names),
+            cameras=camera_topics(cfg.cameras),
+            image_size=tuple(cfg.image_size),
+        )
+    if not joint_names:
+        raise ValueError(
+            "reading a rosbag2 recording needs the joint names (commands carry none): pass "
+            "a PolicyConfig or joint_names"
+        )
     return rosbag_io.read_episode(
-        path, action_dt=cfg.action_dt, joint_names=list(cfg.joint_names), cameras=list(cfg.cameras)
+        path,
+        action_dt=action_dt,
+        joint_names=list(joint_names),
+        cameras=camera_topics(cameras) if cameras else None,
     )
 
 
@@ -108,12 +134,15 @@ def load_episodes(
     cfg: PolicyConfig | None = None,
     *,
     action_dt: float = 0.1,
+    joint_names: Sequence[str] | None = None,
+    cameras: Sequence[str] | None = None,
     skip_bad: bool = False,
 ) -> list[Episode]:
     """Every episode under `path` (a .npz file, a rosbag2 directory, or a folder of either).
 
     With `cfg`, episodes are conformed to it (see conform_episode). Without, they are returned as
-    read, with joints reordered to the first episode's order, and bags are read at `action_dt`.
+    read, with joints reordered to the first episode's order, and bags are read at `action_dt`
+    with `joint_names` and `cameras` (default: the one "camera" on /camera/image_raw).
     A file that cannot be read raises ValueError naming it, or with `skip_bad` is skipped with a
     warning. Empty episodes are skipped with a warning.
     """
@@ -123,7 +152,11 @@ def load_episodes(
     episodes: list[Episode] = []
     for kind, item in items:
         try:
-            ep = Episode.load(item) if kind == "npz" else _read_bag(item, cfg, action_dt)
+            ep = (
+                Episode.load(item)
+                if kind == "npz"
+                else _read_bag(item, cfg, action_dt, joint_names, cameras)
+            )
             if len(ep) == 0:
                 warnings.warn(f"{item}: empty episode skipped", stacklevel=2)
                 continue
@@ -137,7 +170,8 @@ def load_episodes(
             raise
         except Exception as exc:  # zip, JSON, shape and value errors all mean "unusable file"
             if not skip_bad:
-                raise ValueError(f"{item}: cannot use episode: {exc}") from exc
+                msg = str(exc) if item in str(exc) else f"{item}: cannot use episode: {exc}"
+                raise ValueError(msg) from exc
             warnings.warn(f"{item}: skipped ({exc})", stacklevel=2)
             continue
         episodes.append(ep)

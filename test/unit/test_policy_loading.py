@@ -113,3 +113,37 @@ def test_a_broken_bag_names_the_bag(tmp_path) -> None:
     (bag / "metadata.yaml").write_text("not: [a, valid, bag")
     with pytest.raises((ValueError, ReaderUnavailableError), match="rec"):
         load_episodes(tmp_path, cfg())
+
+
+def write_bag(path, names=("a", "b", "c"), seconds=1.0) -> None:
+    pytest.importorskip("rosbags", reason="rosbag2 recordings are written with rosbags")
+    from diffusion_controller.data.rosbag_io import BagWriter
+
+    ms = 1_000_000
+    t0 = 1_700_000_000 * 1_000_000_000
+    with BagWriter(path, task_topic=None) as w:
+        for k in range(int(seconds * 100) + 1):
+            t = t0 + 10 * ms * k
+            q = np.full(len(names), 0.01 * k)
+            w.command(t, q + 0.1)
+            w.joint_state(t, list(names), q)
+            if k % 5 == 0:
+                w.image(t, np.full((48, 64, 3), 40, np.uint8), encoding="rgb8")
+
+
+def test_reads_rosbag2_recordings_conformed_to_the_config(tmp_path) -> None:
+    write_bag(tmp_path / "rec0")
+    episode(cams=("camera",)).save(tmp_path / "zz.npz")
+    config = PolicyConfig.cpu_default(["a", "b", "c"], image_size=(24, 32))
+    eps = load_episodes(tmp_path, config)
+    assert len(eps) == 2
+    bag = eps[0]
+    assert bag.meta["source"].endswith("rec0") and bag.joint_names == ["a", "b", "c"]
+    assert bag.dt == pytest.approx(0.1) and len(bag) >= 9
+    assert bag.images["camera"].shape[1:] == (24, 32, 3)
+    np.testing.assert_allclose(bag.actions - bag.joints, 0.1, atol=0.011)
+    # Without a config the joint names must come from somewhere: commands carry none.
+    with pytest.raises(ValueError, match="joint names"):
+        load_episodes(tmp_path / "rec0")
+    (raw,) = load_episodes(tmp_path / "rec0", joint_names=["a", "b", "c"], action_dt=0.05)
+    assert raw.dt == pytest.approx(0.05) and raw.images["camera"].shape[1:] == (48, 64, 3)

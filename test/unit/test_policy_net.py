@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 from torch import nn
@@ -141,6 +143,11 @@ def test_build_is_deterministic_under_a_seed() -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+# The TorchScript-based exporter (opset 17, what the Jetson's TensorRT 10.3 parses); torch >= 2.5
+# names it with dynamo=False, older releases have only that exporter.
+LEGACY = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
+
+
 class _Encode(nn.Module):
     def __init__(self, net: nn.Module) -> None:
         super().__init__()
@@ -170,7 +177,7 @@ def test_exports_to_onnx_opset17_and_matches_onnxruntime(kind: str, tmp_path) ->
             (images, joints),
             str(enc_path),
             opset_version=17,
-            dynamo=False,
+            **LEGACY,
             input_names=["images", "joints"],
             output_names=["cond"],
         )
@@ -180,7 +187,7 @@ def test_exports_to_onnx_opset17_and_matches_onnxruntime(kind: str, tmp_path) ->
                 (x, t, cond),
                 str(den_path),
                 opset_version=17,
-                dynamo=False,
+                **LEGACY,
                 input_names=["sample", "timestep", "cond"],
                 output_names=["out"],
             )
@@ -190,7 +197,7 @@ def test_exports_to_onnx_opset17_and_matches_onnxruntime(kind: str, tmp_path) ->
                 (cond,),
                 str(den_path),
                 opset_version=17,
-                dynamo=False,
+                **LEGACY,
                 input_names=["cond"],
                 output_names=["out"],
             )
