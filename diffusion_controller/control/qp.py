@@ -1,0 +1,111 @@
+"""An OSQP problem with a sparsity pattern fixed for life and values refreshed in place.
+
+The filter declares where the nonzeros of A are once (as COO row/column arrays, block by block) and
+then, every tick, hands over the values in that same order; this module maps them onto OSQP's CSC
+storage with one precomputed gather, so a tick never builds a sparse matrix. OSQP is set up on the
+first values it sees, so its scaling matches the real problem.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import osqp
+import scipy.sparse as sp
+
+SOLVED = int(osqp.SolverStatus.OSQP_SOLVED)
+SOLVED_INACCURATE = int(osqp.SolverStatus.OSQP_SOLVED_INACCURATE)
+INFEASIBLE = {
+    int(osqp.SolverStatus.OSQP_PRIMAL_INFEASIBLE),
+    int(osqp.SolverStatus.OSQP_PRIMAL_INFEASIBLE_INACCURATE),
+}
+
+
+@dataclass
+class QPResult:
+    x: np.ndarray
+    y: np.ndarray
+    status: str
+    status_val: int
+    iterations: int
+    solve_ms: float
+    prim_res: float
+
+
+class FixedPatternQP:
+    """min 1/2 x'Px + q'x  s.t.  l <= A x <= u, with P constant and A's pattern fixed.
+
+    `rows`, `cols` give A's nonzeros in the caller's order; `solve(q, a_values, l, u)` takes
+    values in that order.
+    """
+
+    def __init__(
+        self,
+        P: sp.spmatrix,
+        rows: np.ndarray,
+        cols: np.ndarray,
+        m: int,
+        settings: dict[str, float | int | bool],
+    ) -> None:
+        self.n = int(P.shape[0])
+        self.m = int(m)
+        self.P = sp.triu(sp.csc_matrix(P), format="csc")
+        rows = np.asarray(rows, dtype=np.int64)
+        cols = np.asarray(cols, dtype=np.int64)
+        if rows.shape != cols.shape:
+            raise ValueError("rows and cols of the pattern differ in length")
+        if len(rows) and (rows.max() >= self.m or cols.max() >= self.n):
+            raise ValueError("pattern outside the matrix")
+        order = np.arange(1, len(rows) + 1, dtype=np.float64)
+        probe = sp.csc_matrix((order, (rows, cols)), shape=(self.m, self.n))
+        probe.sum_duplicates()
+        if probe.nnz != len(rows):
+            raise ValueError("pattern has duplicate entries")
+        self._gather = probe.data.astype(np.int64) - 1  # CSC slot -> caller's index
+        self._indices = probe.indices.copy()
+        self._indptr = probe.indptr.copy()
+        self.nnz = len(rows)
+        self.settings = dict(settings)
+        self._solver: osqp.OSQP | None = None
+
+    def update_settings(self, **settings: float | int | bool) -> None:
+        self.settings.update(settings)
+        if self._solver is not None:
+            self._solver.update_settings(**settings)
+
+    def _setup(self, q: np.ndarray, ax: np.ndarray, lo: np.ndarray, up: np.ndarray) -> None:
+        # Explicit zeros must stay in the pattern: build the CSC arrays by hand and give OSQP a
+        # structurally full matrix, nudging exact zeros so no entry is dropped.
+        data = np.where(ax == 0.0, 1e-12, ax)
+        A = sp.csc_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
+        solver = osqp.OSQP()
+        solver.setup(self.P, q, A, lo, up, verbose=False, **self.settings)
+        self._solver = solver
+
+    def reset(self) -> None:
+        """Forget the solver (and its warm start); the next solve sets OSQP up afresh."""
+        self._solver = None
+
+    def solve(
+        self, q: np.ndarray, a_values: np.ndarray, lo: np.ndarray, up: np.ndarray
+    ) -> QPResult:
+        ax = a_values[self._gather]
+        t0 = time.perf_counter()
+        if self._solver is None:
+            self._setup(q, ax, lo, up)
+        else:
+            self._solver.update(q=q, l=lo, u=up, Ax=ax)
+        res = self._solver.solve(raise_error=False)
+        solve_ms = (time.perf_counter() - t0) * 1e3
+        info = res.info
+        return QPResult(
+            x=np.array(res.x, dtype=np.float64),
+            y=np.array(res.y, dtype=np.float64),
+            status=str(info.status),
+            status_val=int(info.status_val),
+            iterations=int(info.iter),
+            solve_ms=solve_ms,
+            prim_res=float(info.prim_res),
+        )
