@@ -2,7 +2,8 @@
 
 One inference = preprocessing + encoder once + N DDIM steps + unnormalisation, on random
 observations (random pixels, joints inside the training range; never zeros). Each available
-backend is timed over `--runs` calls after `--warmup` calls, and compared with
+backend is timed over `--runs` calls after `--warmup` calls, round-robin with the others so that
+background load on a shared machine hits every contender alike, and compared with
 
 - "torch-eager-diffusers": the way the reference implementations run a Diffusion Policy: eager
   PyTorch under no_grad with a Python loop calling diffusers' DDIMScheduler.step, same weights,
@@ -56,17 +57,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _percentiles(times_s: Sequence[float]) -> tuple[float, float]:
     arr = np.asarray(times_s) * 1e3
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
-
-
-def _time_calls(fn: Callable[[int], Any], runs: int, warmup: int) -> list[float]:
-    for i in range(warmup):
-        fn(i)
-    out = []
-    for i in range(runs):
-        t = time.perf_counter()
-        fn(i)
-        out.append(time.perf_counter() - t)
-    return out
 
 
 class EagerDiffusersBaseline:
@@ -166,24 +156,17 @@ def _bench(model_dir: str, specs: list[str], args: argparse.Namespace
         reference = [ref.infer(observations[i], steps=steps, noise=noises[i]).actions
                      for i in check_idx]
 
-    rows: list[dict[str, Any]] = []
-    eager_p50 = None
-    if not args.no_eager and cfg.kind in ("diffusion", "regression") and _torch_available():
+    # Contenders: (row name, one call on observation i, the chunks for the error check).
+    contenders: list[tuple[str, Callable[[int], Any], list[np.ndarray]]] = []
+    if not args.no_eager and _torch_available():
         try:
             base = EagerDiffusersBaseline(model_dir, args.threads)
         except ImportError as exc:
             errors[EAGER] = f"diffusers not installed ({exc})"
         else:
-            times = _time_calls(
-                lambda i: base.infer(observations[i % 8], steps, noises[i % 8]),
-                args.runs, args.warmup)
-            p50, p99 = _percentiles(times)
-            eager_p50 = p50
-            err = _max_err(reference, [base.infer(observations[i], steps, noises[i])
-                                       for i in check_idx])
-            rows.append({"backend": EAGER, "steps": steps, "p50_ms": p50, "p99_ms": p99,
-                         "speedup_vs_eager": 1.0, "max_abs_err": err})
-
+            contenders.append((
+                EAGER, lambda i, b=base: b.infer(observations[i % 8], steps, noises[i % 8]),
+                [base.infer(observations[i], steps, noises[i]) for i in check_idx]))
     for spec in specs:
         try:
             backend = ref if (spec == "torch" and ref is not None) else load_backend(
@@ -191,18 +174,32 @@ def _bench(model_dir: str, specs: list[str], args: argparse.Namespace
         except Exception as exc:  # a missing provider or library: report it, bench the rest
             errors[spec] = str(exc).splitlines()[0][:200]
             continue
-        times = _time_calls(
+        name = spec if ":" in spec or backend.device == "cpu" else f"{spec}:{backend.device}"
+        contenders.append((
+            name,
             lambda i, b=backend: b.infer(observations[i % 8], steps=steps, noise=noises[i % 8]),
-            args.runs, args.warmup)
-        p50, p99 = _percentiles(times)
-        err = _max_err(reference, [backend.infer(observations[i], steps=steps,
-                                                 noise=noises[i]).actions for i in check_idx])
+            [backend.infer(observations[i], steps=steps, noise=noises[i]).actions
+             for i in check_idx]))
+
+    # Round-robin timing: on a shared machine every contender sees the same background load.
+    times: dict[str, list[float]] = {name: [] for name, _, _ in contenders}
+    for i in range(args.warmup):
+        for _, call, _ in contenders:
+            call(i)
+    for i in range(args.runs):
+        for name, call, _ in contenders:
+            t = time.perf_counter()
+            call(i)
+            times[name].append(time.perf_counter() - t)
+
+    eager_p50 = _percentiles(times[EAGER])[0] if EAGER in times else None
+    rows: list[dict[str, Any]] = []
+    for name, _, chunks in contenders:
+        p50, p99 = _percentiles(times[name])
         rows.append({
-            "backend": spec if ":" in spec or backend.device == "cpu"
-            else f"{spec}:{backend.device}",
-            "steps": steps, "p50_ms": p50, "p99_ms": p99,
+            "backend": name, "steps": steps, "p50_ms": p50, "p99_ms": p99,
             "speedup_vs_eager": (eager_p50 / p50) if eager_p50 else None,
-            "max_abs_err": err,
+            "max_abs_err": _max_err(reference, chunks),
         })
 
     setup = {
