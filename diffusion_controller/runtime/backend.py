@@ -197,15 +197,11 @@ class PolicyBackend(ABC):
         t_pre = time.perf_counter()
         cond = self._encode(images, joints_n)
         t_enc = time.perf_counter()
-        plan = None
-        if cfg.kind == "diffusion":
-            plan = self.make_plan(steps=steps, eta=eta, warm_start=warm_start,
-                                  warm_start_strength=warm_start_strength, prefix=prefix_abs,
-                                  num_samples=num_samples, seed=seed, noise=noise)
-            x = self._denoise(cond, plan)
-        else:
-            self._check_num_samples(num_samples)
-            x = self._regress(cond)
+        # Planned for both kinds so that bad options are rejected alike (regression ignores them).
+        plan = self.make_plan(steps=steps, eta=eta, warm_start=warm_start,
+                              warm_start_strength=warm_start_strength, prefix=prefix_abs,
+                              num_samples=num_samples, seed=seed, noise=noise)
+        x = self._denoise(cond, plan) if cfg.kind == "diffusion" else self._regress(cond)
         t_den = time.perf_counter()
         x = np.asarray(x, dtype=np.float64)
         if not np.all(np.isfinite(x)):
@@ -230,7 +226,7 @@ class PolicyBackend(ABC):
         return InferenceResult(
             actions=np.ascontiguousarray(actions), samples=samples, spread=spread,
             timings_ms=timings, stamp=float(obs.stamp),
-            steps=len(plan.pairs) if plan is not None else 0, backend=self.name,
+            steps=len(plan.pairs) if cfg.kind == "diffusion" else 0, backend=self.name,
         )
 
     def warmup(self, n: int = 3, steps: int | None = None) -> None:

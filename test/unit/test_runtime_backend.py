@@ -193,3 +193,5 @@ def test_regression_kind_ignores_sampling_options(tmp_path) -> None:
     np.testing.assert_array_equal(r.actions, b.infer(obs, seed=9).actions)
     prefix = r.actions[:2] + 0.05
     np.testing.assert_array_equal(b.infer(obs, prefix=prefix).actions[:2], prefix)
+    with pytest.raises(ValueError, match="warm_start contains NaN"):  # still checked
+        b.infer(obs, warm_start=np.full(r.actions.shape, np.nan))
