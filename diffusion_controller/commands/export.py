@@ -3,7 +3,7 @@
 ONNX: writes encoder.onnx + denoiser.onnx (or head.onnx) + manifest.json into <model>/onnx (or
 --out), checks them with onnx.checker, and by default compares onnxruntime with the torch
 reference on one random observation. TensorRT: exports ONNX if needed, then builds the engines
-on this GPU into the engine cache (--out sets the cache root), reusing valid cached engines.
+on this GPU into the engine cache (--out sets its directory), reusing valid cached engines.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("onnx", "tensorrt"), default="onnx")
     p.add_argument("--fp16", action="store_true", help="FP16 engines (--format tensorrt)")
     p.add_argument("--out", help="ONNX output directory (default <model>/onnx); for tensorrt, "
-                                 "the cache root (default ~/.cache/diffusion_controller)")
+                                 "the engine cache directory (default "
+                                 "~/.cache/diffusion_controller/engines)")
     p.add_argument("--max-samples", type=int, default=8,
                    help="largest num_samples the TensorRT engines accept (default 8)")
     p.add_argument("--no-verify", action="store_true",

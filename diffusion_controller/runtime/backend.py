@@ -467,8 +467,9 @@ def load_backend(
     """Open the artifact in `model_dir` with `backend` ("auto", "torch", "onnxruntime",
     "tensorrt", or "name:device"). "auto" prefers TensorRT on a CUDA GPU, then onnxruntime with
     CUDA, then onnxruntime on the CPU (when an up-to-date ONNX export exists or torch can make
-    one), then torch. `threads` sets CPU intra-op threads; `cache_dir` holds exports and engines
-    when the model directory is read-only."""
+    one), then torch. `threads` sets CPU intra-op threads; `cache_dir` is the engine cache
+    directory (default ~/.cache/diffusion_controller/engines), which also holds the ONNX export
+    of a read-only model directory."""
     model_dir = os.fspath(model_dir)
     if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
         raise ValueError(f"threads must be a positive integer, got {threads!r}")

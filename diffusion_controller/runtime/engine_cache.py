@@ -36,6 +36,13 @@ def default_cache_dir() -> Path:
     return base / "diffusion_controller" / "engines"
 
 
+def resolve_cache_dir(cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The engine cache directory: `cache_dir` if given, else default_cache_dir(). TensorRT
+    engines live in it directly; onnxruntime's TensorRT-EP engines in `ort_trt/`, ONNX exports of
+    read-only models in `onnx/<weights hash>/`."""
+    return Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+
+
 def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:

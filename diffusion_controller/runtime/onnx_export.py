@@ -407,13 +407,12 @@ def ensure_export(model_dir: str | os.PathLike[str],
                   cache_dir: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """(export dir, manifest) of an up-to-date export, exporting (needs torch) when the one next
     to the model is missing, stale or corrupt. A read-only model directory exports into
-    `cache_dir` (default ~/.cache/diffusion_controller/onnx/<weights hash>)."""
+    `<cache_dir>/onnx/<weights hash>` (cache_dir: see engine_cache.resolve_cache_dir)."""
     candidates = [default_export_dir(model_dir)]
     _, _, meta = load_config(model_dir)
-    from diffusion_controller.runtime.engine_cache import default_cache_dir
+    from diffusion_controller.runtime.engine_cache import resolve_cache_dir
 
-    cache_root = Path(cache_dir) if cache_dir is not None else default_cache_dir().parent
-    cached = cache_root / "onnx" / meta["weights"]["sha256"][:16]
+    cached = resolve_cache_dir(cache_dir) / "onnx" / meta["weights"]["sha256"][:16]
     candidates.append(cached)
     problems = []
     for cand in candidates:

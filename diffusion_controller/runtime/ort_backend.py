@@ -21,7 +21,7 @@ from diffusion_controller.policy.artifact import load_config, verify_weights
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import Normalizer
 from diffusion_controller.runtime.backend import DenoisePlan, PolicyBackend
-from diffusion_controller.runtime.engine_cache import default_cache_dir
+from diffusion_controller.runtime.engine_cache import resolve_cache_dir
 from diffusion_controller.runtime.onnx_export import (
     ExportError,
     ensure_export,
@@ -78,8 +78,7 @@ class OrtBackend(PolicyBackend):
         self.device = device
         self.precision = "fp16" if fp16 else "fp32"
         self.name = "onnxruntime" if device == "cpu" else f"onnxruntime:{device}"
-        engines = Path(cache_dir) / "ort_trt" if cache_dir is not None else (
-            default_cache_dir() / "ort_trt")
+        engines = resolve_cache_dir(cache_dir) / "ort_trt"
         self.providers = _providers(device, fp16, engines, threads)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,7 +26,7 @@ from diffusion_controller.policy.artifact import load_config, verify_weights
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import Normalizer
 from diffusion_controller.runtime.backend import DenoisePlan, PolicyBackend
-from diffusion_controller.runtime.engine_cache import EngineCache, EngineKey
+from diffusion_controller.runtime.engine_cache import EngineCache, EngineKey, resolve_cache_dir
 from diffusion_controller.runtime.onnx_export import ensure_export
 
 log = logging.getLogger(__name__)
@@ -342,7 +341,7 @@ def build_engines(model_dir: str | os.PathLike[str], fp16: bool = False,
     cfg, _, _ = load_config(model_dir)
     export_dir, manifest = ensure_export(model_dir, cache_dir)
     gpu_name, cc = gpu_identity()
-    cache = EngineCache(Path(cache_dir) / "engines" if cache_dir is not None else None)
+    cache = EngineCache(resolve_cache_dir(cache_dir))
     out: dict[str, dict[str, Any]] = {}
     for role, profile in engine_profiles(cfg, int(manifest["cond_dim"]), max_samples).items():
         info = manifest["files"][role]
