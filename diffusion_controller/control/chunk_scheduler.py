@@ -279,9 +279,7 @@ class ChunkScheduler:
         else:
             durations = np.geomspace(t_lo, t_hi, int(cfg.blend_candidates))
         t_join = now + durations
-        q1 = spline.sample(t_join, 0)
-        v1 = spline.sample(t_join, 1)
-        a1 = spline.sample(t_join, 2)
+        q1, v1, a1 = spline.sample_states(t_join)
         coeffs = quintic(start.q, start.v, start.a, q1, v1, a1, durations)  # [M, 6, J]
         jerk = max_abs_jerk(coeffs, durations)  # [M, J]
         fits = np.all(jerk <= self._jerk, axis=1)

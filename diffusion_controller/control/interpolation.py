@@ -50,15 +50,21 @@ def _basis(tau: float) -> np.ndarray:
     )
 
 
+# d^k/dt^k t^m = _FALLING[k, m] * t^(m - k): falling factorials, zero where m < k
+_POWERS = np.arange(_DEG)
+_FALLING = np.array(
+    [[math.perm(m, k) if m >= k else 0 for m in range(_DEG)] for k in range(4)], dtype=np.float64
+)
+_EXPONENTS = np.maximum(_POWERS[None, :] - np.arange(4)[:, None], 0)
+# Taylor shift p(tau + delta): new c_k = sum_m C(m, k) delta^(m - k) c_m
+_BINOM = np.array([[math.comb(m, k) for m in range(_DEG)] for k in range(_DEG)], dtype=np.float64)
+_SHIFT_EXP = np.maximum(_POWERS[None, :] - _POWERS[:, None], 0)
+
+
 def _basis_many(tau: np.ndarray, order: int) -> np.ndarray:
     """[N, 6] derivative `order` (0..3) of the monomial basis at many local times."""
     tau = np.asarray(tau, dtype=np.float64)[:, None]
-    powers = np.arange(_DEG)
-    coef = np.ones(_DEG)
-    for k in range(order):
-        coef = coef * np.maximum(powers - k, 0)
-    exps = np.maximum(powers - order, 0)
-    return coef * tau**exps
+    return _FALLING[order] * tau ** _EXPONENTS[order]
 
 
 def quintic(
@@ -170,8 +176,7 @@ class PiecewisePolynomial:
         self.breaks = breaks
         self.coeffs = coeffs
         self._cache = 0
-        q, _, _ = self._eval_segment(coeffs.shape[0] - 1, breaks[-1] - breaks[-2])
-        self._end_state = q
+        self._end_state: np.ndarray | None = None
 
     @property
     def joint_count(self) -> int:
@@ -208,6 +213,8 @@ class PiecewisePolynomial:
         if t <= b[0]:
             return self._eval_segment(0, 0.0)
         if t > b[-1]:
+            if self._end_state is None:
+                self._end_state = self._eval_segment(self.coeffs.shape[0] - 1, b[-1] - b[-2])[0]
             z = np.zeros(self.coeffs.shape[2])
             return self._end_state.copy(), z, z.copy()
         if t == b[-1]:
@@ -226,6 +233,18 @@ class PiecewisePolynomial:
         out = np.einsum("nk,nkj->nj", basis, self.coeffs[idx])
         if order > 0:
             out[times > b[-1]] = 0.0
+        return out
+
+    def sample_states(self, times: np.ndarray) -> np.ndarray:
+        """Positions, velocities and accelerations at many times at once, [3, N, J]."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        b = self.breaks
+        clamped = np.clip(times, b[0], b[-1])
+        idx = np.clip(np.searchsorted(b, clamped, side="right") - 1, 0, self.coeffs.shape[0] - 1)
+        tau = clamped - b[idx]
+        basis = _FALLING[:3, None, :] * tau[None, :, None] ** _EXPONENTS[:3, None, :]  # [3, N, 6]
+        out = np.einsum("knm,nmj->knj", basis, self.coeffs[idx])
+        out[1:, times > b[-1]] = 0.0
         return out
 
     def after(self, t: float) -> PiecewisePolynomial | None:
@@ -255,11 +274,7 @@ class PiecewisePolynomial:
 
 def _shift(coeffs: np.ndarray, delta: float) -> np.ndarray:
     """Coefficients [6, J] of p(tau + delta) given those of p(tau) (Taylor shift)."""
-    out = np.zeros_like(coeffs)
-    for k in range(_DEG):
-        for m in range(k, _DEG):
-            out[k] += math.comb(m, k) * delta ** (m - k) * coeffs[m]
-    return out
+    return (_BINOM * float(delta) ** _SHIFT_EXP) @ coeffs
 
 
 def concatenate(parts: list[PiecewisePolynomial]) -> PiecewisePolynomial:

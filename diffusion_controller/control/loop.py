@@ -22,13 +22,16 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SubmitResult
 from diffusion_controller.control.types import Chunk, Command, FilterResult
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+
+if TYPE_CHECKING:
+    from diffusion_controller.control.safety_filter import SafetyFilter
 
 INACTIVE = "inactive"  # disabled: nothing is published
 WAITING = "waiting"  # enabled, no joint state yet: nothing is published
@@ -139,7 +142,7 @@ class ControlLoop:
 
     def __init__(
         self,
-        safety: Any,
+        safety: SafetyFilter,
         scheduler: ChunkScheduler,
         watchdogs: Watchdogs,
         output: Callable[[Command], None],
@@ -459,7 +462,11 @@ class ControlLoop:
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_mono: float | None = None) -> Command | None:
-        """One control step; returns the command it published (None when nothing was)."""
+        """One control step; returns the command it published (None when nothing was).
+
+        The command is the filter's state for the end of the tick, so its stamp is the stamp
+        clock's reading at the start of the tick plus one period.
+        """
         t_start = time.perf_counter()
         if now_mono is None:
             now_mono = time.monotonic()
@@ -501,7 +508,11 @@ class ControlLoop:
             self._set_state(WAITING, ("no joint_states received",))
             return None
         if not self._initialised:
-            self.safety.reset(snap.q, snap.v)
+            try:
+                self.safety.reset(snap.q, snap.v)
+            except ValueError as exc:  # e.g. measured outside the tightened limits: never start
+                self._set_state(WAITING, (f"cannot start from the measured state: {exc}",))
+                return None
             self.scheduler.clear()
             self._current_chunk = None
             self._stop_since = now
@@ -542,13 +553,14 @@ class ControlLoop:
             self._stop_since = None
             self._state = RUNNING
 
-        ref = self.scheduler.reference(now)
+        t_cmd = now + self.period  # the filter's returned state is for the end of this tick
+        ref = self.scheduler.reference(t_cmd)
         if ref is None:
             return self._brake(now, None, ("no reference",))
         if ref.stopped:
             return self._brake(now, None, (ref.reason,))
         if self._mpc_steps:
-            future = self.scheduler.sample(now + self._mpc_offsets)
+            future = self.scheduler.sample(now + self._mpc_offsets)  # first row: t_cmd
             result = self.safety.step(ref.q, ref.v, ref.a, future_ref=future)
         else:
             result = self.safety.step(ref.q, ref.v, ref.a)
@@ -626,7 +638,7 @@ class ControlLoop:
             self._last_error = "safety filter returned a non-finite command: e-stop latched"
             self._set_state(ESTOPPED, (self._last_error,))
             return None
-        cmd = Command(stamp=now, positions=q, velocities=v, accelerations=a)
+        cmd = Command(stamp=now + self.period, positions=q, velocities=v, accelerations=a)
         self._last_command = cmd
         if result.intervened:
             self._interventions += 1

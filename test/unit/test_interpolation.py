@@ -156,3 +156,12 @@ def test_spline_matches_scipy_with_the_same_end_conditions(n: int) -> None:
     ts = np.linspace(times[0], times[-1], 101)
     for k in range(3):
         np.testing.assert_allclose(ours.sample(ts, k), ref(ts, k), rtol=1e-9, atol=1e-9)
+
+
+def test_sample_states_matches_sample() -> None:
+    times, points = _knots()
+    pp = spline_through(times, points)
+    ts = np.concatenate([np.linspace(times[0] - 0.1, times[-1] + 0.1, 23), [times[-1]]])
+    both = pp.sample_states(ts)
+    for k in range(3):
+        np.testing.assert_allclose(both[k], pp.sample(ts, k), atol=1e-12)

@@ -1,0 +1,380 @@
+"""ControlLoop ticked by hand on a controlled clock, with the real safety filter and Panda model.
+
+The arm is an ideal position-controlled one: it reports the last command as its measured state,
+which is how a forward position controller behaves to within a tick.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from diffusion_controller.control.loop import (
+    BRAKING,
+    ESTOPPED,
+    HOLDING,
+    INACTIVE,
+    RUNNING,
+    WAITING,
+    ControlLoop,
+    switch_interval_for,
+)
+from diffusion_controller.control.types import Chunk, Command
+from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+
+pybullet_data = pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
+from diffusion_controller.control.robot_model import RobotModel  # noqa: E402
+from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter  # noqa: E402
+
+PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+DT = 0.01
+J = 7
+
+
+@pytest.fixture(scope="module")
+def robot() -> RobotModel:
+    return RobotModel.from_urdf(PANDA_URDF)
+
+
+class Clock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class Rig:
+    """Loop + real filter + an ideal arm that reports back the last command."""
+
+    def __init__(self, robot: RobotModel, **watchdog_overrides) -> None:
+        self.clock = Clock()
+        self.filter = SafetyFilter(robot, SafetyConfig(rate_hz=100.0))
+        self.commands: list[Command] = []
+        wd = dict(image_timeout=None, chunk_timeout=0.5)
+        wd.update(watchdog_overrides)
+        self.loop = ControlLoop(
+            self.filter,
+            ChunkScheduler(J, SchedulerConfig()),
+            Watchdogs(WatchdogConfig(**wd)),
+            self.commands.append,
+            rate_hz=100.0,
+            clock=self.clock,
+        )
+        self.q = HOME.copy()
+        self.v = np.zeros(J)
+        self.feed = True
+        self.seq = 0
+
+    def step(self, n: int = 1) -> list[Command | None]:
+        out = []
+        for _ in range(n):
+            self.clock.t += DT
+            if self.feed:
+                self.loop.update_joint_state(self.q, self.v, self.clock.t)
+            cmd = self.loop.tick()
+            if cmd is not None:
+                self.q, self.v = cmd.positions.copy(), cmd.velocities.copy()
+            out.append(cmd)
+        return out
+
+    def chunk(self, amplitude: float = 0.1, offset: float = 0.0, latency: float = 0.03) -> Chunk:
+        """A smooth chunk around HOME computed from an observation `latency` seconds ago."""
+        self.seq += 1
+        t0 = self.clock.t - latency
+        times = t0 + 0.1 * np.arange(16)
+        wave = amplitude * np.sin(2 * np.pi * 0.5 * (times - 1000.0))[:, None]
+        return Chunk(t0=t0, dt=0.1, positions=HOME + offset + wave * np.ones(J), seq=self.seq)
+
+
+def within_limits(cmds: list[Command], limits, tol: float = 1e-6) -> bool:
+    q = np.array([c.positions for c in cmds])
+    v = np.array([c.velocities for c in cmds])
+    a = np.array([c.accelerations for c in cmds])
+    return bool(
+        np.all(q >= limits.lower - tol)
+        and np.all(q <= limits.upper + tol)
+        and np.all(np.abs(v) <= limits.velocity + tol)
+        and np.all(np.abs(a) <= limits.acceleration + tol)
+    )
+
+
+def test_inactive_and_waiting_publish_nothing(robot) -> None:
+    rig = Rig(robot)
+    assert rig.loop.tick() is None and rig.loop.state == INACTIVE
+    rig.loop.set_enabled(True)
+    rig.feed = False
+    assert rig.step(3) == [None, None, None]
+    assert rig.loop.state == WAITING
+    assert rig.loop.status().reasons == ("no joint_states received",)
+    assert rig.commands == []
+
+
+def test_start_holds_at_the_measured_state_until_a_chunk(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    cmds = rig.step(5)
+    assert all(c is not None for c in cmds)
+    assert rig.loop.state == HOLDING
+    np.testing.assert_allclose(cmds[-1].positions, HOME, atol=1e-9)
+    np.testing.assert_allclose(cmds[-1].velocities, 0.0, atol=1e-12)
+    assert "no chunk received" in rig.loop.status().reasons[0]
+
+
+def test_tracks_chunks_within_limits_and_hands_over_smoothly(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(3)
+    cmds = []
+    for _ in range(6):  # a new chunk every 0.1 s, each disagreeing a little with the last
+        res = rig.loop.submit_chunk(rig.chunk(offset=0.01 * rig.seq))
+        assert res.accepted and res.reason == "queued"
+        cmds += rig.step(10)
+    assert rig.loop.state == RUNNING
+    st = rig.loop.status()
+    assert st.chunks_accepted == 6 and st.chunks_rejected == 0
+    assert st.last_submit.accepted and st.last_submit.dropped_actions >= 1
+    assert within_limits(cmds, rig.filter.limits)
+    a = np.array([c.accelerations for c in cmds])
+    jerk = np.abs(np.diff(a, axis=0)) / DT
+    assert jerk.max() <= rig.filter.limits.jerk.max() + 1e-6
+    moved = np.abs(cmds[-1].positions - HOME).max()
+    assert moved > 0.01  # it really followed the chunks
+    assert rig.loop.current_chunk().seq == 6
+
+
+def test_nan_and_wrong_size_chunks_are_rejected_without_a_jump(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk())
+    before = rig.step(20)
+    bad = rig.chunk()
+    bad.positions[3, 2] = np.nan
+    res = rig.loop.submit_chunk(bad)
+    assert not res.accepted and "non-finite" in res.reason
+    res = rig.loop.submit_chunk(Chunk(rig.clock.t, 0.1, np.zeros((16, 6)), 99))
+    assert not res.accepted and "wrong width" in res.reason
+    after = rig.step(20)
+    cmds = before + after
+    assert rig.loop.state == RUNNING
+    dq = np.abs(np.diff([c.positions for c in cmds], axis=0))
+    assert dq.max() <= rig.filter.limits.velocity.max() * DT + 1e-9
+    assert rig.loop.status().chunks_rejected == 2
+
+
+def test_stale_joint_state_brakes_then_holds_with_reason(robot) -> None:
+    rig = Rig(robot, joint_state_timeout=0.05)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(30)
+    assert rig.loop.state == RUNNING
+    rig.feed = False
+    states, speeds = [], []
+    for _ in range(60):
+        cmd = rig.step(1)[0]
+        states.append(rig.loop.state)
+        speeds.append(np.abs(cmd.velocities).max())
+    first = states.index(BRAKING)
+    assert 3 <= first <= 7  # 50 ms of silence, then the brake
+    assert np.all(np.diff(speeds[first:]) <= 1e-12)  # monotone deceleration
+    assert states[-1] == HOLDING and speeds[-1] == 0.0
+    assert any("stale joint_states" in r for r in rig.loop.status().reasons)
+    # joint states come back, but motion resumes only with a fresh chunk
+    rig.feed = True
+    rig.step(5)
+    assert rig.loop.state == HOLDING
+    assert "no fresh chunk" in rig.loop.status().reasons[0]
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(2)
+    assert rig.loop.state == RUNNING
+
+
+def test_estop_stops_within_100ms_and_stays_latched_until_reset(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    for _ in range(3):
+        rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+        rig.step(10)
+    assert np.abs(rig.v).max() > 0.05
+    rig.loop.estop()
+    cmds = rig.step(10)
+    assert np.abs(cmds[-1].velocities).max() == 0.0
+    assert rig.loop.state == ESTOPPED and "e-stop latched" in rig.loop.status().reasons
+    rig.loop.submit_chunk(rig.chunk())  # chunks keep coming: still latched
+    cmds = rig.step(20)
+    assert rig.loop.state == ESTOPPED
+    assert all(np.abs(c.velocities).max() == 0.0 for c in cmds)
+    ok, msg = rig.loop.reset()
+    assert ok, msg
+    rig.step(1)
+    assert rig.loop.state == HOLDING  # needs a chunk newer than the reset
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(2)
+    assert rig.loop.state == RUNNING
+
+
+def test_reset_is_refused_while_moving(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(30)
+    rig.loop.estop()
+    rig.step(1)
+    if np.abs(rig.v).max() > 1e-3:
+        ok, msg = rig.loop.reset()
+        assert not ok and "moving" in msg
+    rig.step(20)
+    assert rig.loop.state == ESTOPPED
+
+
+def test_exception_in_a_tick_becomes_a_brake(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(30)
+    original = rig.loop.scheduler.reference
+
+    def broken(now: float):
+        raise RuntimeError("injected fault")
+
+    rig.loop.scheduler.reference = broken
+    cmds = rig.step(40)
+    assert all(c is not None for c in cmds)  # still publishing: brake commands
+    st = rig.loop.status()
+    assert st.exceptions >= 1 and "injected fault" in st.last_error
+    assert np.abs(cmds[-1].velocities).max() == 0.0
+    assert within_limits(cmds, rig.filter.limits)
+    rig.loop.scheduler.reference = original
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(2)
+    assert rig.loop.state == RUNNING
+
+
+def test_pause_and_resume(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(10)
+    rig.loop.pause()
+    rig.step(30)
+    assert rig.loop.state == HOLDING and "paused" in rig.loop.status().reasons
+    rig.loop.resume()
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(2)
+    assert rig.loop.state == RUNNING
+
+
+def test_disable_brakes_to_a_stop_then_goes_quiet(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(30)
+    rig.loop.set_enabled(False)
+    cmds = rig.step(40)
+    published = [c for c in cmds if c is not None]
+    assert published and np.abs(published[-1].velocities).max() == 0.0
+    assert cmds[-1] is None and rig.loop.state == INACTIVE
+    # re-enabling starts again from the measured state
+    rig.loop.set_enabled(True)
+    cmd = rig.step(1)[0]
+    np.testing.assert_allclose(cmd.positions, rig.q, atol=1e-9)
+    assert rig.loop.state == HOLDING
+
+
+def test_bad_joint_states_are_rejected_and_counted(robot) -> None:
+    rig = Rig(robot)
+    assert not rig.loop.update_joint_state(np.full(J, np.nan), None, 1.0)
+    assert not rig.loop.update_joint_state(np.zeros(6), None, 1.0)
+    assert not rig.loop.update_joint_state(np.zeros(J), None, float("inf"))
+    assert rig.loop.update_joint_state(np.zeros(J), None, 2.0)
+    assert not rig.loop.update_joint_state(np.zeros(J), None, 1.5)  # older than the last
+    st = rig.loop.status()
+    assert st.joint_states_rejected == 4 and "older" in st.last_error
+
+
+def test_a_chunk_waiting_in_the_mailbox_is_superseded(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    first, second = rig.chunk(), rig.chunk()
+    rig.loop.submit_chunk(first)
+    rig.loop.submit_chunk(second)
+    rig.step(1)
+    st = rig.loop.status()
+    assert st.chunks_superseded == 1 and st.chunks_accepted == 1
+    assert rig.loop.current_chunk().seq == second.seq
+
+
+def test_live_filter_changes_run_in_the_loop_thread(robot) -> None:
+    rig = Rig(robot)
+    seen = []
+    rig.loop.post(lambda: seen.append(threading.get_ident()))
+    rig.step(1)
+    assert seen == [threading.get_ident()]
+
+
+def test_rate_mismatch_with_the_filter_is_refused(robot) -> None:
+    with pytest.raises(ValueError, match="Hz"):
+        ControlLoop(
+            SafetyFilter(robot, SafetyConfig(rate_hz=100.0)),
+            ChunkScheduler(J),
+            Watchdogs(),
+            lambda cmd: None,
+            rate_hz=200.0,
+        )
+
+
+def test_thread_keeps_absolute_deadlines_and_counts_missed_ticks(robot) -> None:
+    """A slow tick is counted as missed deadlines and followed by no burst of catch-up ticks."""
+    stamps: list[float] = []
+    slow = {"left": 1}
+
+    def output(cmd: Command) -> None:
+        stamps.append(time.monotonic())
+        if len(stamps) == 10 and slow["left"]:
+            slow["left"] = 0
+            time.sleep(0.035)  # overruns three and a half periods once
+
+    filt = SafetyFilter(robot, SafetyConfig(rate_hz=100.0))
+    loop = ControlLoop(
+        filt,
+        ChunkScheduler(J),
+        Watchdogs(WatchdogConfig(image_timeout=None, joint_state_timeout=5.0)),
+        output,
+        rate_hz=100.0,
+        realtime=True,
+    )
+    loop.update_joint_state(HOME, None, time.time())
+    loop.set_enabled(True)
+    loop.start()
+    time.sleep(0.4)
+    loop.set_enabled(False)
+    time.sleep(0.05)
+    assert loop.stop(1.0)
+    st = loop.status()
+    assert st.missed_ticks >= 3
+    gaps = np.diff(stamps)
+    assert gaps[9] >= 0.035  # the overrun tick's successor waited for a future deadline ...
+    assert gaps[10] > 0.005  # ... and was not followed by back-to-back catch-up ticks
+    assert st.tick_error_ms["n"] == st.ticks
+    assert st.realtime["requested"] is True
+    assert "sched_fifo" in st.realtime and "errors" in st.realtime
+    assert st.state == INACTIVE
+
+
+def test_switch_interval_suggestion() -> None:
+    assert switch_interval_for(100.0) == pytest.approx(0.0005)
+    assert switch_interval_for(10.0) == pytest.approx(0.005)
