@@ -122,7 +122,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if tmp is not None:
             tmp.cleanup()
-    title = (f"bench policy: {setup['kind']} model, {args.steps} DDIM steps, {args.runs} runs, "
+    what = (f"{args.steps} DDIM steps" if setup["kind"] == "diffusion" else "one pass (no steps)")
+    title = (f"bench policy: {setup['kind']} model, {what}, {args.runs} runs, "
              f"{args.threads} CPU thread(s); max_abs_err in rad vs the torch reference")
     print(format_table(rows, COLUMNS, digits=3, title=title))
     for name, err in setup["errors"].items():
@@ -197,7 +198,8 @@ def _bench(model_dir: str, specs: list[str], args: argparse.Namespace
     for name, _, chunks in contenders:
         p50, p99 = _percentiles(times[name])
         rows.append({
-            "backend": name, "steps": steps, "p50_ms": p50, "p99_ms": p99,
+            "backend": name, "steps": steps if cfg.kind == "diffusion" else 0,
+            "p50_ms": p50, "p99_ms": p99,
             "speedup_vs_eager": (eager_p50 / p50) if eager_p50 else None,
             "max_abs_err": _max_err(reference, chunks),
         })

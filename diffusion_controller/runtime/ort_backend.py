@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 DEVICES = ("cpu", "cuda", "tensorrt")
 
 
-def _providers(device: str, fp16: bool, cache_dir: Path, threads: int | None) -> list[Any]:
+def _providers(device: str, fp16: bool, cache_dir: Path) -> list[Any]:
     available = ort.get_available_providers()
     if device == "cpu":
         if fp16:
@@ -79,7 +79,7 @@ class OrtBackend(PolicyBackend):
         self.precision = "fp16" if fp16 else "fp32"
         self.name = "onnxruntime" if device == "cpu" else f"onnxruntime:{device}"
         engines = resolve_cache_dir(cache_dir) / "ort_trt"
-        self.providers = _providers(device, fp16, engines, threads)
+        self.providers = _providers(device, fp16, engines)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
