@@ -29,14 +29,15 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
 
 from diffusion_controller.policy.artifact import ArtifactError, load_config
 from diffusion_controller.runtime.engine_cache import sha256_file
+
+if TYPE_CHECKING:  # onnx is needed to export, not to check or run an export
+    import onnx
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,8 @@ def conv1d_as_conv2d(graph: onnx.GraphProto) -> int:
     through its blocked (NCHWc) kernels, which measured 1.3-3x faster than its 1-D path on the
     U-Net's short sequences; TensorRT and cuDNN treat 1-D convs as 2-D anyway. Returns the count.
     """
+    from onnx import helper, numpy_helper
+
     inits = {i.name: i for i in graph.initializer}
     out_nodes: list[onnx.NodeProto] = []
     count = 0
@@ -237,6 +240,8 @@ def _build_loop_graph(step: onnx.ModelProto, horizon: int, action_dim: int,
                       cond_dim: int) -> onnx.ModelProto:
     """Wrap the traced step graph (inputs step_x, step_row, step_eps_noise + the outer inputs
     x_noise, prefix, prefix_mask, cond; output step_out) into the Loop graph described above."""
+    from onnx import TensorProto, helper
+
     sg = step.graph
     f32 = TensorProto.FLOAT
     body_nodes = [
@@ -304,6 +309,7 @@ def export_onnx(model_dir: str | os.PathLike[str],
                 out_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Export the artifact in `model_dir` to `out_dir` (default `<model_dir>/onnx`); returns the
     manifest. Each graph passes onnx.checker before the manifest (written last) points at it."""
+    import onnx
     import torch
 
     from diffusion_controller.policy.artifact import load_artifact

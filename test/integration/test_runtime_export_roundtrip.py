@@ -163,3 +163,37 @@ def test_bench_policy_smoke(model: Path, tmp_path: Path) -> None:
         assert r["steps"] == 4 and 0 < r["p50_ms"] <= r["p99_ms"]
         assert r["max_abs_err"] <= 1e-4 and r["speedup_vs_eager"] > 0
     assert "nonsense" in doc["setup"]["errors"]
+
+
+def test_runs_without_torch_or_onnx_installed(model: Path, tmp_path: Path) -> None:
+    """A Jetson deployment: onnxruntime and the exported graphs, no torch, no onnx package."""
+    import subprocess
+    import sys
+
+    export_onnx(model)
+    bare = tmp_path / "bare"
+    shutil.copytree(model, bare, ignore=shutil.ignore_patterns("onnx"))
+    script = f"""
+import sys
+sys.modules["torch"] = None
+sys.modules["onnx"] = None
+import numpy as np
+from diffusion_controller.runtime.backend import available_backends, load_backend
+from diffusion_controller.runtime.onnx_export import ExportError
+assert available_backends() == ["onnxruntime"], available_backends()
+b = load_backend({str(model)!r}, "auto", cache_dir={str(tmp_path / "cache")!r})
+r = b.infer(b.random_observation(np.random.default_rng(0)), seed=0)
+np.save({str(tmp_path / "a.npy")!r}, r.actions)
+try:
+    load_backend({str(bare)!r}, "onnxruntime", cache_dir={str(tmp_path / "cache")!r})
+except ExportError as exc:
+    assert "torch is not installed" in str(exc), exc
+else:
+    raise AssertionError("no error without an export")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ref = load_backend(model, "torch")
+    want = ref.infer(ref.random_observation(np.random.default_rng(0)), seed=0).actions
+    assert np.max(np.abs(np.load(tmp_path / "a.npy") - want)) <= 1e-4
