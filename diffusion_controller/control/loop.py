@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SubmitResult
+from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler, SubmitResult
 from diffusion_controller.control.types import Chunk, Command, FilterResult
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
@@ -200,6 +200,7 @@ class ControlLoop:
         self._reasons: tuple[str, ...] = ("disabled",)
         self._initialised = False
         self._stop_since: float | None = None
+        self._exhausted = False  # stopped because the last chunk ran out (not a fault)
         self._last_chunk_time: float | None = None
         self._current_chunk: Chunk | None = None
         self._last_command: Command | None = None
@@ -538,8 +539,10 @@ class ControlLoop:
             measured_q=snap.q,
         )
         if self._estop:
+            self._exhausted = False
             return self._brake(now, ESTOPPED, status.reasons)
         if not status.ok:
+            self._exhausted = False
             return self._brake(now, None, status.reasons)
 
         if self._state != RUNNING:
@@ -547,10 +550,12 @@ class ControlLoop:
                 self._stop_since is None or self._last_chunk_time > self._stop_since
             )
             if not fresh:
-                return self._brake(now, None, ("waiting for a fresh chunk",))
+                why = EXHAUSTED if self._exhausted else "waiting for a fresh chunk"
+                return self._brake(now, None, (why,))
             q, v, a = self._filter_state()
             self.scheduler.rebase(now, q, v, a)
             self._stop_since = None
+            self._exhausted = False
             self._state = RUNNING
 
         t_cmd = now + self.period  # the filter's returned state is for the end of this tick
@@ -558,6 +563,7 @@ class ControlLoop:
         if ref is None:
             return self._brake(now, None, ("no reference",))
         if ref.stopped:
+            self._exhausted = ref.reason == EXHAUSTED
             return self._brake(now, None, (ref.reason,))
         if self._mpc_steps:
             future = self.scheduler.sample(now + self._mpc_offsets)  # first row: t_cmd

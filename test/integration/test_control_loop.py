@@ -77,7 +77,7 @@ class Policy(threading.Thread):
         self.seq += 1
         t0 = time.time() - 0.03
         times = t0 + 0.1 * np.arange(16)
-        wave = 0.1 * np.sin(2 * np.pi * 0.4 * (times - self.t_ref))[:, None]
+        wave = 0.15 * np.sin(2 * np.pi * 0.4 * (times - self.t_ref))[:, None]  # <= 0.38 rad/s
         return Chunk(t0=t0, dt=0.1, positions=HOME + wave * np.ones(J), seq=self.seq)
 
     def run(self) -> None:
@@ -226,7 +226,8 @@ def test_estop_stops_within_100ms_and_latches_until_reset(rig) -> None:
     filt = rig.filt
     rec = rig.rec
     assert wait_for(lambda: loop.state == RUNNING, 1.0)
-    time.sleep(0.5)
+    # e-stop while the arm is moving fast (the wave peaks at 0.38 rad/s)
+    assert wait_for(lambda: np.abs(rec.commands[-1].velocities).max() > 0.25, 3.0)
     i = len(rec.commands)
     loop.estop()
     assert wait_for(lambda: len(rec.commands) >= i + 12, 1.0)

@@ -378,3 +378,74 @@ def test_thread_keeps_absolute_deadlines_and_counts_missed_ticks(robot) -> None:
 def test_switch_interval_suggestion() -> None:
     assert switch_interval_for(100.0) == pytest.approx(0.0005)
     assert switch_interval_for(10.0) == pytest.approx(0.005)
+
+
+def test_mpc_mode_gets_the_future_reference(robot) -> None:
+    rig = Rig(robot)
+    rig.filter = SafetyFilter(robot, SafetyConfig(rate_hz=100.0, mode="mpc", horizon=8))
+    rig.loop = ControlLoop(
+        rig.filter,
+        ChunkScheduler(J),
+        Watchdogs(WatchdogConfig(image_timeout=None)),
+        rig.commands.append,
+        clock=rig.clock,
+    )
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    cmds = []
+    for _ in range(4):
+        rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+        cmds += rig.step(10)
+    assert rig.loop.state == RUNNING and rig.loop.status().exceptions == 0
+    assert within_limits(cmds, rig.filter.limits)
+    assert np.abs(cmds[-1].positions - HOME).max() > 0.01
+
+
+def test_chunk_exhaustion_slows_to_a_hold_with_reason(robot) -> None:
+    rig = Rig(robot, chunk_timeout=None)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    reasons = []
+    for _ in range(300):
+        rig.step(1)
+        reasons.append(rig.loop.status().reasons)
+    assert ("chunk exhausted",) in reasons
+    assert rig.loop.state == HOLDING and rig.loop.status().reasons == ("chunk exhausted",)
+    assert np.abs(rig.v).max() == 0.0
+
+
+def test_stale_image_and_tracking_error_brake(robot) -> None:
+    rig = Rig(robot, image_timeout=0.2, tracking_error=0.1)
+    rig.loop.set_enabled(True)
+    rig.loop.note_image(rig.clock.t)
+    rig.step(2)
+    rig.loop.note_image(rig.clock.t)
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(5)
+    assert rig.loop.state == RUNNING
+    rig.step(30)  # no new image for 0.3 s
+    assert rig.loop.state in (BRAKING, HOLDING)
+    assert any("stale image" in r for r in rig.loop.status().reasons)
+
+    rig = Rig(robot, tracking_error=0.1)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk())
+    rig.step(5)
+    rig.q = rig.q + np.array([0, 0, 0, 0.15, 0, 0, 0])  # the arm is pushed away
+    rig.step(1)
+    assert rig.loop.state in (BRAKING, HOLDING)
+    assert "tracking error" in rig.loop.status().reasons[0]
+
+
+def test_refuses_to_start_outside_the_limits(robot) -> None:
+    rig = Rig(robot)
+    rig.q = HOME.copy()
+    rig.q[3] = 0.5  # panda_joint4's upper limit is 0.0
+    rig.loop.set_enabled(True)
+    assert rig.step(3) == [None, None, None]
+    assert rig.loop.state == WAITING
+    assert "cannot start from the measured state" in rig.loop.status().reasons[0]
+    rig.q = HOME.copy()
+    assert rig.step(1)[0] is not None and rig.loop.state == HOLDING
