@@ -12,6 +12,13 @@ Every command that leaves through `output` comes out of the safety filter (`step
 anything that goes wrong in a tick becomes a brake, and the reasons are kept for diagnostics.
 Statistics go into preallocated ring buffers; `status()` summarises them on demand, in the caller's
 thread.
+
+States: inactive (disabled, silent) -> waiting (no usable joint state yet, silent) -> holding
+(filter reset from the measured state, publishing the hold) -> running (tracking chunks). A
+watchdog fault, pause, an exception or the end of the chunk data leads to braking and then holding;
+motion resumes only with a chunk accepted after the stop began, from the commanded state (the
+reference is rebased there). The e-stop brakes and stays latched until `reset()`; disabling brakes
+to a stop, publishes the hold once, then goes silent.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class LoopStatus:
     compute_ms: dict[str, float]
     qp_iterations: dict[str, float]
     qp_status: dict[str, int]
+    since_last_tick_s: float  # monotonic seconds since the last tick began (a stalled loop shows)
     realtime: dict[str, Any] = field(default_factory=dict)
 
 
@@ -207,6 +215,7 @@ class ControlLoop:
         self._last_submit: SubmitResult | None = None
         self._last_error = ""
         self._last_now = 0.0
+        self._last_tick_mono = float("-inf")
 
         # counters and rings
         self._ticks = 0
@@ -382,6 +391,7 @@ class ControlLoop:
                 "max": float(np.max(iters)) if iters.size else float("nan"),
             },
             qp_status=qp_status,
+            since_last_tick_s=time.monotonic() - self._last_tick_mono,
             realtime=dict(self._realtime_granted),
         )
 
@@ -471,6 +481,7 @@ class ControlLoop:
         t_start = time.perf_counter()
         if now_mono is None:
             now_mono = time.monotonic()
+        self._last_tick_mono = now_mono
         self._ticks += 1
         cmd: Command | None = None
         result: FilterResult | None = None
