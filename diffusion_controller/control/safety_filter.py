@@ -89,9 +89,9 @@ class SafetyConfig:
     """MPC: weight of velocity error over the horizon."""
     mpc_acceleration_weight: float = 1.0
     """MPC: weight of acceleration away from the reference acceleration."""
-    eps_abs: float = 1e-5
-    """OSQP absolute tolerance."""
-    eps_rel: float = 1e-5
+    eps_abs: float = 1e-3
+    """OSQP absolute tolerance (rows are in rad/s^2; 1e-3 moves a position by 5e-8 per tick)."""
+    eps_rel: float = 1e-3
     """OSQP relative tolerance."""
     max_iter: int = 400
     """OSQP iteration cap; reaching it counts as a solver failure (brake)."""
@@ -364,7 +364,10 @@ class SafetyFilter:
         self._slot_vals = self._vals[5 * n:].reshape(k, 2 * n)  # view
         self._slot_row0 = 3 * n
         w, rho = self._weights, self.config.jerk_weight
-        p_diag = np.concatenate([2.0 * (w + rho), np.full(n, 1e-6)])
+        # Half of the u curvature moves onto s: at the optimum s = |u| (every row prefers a
+        # small s), so the cost is unchanged, and the QP becomes strongly convex in s too,
+        # which ADMM needs to converge in few iterations.
+        p_diag = np.concatenate([w + rho, w + rho])
         self._qp = FixedPatternQP(
             sp.diags(p_diag, format="csc"), np.concatenate(rows), np.concatenate(cols),
             self._m, self._osqp_settings(),
@@ -395,10 +398,14 @@ class SafetyFilter:
                  + cfg.jerk_weight * diff.T @ diff)
         self._phi_q, self._phi_v, self._mpc_diff = phi_q, phi_v, diff
         blocks = [2.0 * self._weights[i] * block for i in range(n)]
-        extra = np.concatenate([np.full(n, 1e-6), np.full(n, 1e-8), [2.0]])
-        P = sp.block_diag([*blocks, sp.diags(extra)], format="csc")
         # first step of the unconstrained optimum (for the intervention flag)
         self._pinv_first = np.stack([np.linalg.inv(b)[0] for b in blocks])  # [n, N]
+        # as in CBF mode, move half of u_0's own curvature onto s (s = |u_0| at the optimum)
+        eps_s = np.array([0.5 * b[0, 0] for b in blocks])
+        for i, b in enumerate(blocks):
+            b[0, 0] -= eps_s[i]
+        extra = np.concatenate([eps_s, np.full(n, 1e-8), [2.0]])
+        P = sp.block_diag([*blocks, sp.diags(extra)], format="csc")
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
@@ -564,7 +571,7 @@ class SafetyFilter:
             res = self._solve(q, v, phys_lo, phys_hi, u_free, rows_u, rows_s, rhs, pos, jw,
                               relax=True)
         if res.status_val in INFEASIBLE:
-            return self._brake(f"infeasible: {res.status}", res)
+            return self._brake(f"infeasible: {res.status}{self._lost_certificate()}", res)
         if res.status_val not in (SOLVED, SOLVED_INACCURATE):
             return self._brake(f"solver failure: {res.status}", res)
         u = res.x[self._u_index]
@@ -575,7 +582,8 @@ class SafetyFilter:
         u = np.clip(u, phys_lo, phys_hi)
         u, blend = _repair(u, brake_u, rows_u, rows_s, rhs)
         if u is None:
-            return self._brake("no admissible acceleration satisfies the barrier rows", res)
+            return self._brake("no admissible acceleration satisfies the barrier rows"
+                               + self._lost_certificate(), res)
         notes = []
         if blend > 0:
             notes.append(f"blended {blend:.3f} towards braking")
@@ -636,11 +644,26 @@ class SafetyFilter:
         ag = np.abs(g)
         sign_fixed = av > b * dt
         wgt = np.where(sign_fixed, np.maximum(0.0, -g * np.sign(v)), ag)
-        bval = (h - (cfg.sphere_margin + _SOLVER_SLACK_M) - wgt @ (v * v / (2.0 * b))
+        # reach of the stop per unit gradient: v^2/(2b), or for a joint that stops within the
+        # tick |v| dt - v^2/(2b) (>= v^2/(2b)), the value the row's bound gives braking; with it,
+        # braking always satisfies the row whenever B(x) >= 0
+        reach = np.where(sign_fixed, v * v / (2.0 * b), av * dt - v * v / (2.0 * b))
+        bval = (h - (cfg.sphere_margin + _SOLVER_SLACK_M) - wgt @ reach
                 - ag @ (b * dt * dt / 8.0) - e)
+        self._bval = bval
         coef_u = g - wgt * (2.0 * v / (b * dt))
         rhs = (-cfg.barrier_gamma * bval - (g @ v) * dt) * (2.0 / (dt * dt))
         return coef_u, -wgt, rhs, h - cfg.sphere_margin
+
+    def _lost_certificate(self) -> str:
+        """Why a tick can be infeasible: the stop from here is no longer certified clear of a
+        barrier (an obstacle moved in, or the estimate grew at speed). Braking is still safe: the
+        previous tick certified the stop from this very state."""
+        bval = getattr(self, "_bval", None)
+        if bval is None or not len(bval) or float(np.min(bval)) >= 0.0:
+            return ""
+        r = int(np.argmin(bval))
+        return f"; stop not certified clear of {self._barriers.row_label(r)} (B={bval[r]:.3f} m)"
 
     def _objective_cbf(self, u_des: np.ndarray, a: np.ndarray) -> np.ndarray:
         n, rho = self.n, self.config.jerk_weight
