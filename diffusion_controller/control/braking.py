@@ -4,10 +4,12 @@ Braking means: each joint decelerates at its limit b towards zero velocity, and 
 it would cross zero it lands exactly on zero (acceleration -v/dt). Integrated exactly as the
 filter's double integrator, a joint at velocity v then travels at most
 
-    v^2 / (2 b) + b dt^2 / 8
+    v^2 / (2 b) + min(|v| dt / 2, b dt^2 / 8)
 
-(the second term is the most the last, partial tick adds), always in the direction of v. The
-position limits, and the Cartesian barriers, only admit states from which this stop fits.
+(the second term bounds what the last, partial tick adds; the |v| dt / 2 form keeps the bound
+tight near rest, so a joint held against a limit settles instead of chattering), always in the
+direction of v. The position limits, and the Cartesian barriers, only admit states from which
+this stop fits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ def brake_acceleration(v: np.ndarray, b: np.ndarray, dt: float) -> np.ndarray:
 
 def stop_distance(v: np.ndarray, b: np.ndarray, dt: float) -> np.ndarray:
     """Upper bound on |displacement| while braking from velocity v (always along sign(v))."""
-    return v * v / (2.0 * b) + b * dt * dt / 8.0
+    return v * v / (2.0 * b) + np.minimum(np.abs(v) * dt / 2.0, b * dt * dt / 8.0)
 
 
 def viability_bounds(
@@ -36,14 +38,13 @@ def viability_bounds(
     """Per-joint interval of this tick's acceleration u after which braking still stops inside
     [lower, upper].
 
-    Upper side: f(u) = q+ + max(v+, 0)^2 / (2b) with q+ = q + v dt + u dt^2/2, v+ = v + u dt is
-    increasing in u, so {f(u) <= upper - b dt^2/8} is (-inf, u_hi]; solved in closed form. The
-    lower side mirrors it. Infinite limits give infinite bounds. The interval can be empty (then
-    lo > hi) only if the state itself cannot stop inside the limits.
+    Upper side: with q+ = q + v dt + u dt^2/2 and v+ = v + u dt, the stop position
+    q+ + stop_distance(max(v+, 0)) is increasing in u, so the admissible set is (-inf, u_hi];
+    solved in closed form. The lower side mirrors it. Infinite limits give infinite bounds. The
+    interval can be empty (lo > hi) only if the state itself cannot stop inside the limits.
     """
-    slack = b * dt * dt / 8.0
-    u_hi = _upper_bound(q, v, upper - slack, b, dt)
-    u_lo = -_upper_bound(-q, -v, -(lower + slack), b, dt)
+    u_hi = _upper_bound(q, v, upper, b, dt)
+    u_lo = -_upper_bound(-q, -v, -lower, b, dt)
     return u_lo, u_hi
 
 
@@ -51,10 +52,14 @@ def _upper_bound(
     q: np.ndarray, v: np.ndarray, top: np.ndarray, b: np.ndarray, dt: float
 ) -> np.ndarray:
     with np.errstate(invalid="ignore", over="ignore"):
-        # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2
+        # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2; a
+        # tick ending at x = v+ >= 0 uses x dt/2 more, then the stop takes stop_distance(x)
         room = top - q - 0.5 * v * dt
-        # ending the tick with x = v+ >= 0: x^2/(2b) + x dt/2 <= room
-        x = b * (-0.5 * dt + np.sqrt(0.25 * dt * dt + 2.0 * np.maximum(room, 0.0) / b))
+        r = np.maximum(room, 0.0)
+        # near rest: x^2/(2b) + x dt <= room ; faster: x^2/(2b) + x dt/2 + b dt^2/8 <= room
+        slow = b * (-dt + np.sqrt(dt * dt + 2.0 * r / b))
+        fast = np.sqrt(2.0 * b * r) - 0.5 * b * dt
+        x = np.where(slow <= 0.25 * b * dt, slow, fast)
         moving_on = (x - v) / dt
         # ending the tick moving away (v+ < 0): q + v dt + u dt^2/2 <= top
         turning = 2.0 * (top - q - v * dt) / (dt * dt)
