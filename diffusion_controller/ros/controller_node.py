@@ -831,6 +831,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         node.shutdown_safely()
         executor.shutdown(timeout_sec=1.0)
+        spinner.join(timeout=2.0)
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

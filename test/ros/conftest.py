@@ -327,7 +327,7 @@ def probe() -> Iterator[Probe]:
     thread.start()
     yield node
     executor.shutdown(timeout_sec=2.0)
+    thread.join(timeout=2.0)
     node.destroy_node()
     rclpy.shutdown(context=context)
-    thread.join(timeout=2.0)
 
