@@ -83,7 +83,7 @@ def test_diffusion_keeps_both_modes_and_regression_averages_them(tmp_path) -> No
     episodes = toy_episodes()
     common = {
         "batch_size": 64,
-        "lr": 1e-3,
+        "lr": 3e-3,
         "warmup_steps": 50,
         "log_every": 50,
         "checkpoint_every": 10_000,
@@ -94,7 +94,7 @@ def test_diffusion_keeps_both_modes_and_regression_averages_them(tmp_path) -> No
     diff = train(
         episodes,
         toy_config("diffusion"),
-        TrainConfig(steps=800, **common),
+        TrainConfig(steps=1000, **common),
         tmp_path / "diffusion",
         resume=False,
         progress=False,
@@ -122,7 +122,7 @@ def test_diffusion_keeps_both_modes_and_regression_averages_them(tmp_path) -> No
 
     # The artifact documents its training.
     meta = json.loads((tmp_path / "diffusion" / "config.json").read_text())["meta"]
-    assert meta["training"]["steps"] == 800 and meta["data"]["episodes"] == 12
+    assert meta["training"]["steps"] == 1000 and meta["data"]["episodes"] == 12
     card = (tmp_path / "diffusion" / "MODEL_CARD.md").read_text()
     assert "12 episodes" in card and "final_loss" in card
 
