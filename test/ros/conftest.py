@@ -158,13 +158,15 @@ class Received:
 class Probe(Node):
     """Plays the arm and the camera, records commands, calls the controller's services."""
 
-    def __init__(self, context: Any, command_topic: str = "/forward_position_controller/commands",
+    def __init__(self, context: Any, play_arm: bool = True,
+                 command_topic: str = "/forward_position_controller/commands",
                  trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory") -> None:
         super().__init__("probe", context=context)
         self.q = HOME.copy()
         self.v = np.zeros(7)
-        self.publish_joints = True
-        self.publish_images = True
+        self.publish_joints = play_arm
+        self.publish_images = play_arm
+        self.measured: list[Received] = []  # /joint_states from someone else (play_arm False)
         self.commands: list[Received] = []
         self.chunks: list[float] = []
         self.diagnostics: list[DiagnosticArray] = []
@@ -176,6 +178,9 @@ class Probe(Node):
         self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, 100)
         self.create_subscription(JointTrajectory, f"/{NODE}/chunk", self._on_chunk, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        if not play_arm:
+            self.create_subscription(JointState, "/joint_states", self._on_joint_state,
+                                     qos_profile_sensor_data)
         self.create_timer(0.01, self._tick_joints)
         self.create_timer(1 / 15, self._tick_image)
 
@@ -229,6 +234,12 @@ class Probe(Node):
         point = msg.points[0]
         self._track(np.array(point.positions, dtype=float)[idx],
                     np.array(point.velocities, dtype=float)[idx])
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        names = list(msg.name)
+        q = np.array([msg.position[names.index(n)] for n in JOINTS])
+        with self._lock:
+            self.measured.append(Received(time.monotonic(), q))
 
     def _on_chunk(self, msg: JointTrajectory) -> None:
         with self._lock:
@@ -318,9 +329,19 @@ class Probe(Node):
 
 @pytest.fixture
 def probe() -> Iterator[Probe]:
+    yield from _probe(play_arm=True)
+
+
+@pytest.fixture
+def listener() -> Iterator[Probe]:
+    """A probe that only listens (commands, /joint_states, diagnostics) and calls services."""
+    yield from _probe(play_arm=False)
+
+
+def _probe(play_arm: bool) -> Iterator[Probe]:
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    node = Probe(context)
+    node = Probe(context, play_arm=play_arm)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
