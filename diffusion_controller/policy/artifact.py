@@ -203,7 +203,7 @@ def render_card(doc: Mapping[str, Any], card: str | Mapping[str, Any] | None) ->
         f"- parameters: {w['num_params']:,}",
         f"- weights: `{w['file']}` sha256 `{w['sha256']}`",
         "",
-        "## Action range (from the demonstrations)",
+        "## Action range (demonstrations + margin; sampled chunks are clipped to it)",
         "",
         "| joint | min | max |",
         "| --- | ---: | ---: |",

@@ -502,7 +502,7 @@ def train(
             "lr": tcfg.lr,
             "seed": tcfg.seed,
             "device": str(device),
-            "final_loss": final_loss,
+            "final_loss": float(f"{final_loss:.6g}"),
             "wall_time_s": round(wall, 1),
             "ema": f"power {tcfg.ema_power}, max decay {tcfg.ema_max_decay} "
             f"(final {ema.decay():.5f})",
