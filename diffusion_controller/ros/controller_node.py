@@ -269,6 +269,7 @@ class ControllerNode(LifecycleNode):
     def _release(self) -> None:
         core, self._core = self._core, None
         self._active = False
+        self._model_facts = None  # the next configure may load another model
         if core is None:
             return
         core.worker.stop(timeout=2.0)

@@ -64,6 +64,9 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
         level, message = OK, f"{state}" + (f": {'; '.join(reasons)}" if reasons else "")
     if status.exceptions or status.output_errors:
         level = max(level, WARN)
+    since = getattr(status, "since_last_tick_s", None)  # present on newer LoopStatus
+    if since is not None and state != "inactive" and since > 10.0 / max(status.rate_hz, 1e-9):
+        level, message = ERROR, f"control loop stalled: no tick for {since:.3f} s"
     values = [
         ("state", state),
         ("reasons", reasons),
@@ -92,6 +95,7 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
         ("output_errors", status.output_errors),
         ("last_error", status.last_error),
         ("realtime", status.realtime),
+        ("since_last_tick_s", math.nan if since is None else since),
     ]
     return StatusEntry(f"{prefix}: control loop", level, message, kv(values))
 

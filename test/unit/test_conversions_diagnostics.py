@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 
+import numpy as np
 import pytest
 
 from diffusion_controller.control.loop import LoopStatus
@@ -11,18 +14,36 @@ from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.runtime.worker import WorkerStats
 
 
-def _loop(state: str = "running", reasons: tuple[str, ...] = (), **kw) -> LoopStatus:
-    base = dict(
-        state=state, reasons=reasons, ticks=1000, published=990, missed_ticks=2,
-        interventions=5, brake_ticks=10, filter_fallbacks=0, exceptions=0, output_errors=0,
-        chunks_accepted=9, chunks_rejected=1, chunks_superseded=0, joint_states_rejected=0,
-        last_command=None, last_submit=None, last_error="", rate_hz=100.0, window=2048,
-        tick_error_ms={"p50": 0.12, "p99": 1.5, "max": 3.0, "n": 1000},
-        compute_ms={"p50": 0.3, "p99": 0.9, "max": 2.0, "n": 1000},
-        qp_iterations={"p50": 12.0, "max": 40.0}, qp_status={"ok": 980, "braking": 10},
-    )
-    base.update(kw)
-    return LoopStatus(**base)
+@pytest.fixture(scope="module")
+def loop_status() -> LoopStatus:
+    """A real status snapshot: the loop on the Panda with the real safety filter, a few ticks."""
+    pybullet_data = pytest.importorskip("pybullet_data", reason="the Panda URDF comes with it")
+    from diffusion_controller.control.chunk_scheduler import ChunkScheduler
+    from diffusion_controller.control.loop import ControlLoop
+    from diffusion_controller.control.robot_model import RobotModel
+    from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+    from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+
+    urdf = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+    robot = RobotModel.from_urdf(urdf, joint_names=[f"panda_joint{i}" for i in range(1, 8)])
+    clock = [10.0]
+    loop = ControlLoop(SafetyFilter(robot, SafetyConfig()), ChunkScheduler(7),
+                       Watchdogs(WatchdogConfig(image_timeout=None)), lambda cmd: None,
+                       clock=lambda: clock[0])
+    loop.set_enabled(True)
+    home = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
+    for k in range(5):
+        clock[0] += 0.01
+        loop.update_joint_state(home, None, clock[0])
+        loop.tick(100.0 + 0.01 * k)
+    return loop.status()
+
+
+def _loop(base: LoopStatus, state: str = "running", reasons: tuple[str, ...] = (),
+          **kw) -> LoopStatus:
+    if hasattr(base, "since_last_tick_s"):
+        kw.setdefault("since_last_tick_s", 0.005)  # the fixture ticked on made-up times
+    return dataclasses.replace(base, state=state, reasons=reasons, **kw)
 
 
 def _worker(**kw) -> WorkerStats:
@@ -37,19 +58,28 @@ def _worker(**kw) -> WorkerStats:
     return WorkerStats(**base)
 
 
-def test_loop_entry_levels_and_values() -> None:
-    e = diag.loop_entry("dc", _loop(), 99.5, True, False)
+def test_loop_entry_levels_and_values(loop_status: LoopStatus) -> None:
+    assert loop_status.ticks == 5 and loop_status.published >= 1
+    e = diag.loop_entry("dc", _loop(loop_status, tick_error_ms={"p50": 0.1, "p99": 1.5}), 99.5,
+                        True, False)
     assert e.level == diag.OK and e.message == "running"
     assert e.value("command_rate_hz") == "99.5"
     assert e.value("tick_error_p99_ms") == "1.5"
-    assert e.value("qp_status") == "ok=980, braking=10"
-    e = diag.loop_entry("dc", _loop("holding", ("stale joint_states (0.21 s old)",)), 100.0,
+    assert e.value("published") == str(loop_status.published)
+    e = diag.loop_entry("dc", _loop(loop_status, qp_status={"ok": 980, "braking": 10}), 100.0,
                         True, False)
+    assert e.value("qp_status") == "ok=980, braking=10"
+    e = diag.loop_entry("dc", _loop(loop_status, "holding", ("stale joint_states (0.21 s old)",)),
+                        100.0, True, False)
     assert e.level == diag.WARN and "stale joint_states" in e.message
-    e = diag.loop_entry("dc", _loop("estopped", ("e-stop latched",)), 100.0, True, True)
+    e = diag.loop_entry("dc", _loop(loop_status, "estopped", ("e-stop latched",)), 100.0, True,
+                        True)
     assert e.level == diag.ERROR and "e-stop" in e.message
-    e = diag.loop_entry("dc", _loop(exceptions=1), 100.0, True, False)
+    e = diag.loop_entry("dc", _loop(loop_status, exceptions=1), 100.0, True, False)
     assert e.level == diag.WARN
+    if hasattr(loop_status, "since_last_tick_s"):
+        e = diag.loop_entry("dc", _loop(loop_status, since_last_tick_s=0.5), 100.0, True, False)
+        assert e.level == diag.ERROR and "stalled" in e.message
 
 
 def test_inference_entry() -> None:
@@ -74,12 +104,13 @@ def test_inputs_and_uncertainty_entries() -> None:
     assert e.level == diag.WARN and "holding" in e.message
 
 
-def test_to_msg() -> None:
+def test_to_msg(loop_status: LoopStatus) -> None:
     pytest.importorskip("diagnostic_msgs", reason="ROS message packages are not installed")
     from builtin_interfaces.msg import Time
     from diagnostic_msgs.msg import DiagnosticStatus
 
-    entries = [diag.loop_entry("dc", _loop("braking", ("e-stop",)), 100.0, True, False)]
+    entries = [diag.loop_entry("dc", _loop(loop_status, "braking", ("e-stop",)), 100.0, True,
+                               False)]
     msg = diag.to_msg(entries, Time(sec=3), "/dc")
     assert len(msg.status) == 1
     st = msg.status[0]
