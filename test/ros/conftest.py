@@ -37,6 +37,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
@@ -177,6 +178,8 @@ class Probe(Node):
         self.create_subscription(Float64MultiArray, command_topic, self._on_position, 100)
         self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, 100)
         self.create_subscription(JointTrajectory, f"/{NODE}/chunk", self._on_chunk, 10)
+        self.markers = 0
+        self.create_subscription(MarkerArray, f"/{NODE}/chunk_markers", self._on_markers, 10)
         self.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         if not play_arm:
             self.create_subscription(JointState, "/joint_states", self._on_joint_state,
@@ -200,6 +203,29 @@ class Probe(Node):
         msg.name = ["panda_finger_joint1"] + [JOINTS[i] for i in order] + ["panda_finger_joint2"]
         msg.position = [0.04] + [float(q[i]) for i in order] + [0.04]
         msg.velocity = [0.0] + [float(v[i]) for i in order] + [0.0]
+        self.js_pub.publish(msg)
+
+    def publish_bad_joint_state(self, kind: str) -> None:
+        """One malformed /joint_states message: "nan", "future", "old", "missing" or "short"."""
+        msg = JointState()
+        now = self.get_clock().now()
+        stamp = now.nanoseconds * 1e-9
+        with self._lock:
+            q = self.q.copy()
+        names, pos = list(JOINTS), [float(x) for x in q]
+        if kind == "nan":
+            pos[3] = float("nan")
+        elif kind == "future":
+            stamp += 5.0
+        elif kind == "old":
+            stamp -= 5.0
+        elif kind == "missing":
+            names, pos = names[:6], pos[:6]
+        elif kind == "short":
+            pos = pos[:5]
+        msg.header.stamp.sec = int(stamp)
+        msg.header.stamp.nanosec = int((stamp % 1.0) * 1e9)
+        msg.name, msg.position = names, pos
         self.js_pub.publish(msg)
 
     def _tick_image(self) -> None:
@@ -244,6 +270,11 @@ class Probe(Node):
     def _on_chunk(self, msg: JointTrajectory) -> None:
         with self._lock:
             self.chunks.append(time.monotonic())
+
+    def _on_markers(self, msg: MarkerArray) -> None:
+        if msg.markers and msg.markers[0].points:
+            with self._lock:
+                self.markers += 1
 
     def _on_diag(self, msg: DiagnosticArray) -> None:
         with self._lock:

@@ -82,6 +82,16 @@ def test_autostart_rate_limits_params_estop_stale(
         v = np.diff(q, axis=0) / 0.01  # commands are 10 ms apart on the controller's clock
         assert np.all(np.abs(v) <= vmax + 1e-6)
         assert len(probe.chunk_times()) > 0
+        assert probe.markers > 0, "end-effector path markers of the chunk"
+
+        # Malformed joint states are rejected and counted; the arm keeps running on good ones.
+        for kind in ("nan", "future", "old", "missing", "short"):
+            probe.publish_bad_joint_state(kind)
+            time.sleep(0.05)
+        for key in ("nonfinite", "future", "order", "missing", "size"):
+            probe.wait_for(lambda k=key: probe.diag_value("inputs", f"rejected_joint_states_{k}")
+                           not in (None, "0"), 5.0, f"the {key} rejection on /diagnostics")
+        assert "stale" not in (probe.diag_message("control loop") or "")
 
         # A live parameter: accepted, and it takes effect (chunks arrive at the new rate).
         result = probe.set_params(inference_rate_hz=4.0)[0]
