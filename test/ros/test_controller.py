@@ -187,6 +187,11 @@ def test_lifecycle_services_and_trajectory_interface(start_controller, tiny_mode
         final = probe.command_log()[-1]
         assert final.v is not None and np.all(final.v == 0.0), "deactivate ends stopped"
         assert final.t <= t_deact + 0.05
+        # Re-activate without cleanup: the same core starts again from the measured state.
+        assert probe.transition(Transition.TRANSITION_ACTIVATE)
+        probe.wait_for(lambda: len(probe.command_log()) > n + 30, 15.0, "commands after reactivate")
+        assert probe.transition(Transition.TRANSITION_DEACTIVATE)
+        n = len(probe.command_log())
         assert probe.transition(Transition.TRANSITION_CLEANUP)
         assert probe.lifecycle_state() == State.PRIMARY_STATE_UNCONFIGURED
         assert probe.transition(Transition.TRANSITION_CONFIGURE)
