@@ -75,7 +75,7 @@ class CartesianBarriers:
         self.pair_r = robot.sphere_radii[self.pair_a] + robot.sphere_radii[self.pair_b]
         self._face_sign = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
         self._face_axis = np.array([0, 0, 1, 1, 2, 2])
-        self._mask = robot._sphere_mask[self.moving][:, None, :]
+        self._mask = robot._sphere_mask[:, None, :]
         self.lower = np.full(3, -math.inf)
         self.upper = np.full(3, math.inf)
         self.table_z = -math.inf
@@ -98,6 +98,11 @@ class CartesianBarriers:
     def count(self) -> int:
         return self._n_faces + self.obstacle_slots * len(self.moving) + len(self.pair_a)
 
+    def _index_rows(self) -> None:
+        self._row_sphere = np.concatenate([
+            np.repeat(self.moving, 6), np.tile(self.moving, self.obstacle_slots), self.pair_a,
+        ]).astype(np.int64)
+
     def resize(self, slots: int) -> None:
         """Reserve room for `slots` keep-out spheres (the row count of the QP depends on it)."""
         self.obstacle_slots = int(slots)
@@ -107,6 +112,7 @@ class CartesianBarriers:
         centers[:n] = self._centers[:n]
         radii[:n] = self._oradii[:n]
         self._centers, self._oradii = centers, radii
+        self._index_rows()
 
     def set_workspace(
         self,
@@ -169,32 +175,31 @@ class CartesianBarriers:
         the joint excursion the filter considers.
         """
         mv = self.moving
-        p = pos[mv]
-        jp = self._point_jacobians(p, jw)  # [M, 3, J]
-        e = err[mv]
+        jall = self._point_jacobians(pos, jw)  # [S, 3, J], zero for the fixed spheres
+        p, jp = pos[mv], jall[mv]
         # faces: x_min, x_max, y_min, y_max, floor, z_max, for each moving sphere
         h_face = self._face_sign * (p[:, self._face_axis] - self._bounds) - self.radii[:, None]
         g_face = jp[:, self._face_axis, :] * self._face_sign[None, :, None]  # [M, 6, J]
         nj = jw.shape[1]
         parts_h = [h_face.reshape(-1)]
         parts_g = [g_face.reshape(-1, nj)]
-        parts_e = [np.repeat(e, 6)]
+
         if self.obstacle_slots:
             d = p[None, :, :] - self._centers[:, None, :]  # [O, M, 3]
             dist = np.sqrt(np.einsum("omk,omk->om", d, d))
             n = d / np.maximum(dist, 1e-9)[..., None]
             parts_h.append((dist - self.radii[None, :] - self._oradii[:, None]).reshape(-1))
             parts_g.append(np.einsum("omk,mkj->omj", n, jp).reshape(-1, nj))
-            parts_e.append(np.tile(e, self.obstacle_slots))
         if len(self.pair_a):
-            jall = self.robot.point_jacobians(pos, jw)
             d = pos[self.pair_a] - pos[self.pair_b]
             dist = np.sqrt(np.einsum("pk,pk->p", d, d))
             n = d / np.maximum(dist, 1e-9)[:, None]
             parts_h.append(dist - self.pair_r)
             parts_g.append(np.einsum("pk,pkj->pj", n, jall[self.pair_a] - jall[self.pair_b]))
-            parts_e.append(err[self.pair_a] + err[self.pair_b])
-        return np.concatenate(parts_h), np.concatenate(parts_g), np.concatenate(parts_e)
+        e = err[self._row_sphere]
+        if len(self.pair_a):
+            e[-len(self.pair_a):] += err[self.pair_b]
+        return np.concatenate(parts_h), np.concatenate(parts_g), e
 
     def _point_jacobians(self, p: np.ndarray, jw: np.ndarray) -> np.ndarray:
         w, lin = jw[3:], jw[:3]

@@ -40,28 +40,29 @@ def viability_bounds(
 
     Upper side: with q+ = q + v dt + u dt^2/2 and v+ = v + u dt, the stop position
     q+ + stop_distance(max(v+, 0)) is increasing in u, so the admissible set is (-inf, u_hi];
-    solved in closed form. The lower side mirrors it. Infinite limits give infinite bounds. The
-    interval can be empty (lo > hi) only if the state itself cannot stop inside the limits.
+    solved in closed form. The lower side is the upper side of the mirrored joint. Infinite
+    limits give infinite bounds. The interval is empty (lo > hi) only if the state itself cannot
+    stop inside the limits.
     """
-    u_hi = _upper_bound(q, v, upper, b, dt)
-    u_lo = -_upper_bound(-q, -v, -lower, b, dt)
-    return u_lo, u_hi
+    n = len(q)
+    out = upper_bounds(np.concatenate((q, -q)), np.concatenate((v, -v)),
+                       np.concatenate((upper, -lower)), np.concatenate((b, b)), dt)
+    return -out[n:], out[:n]
 
 
-def _upper_bound(
+def upper_bounds(
     q: np.ndarray, v: np.ndarray, top: np.ndarray, b: np.ndarray, dt: float
 ) -> np.ndarray:
-    with np.errstate(invalid="ignore", over="ignore"):
-        # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2; a
-        # tick ending at x = v+ >= 0 uses x dt/2 more, then the stop takes stop_distance(x)
-        room = top - q - 0.5 * v * dt
-        r = np.maximum(room, 0.0)
-        # near rest: x^2/(2b) + x dt <= room ; faster: x^2/(2b) + x dt/2 + b dt^2/8 <= room
-        slow = b * (-dt + np.sqrt(dt * dt + 2.0 * r / b))
-        fast = np.sqrt(2.0 * b * r) - 0.5 * b * dt
-        x = np.where(slow <= 0.25 * b * dt, slow, fast)
-        moving_on = (x - v) / dt
-        # ending the tick moving away (v+ < 0): q + v dt + u dt^2/2 <= top
-        turning = 2.0 * (top - q - v * dt) / (dt * dt)
-        out = np.where(room >= 0.0, moving_on, turning)
-    return np.where(np.isposinf(top), np.inf, out)
+    """Largest u per entry after which braking stops at or below `top` (one-sided form of
+    `viability_bounds`, vectorised over any number of joints)."""
+    # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2; a tick
+    # ending at x = v+ >= 0 uses x dt/2 more, then the stop takes stop_distance(x)
+    room = top - q - 0.5 * v * dt
+    r = np.maximum(room, 0.0)
+    # near rest: x^2/(2b) + x dt <= room ; faster: x^2/(2b) + x dt/2 + b dt^2/8 <= room
+    slow = b * (np.sqrt(dt * dt + 2.0 * r / b) - dt)
+    fast = np.sqrt(2.0 * b * r) - 0.5 * b * dt
+    x = np.where(slow <= 0.25 * b * dt, slow, fast)
+    # ending the tick moving away (v+ < 0) instead: q + v dt + u dt^2/2 <= top
+    out = np.where(room >= 0.0, (x - v) / dt, 2.0 * (top - q - v * dt) / (dt * dt))
+    return np.where(top == np.inf, np.inf, out)

@@ -32,7 +32,11 @@ import numpy as np
 import scipy.sparse as sp
 
 from diffusion_controller.control.barriers import INACTIVE, CartesianBarriers
-from diffusion_controller.control.braking import brake_acceleration, viability_bounds
+from diffusion_controller.control.braking import (
+    brake_acceleration,
+    upper_bounds,
+    viability_bounds,
+)
 from diffusion_controller.control.limits import tighten
 from diffusion_controller.control.qp import INFEASIBLE, SOLVED, SOLVED_INACCURATE, FixedPatternQP
 from diffusion_controller.control.robot_model import RobotModel, manipulability_of
@@ -89,11 +93,12 @@ class SafetyConfig:
     """MPC: weight of velocity error over the horizon."""
     mpc_acceleration_weight: float = 1.0
     """MPC: weight of acceleration away from the reference acceleration."""
-    eps_abs: float = 1e-3
-    """OSQP absolute tolerance (rows are in rad/s^2; 1e-3 moves a position by 5e-8 per tick)."""
-    eps_rel: float = 1e-3
+    eps_abs: float = 1e-2
+    """OSQP absolute tolerance. Rows are in rad/s^2 (1e-2 moves a position by 5e-7 rad in a
+    tick), and every solution is checked and repaired exactly, so a loose tolerance is safe."""
+    eps_rel: float = 1e-2
     """OSQP relative tolerance."""
-    max_iter: int = 400
+    max_iter: int = 250
     """OSQP iteration cap; reaching it counts as a solver failure (brake)."""
     time_limit: float = 0.0
     """OSQP time limit in seconds (0: none); reaching it counts as a solver failure (brake)."""
@@ -206,6 +211,10 @@ class SafetyFilter:
         self._qp: FixedPatternQP | None = None
         self._last_scale = 1.0
         self._curv_flat = 0.5 * robot.curvature.reshape(len(robot.sphere_radii), -1)
+        self._top2 = np.concatenate((self._limits.upper, -self._limits.lower))
+        self._b2 = np.concatenate((self._limits.acceleration, self._limits.acceleration))
+        self._jerk_dt = self._limits.jerk * self.dt
+        self._sel = np.zeros(0, dtype=np.int64)
         self._n_selected = 0
         self._build()
 
@@ -550,24 +559,27 @@ class SafetyFilter:
         vmax = lim.velocity * scale
         v_goal = np.clip(v_goal * scale, -vmax, vmax)
         u_des = ar * scale + cfg.tracking_kd * (v_goal - v - ar * dt)
-        # per-joint box: acceleration, then position viability, then velocity, then jerk
-        p_lo, p_hi = viability_bounds(q, v, lim.lower, lim.upper, amax, dt)
-        lo, hi, _ = _intersect(-amax, amax, p_lo, p_hi)
-        lo, hi, _ = _intersect(lo, hi, (-vmax - v) / dt, (vmax - v) / dt)
-        phys_lo, phys_hi = lo, hi
-        jd = lim.jerk * dt
-        lo, hi, jerk_ok = _intersect(lo, hi, a - jd, a + jd)
+        phys_lo, phys_hi, lo, hi, _ = self._joint_box(q, v, a, vmax)
         brake_u = brake_acceleration(v, amax, dt)
         rows_u, rows_s, rhs, clear = self._barrier_rows(pos, jw, v)
         if not math.isfinite(rows_u.sum() + rhs.sum() + u_des.sum()):
             return self._brake("non-finite barrier or reference terms")
+        if self._bval.min() < 0.0 and v.any():
+            # the stop from here is not certified by this tick's (more pessimistic) estimate;
+            # the previous tick certified exactly this stop, so braking is the safe answer
+            return self._brake("infeasible" + self._lost_certificate())
         if cfg.mode == "cbf":
             u_free = self._objective_cbf(u_des, a)
         else:
             u_free = self._objective_mpc(q, v, a, qr, vr, ar, fut, scale)
-        res = self._solve(q, v, lo, hi, u_free, rows_u, rows_s, rhs, pos, jw, relax=False)
-        if res.status_val in INFEASIBLE and (cfg.mode == "mpc" or not np.all(jerk_ok)):
-            # jerk (and in MPC mode the planning rows) yield before anything else does
+        # the rows keep in reserve what the next tick's estimate may add (so the next tick is
+        # certified too); that reserve, jerk and the MPC planning rows yield before braking does
+        strict = rhs + self._growth
+        res = None
+        if _rows_reachable(rows_u, rows_s, strict, lo, hi):
+            res = self._solve(q, v, lo, hi, u_free, rows_u, rows_s, strict, pos, jw,
+                              relax=False)
+        if res is None or res.status_val not in (SOLVED, SOLVED_INACCURATE):
             res = self._solve(q, v, phys_lo, phys_hi, u_free, rows_u, rows_s, rhs, pos, jw,
                               relax=True)
         if res.status_val in INFEASIBLE:
@@ -582,8 +594,7 @@ class SafetyFilter:
         u = np.clip(u, phys_lo, phys_hi)
         u, blend = _repair(u, brake_u, rows_u, rows_s, rhs)
         if u is None:
-            return self._brake("no admissible acceleration satisfies the barrier rows"
-                               + self._lost_certificate(), res)
+            return self._brake("no admissible acceleration satisfies the barrier rows", res)
         notes = []
         if blend > 0:
             notes.append(f"blended {blend:.3f} towards braking")
@@ -593,7 +604,7 @@ class SafetyFilter:
             notes.append(f"singularity slow-down x{scale:.2f}")
         intervened = bool(np.max(np.abs(u - u_free)) > cfg.intervention_tolerance)
         if intervened:
-            notes.append(self._binding_reason(u, rows_u, rows_s, rhs, phys_lo, phys_hi))
+            notes.append(self._binding_reason(res.y))
         details = {
             "manipulability": w,
             "speed_scale": scale,
@@ -606,6 +617,33 @@ class SafetyFilter:
                            active, details)
         out.details["tick_ms"] = (time.perf_counter() - t0) * 1e3
         return out
+
+    def _joint_box(
+        self, q: np.ndarray, v: np.ndarray, a: np.ndarray, vmax: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+        """Per-joint bounds on this tick's acceleration: (physical box: acceleration, position
+        viability, velocity) and that box with jerk. Where they conflict (only from a state the
+        filter did not command itself), the earlier ones win: acceleration, then position, then
+        velocity, and jerk yields to all of them."""
+        lim, dt = self._limits, self.dt
+        amax = lim.acceleration
+        n = self.n
+        both = upper_bounds(np.concatenate((q, -q)), np.concatenate((v, -v)), self._top2,
+                            self._b2, dt)
+        p_lo, p_hi = -both[n:], both[:n]
+        vel_lo, vel_hi = (-vmax - v) / dt, (vmax - v) / dt
+        phys_lo = np.maximum(np.maximum(-amax, p_lo), vel_lo)
+        phys_hi = np.minimum(np.minimum(amax, p_hi), vel_hi)
+        if not (phys_lo <= phys_hi).all():
+            phys_lo, phys_hi, _ = _intersect(-amax, amax, p_lo, p_hi)
+            phys_lo, phys_hi, _ = _intersect(phys_lo, phys_hi, vel_lo, vel_hi)
+        jd = self._jerk_dt
+        lo = np.maximum(phys_lo, a - jd)
+        hi = np.minimum(phys_hi, a + jd)
+        ok = lo <= hi
+        if ok.all():
+            return phys_lo, phys_hi, lo, hi, True
+        return phys_lo, phys_hi, np.where(ok, lo, phys_lo), np.where(ok, hi, phys_hi), False
 
     def _speed_scale(self, q: np.ndarray, w: float, v_goal: np.ndarray) -> float:
         """Velocity scale in [0, 1] near a singularity, applied only when the intended motion
@@ -638,9 +676,16 @@ class SafetyFilter:
         b = lim.acceleration
         av = np.abs(v)
         # joint excursion bound over this tick and the stop after it (see braking.py)
-        d = av * dt + 0.625 * b * dt * dt + (av + b * dt) ** 2 / (2.0 * b)
-        err_s = self._curv_flat @ np.outer(d, d).reshape(-1)
-        h, g, e = self._barriers.evaluate(pos, jw, err_s)
+        # (and the same after a tick of full acceleration: how much the next tick's estimate
+        # can grow, which the row keeps in reserve so the next certificate still holds)
+        dd = np.empty((2, self.n))
+        dd[0] = av
+        dd[1] = av + b * dt
+        dd = dd * dt + 0.625 * b * dt * dt + (dd + b * dt) ** 2 / (2.0 * b)
+        err_s = np.stack([self._curv_flat @ np.outer(x, x).reshape(-1) for x in dd], axis=1)
+        h, g, e2 = self._barriers.evaluate(pos, jw, err_s)
+        e = e2[:, 0]
+        growth = e2[:, 1] - e
         ag = np.abs(g)
         sign_fixed = av > b * dt
         wgt = np.where(sign_fixed, np.maximum(0.0, -g * np.sign(v)), ag)
@@ -653,6 +698,7 @@ class SafetyFilter:
         self._bval = bval
         coef_u = g - wgt * (2.0 * v / (b * dt))
         rhs = (-cfg.barrier_gamma * bval - (g @ v) * dt) * (2.0 / (dt * dt))
+        self._growth = growth * (2.0 / (dt * dt))
         return coef_u, -wgt, rhs, h - cfg.sphere_margin
 
     def _lost_certificate(self) -> str:
@@ -662,8 +708,9 @@ class SafetyFilter:
         bval = getattr(self, "_bval", None)
         if bval is None or not len(bval) or float(np.min(bval)) >= 0.0:
             return ""
+
         r = int(np.argmin(bval))
-        return f"; stop not certified clear of {self._barriers.row_label(r)} (B={bval[r]:.3f} m)"
+        return f": stop not certified clear of {self._barriers.row_label(r)} (B={bval[r]:.4f} m)"
 
     def _objective_cbf(self, u_des: np.ndarray, a: np.ndarray) -> np.ndarray:
         n, rho = self.n, self.config.jerk_weight
@@ -703,8 +750,12 @@ class SafetyFilter:
         """Indices of the barrier rows that get a QP slot: rows that some u in the box could
         violate (a row is concave in each u_i, so its minimum over the box is at a corner),
         those closest to violation at u_guess first."""
-        worst = np.minimum(rows_u * lo + rows_s * np.abs(lo), rows_u * hi + rows_s * np.abs(hi))
-        cand = np.flatnonzero(worst.sum(axis=1) < rhs)
+        # cheap screen over the whole acceleration box first, then the exact test
+        cand = np.flatnonzero(rhs > (rows_s - np.abs(rows_u)) @ self._limits.acceleration)
+        if len(cand):
+            cu, cs = rows_u[cand], rows_s[cand]
+            worst = np.minimum(cu * lo + cs * np.abs(lo), cu * hi + cs * np.abs(hi))
+            cand = cand[worst.sum(axis=1) < rhs[cand]]
         if len(cand) > self._slots:
             at_guess = rows_u[cand] @ u_guess + rows_s[cand] @ np.abs(u_guess) - rhs[cand]
             cand = cand[np.argpartition(at_guess, self._slots)[:self._slots]]
@@ -713,6 +764,7 @@ class SafetyFilter:
     def _solve(self, q, v, lo, hi, u_free, rows_u, rows_s, rhs, pos, jw, relax: bool):
         n, k = self.n, self._slots
         sel = self._select(rows_u, rows_s, rhs, lo, hi, np.clip(u_free, lo, hi))
+        self._sel = sel
         self._n_selected = len(sel)
         ru = rows_u[sel]
         norm = np.maximum(np.abs(ru).max(axis=1), 1e-9)[:, None]
@@ -767,14 +819,16 @@ class SafetyFilter:
         lo_all[t0:t0 + len(sel)] = (cfg.sphere_margin - h[sel] - (gs @ v) * (N * dt)) / norm
         lo_all[t0 + len(sel):t0 + k] = -np.inf
 
-    def _binding_reason(self, u, rows_u, rows_s, rhs, lo, hi) -> str:
+    def _binding_reason(self, y: np.ndarray) -> str:
+        """Name what bound the solution, from the QP's multipliers."""
         parts = []
-        if len(rhs):
-            tight = rows_u @ u + rows_s @ np.abs(u) - rhs
-            r = int(np.argmin(tight / np.maximum(np.abs(rows_u).max(axis=1), 1e-9)))
-            if tight[r] <= 1e-3 * max(1.0, abs(rhs[r])):
-                parts.append(f"barrier {self._barriers.row_label(r)}")
-        at_box = np.flatnonzero((np.abs(u - lo) < 1e-6) | (np.abs(u - hi) < 1e-6))
+        k = self._n_selected
+        if k:
+            duals = np.abs(y[self._slot_row0:self._slot_row0 + k])
+            j = int(np.argmax(duals))
+            if duals[j] > 1e-6:
+                parts.append(f"barrier {self._barriers.row_label(int(self._sel[j]))}")
+        at_box = np.flatnonzero(np.abs(y[self._u_index]) > 1e-6)
         if len(at_box):
             parts.append("joint limits on " + ", ".join(self.robot.joint_names[i] for i in at_box))
         return "; ".join(parts) if parts else "cost trade-off"
@@ -880,3 +934,18 @@ def _repair(
         return None, 1.0
     lam = min(1.0, float(np.max(short[bad] / gain)) * (1.0 + 1e-9) + 1e-12)
     return (1.0 - lam) * u + lam * brake_u, lam
+
+
+def _rows_reachable(
+    rows_u: np.ndarray, rows_s: np.ndarray, rhs: np.ndarray, lo: np.ndarray, hi: np.ndarray
+) -> bool:
+    """False when some row cannot be met anywhere in the box (its exact maximum there, a sum of
+    per-joint maxima of concave pieces at lo, hi or 0, is below its bound): the QP is then
+    infeasible, and OSQP would spend its whole iteration budget finding that out."""
+    need = np.flatnonzero(rhs > 0.0)
+    if not len(need):
+        return True
+    cu, cs = rows_u[need], rows_s[need]
+    best = np.maximum(cu * lo + cs * np.abs(lo), cu * hi + cs * np.abs(hi))
+    best = np.where((lo <= 0.0) & (hi >= 0.0), np.maximum(best, 0.0), best)
+    return bool(np.all(best.sum(axis=1) >= rhs[need]))

@@ -47,7 +47,7 @@ def test_infeasible_obstacle_brakes(robot: RobotModel, mode: str) -> None:
     f.set_obstacles([Sphere(hand, 0.1, "intruder")])
     r = f.step(TARGET)
     assert_braking(f, r, v)
-    assert "infeasible" in r.reason or "no admissible" in r.reason
+    assert r.reason.startswith("infeasible")
     assert "intruder" in r.reason
     # once it is gone the filter tracks again
     f.set_obstacles([])
@@ -88,7 +88,7 @@ def test_forced_solver_failure_brakes(robot: RobotModel, mode: str) -> None:
 
 def test_repeated_failures_bring_the_arm_to_a_hold(robot: RobotModel) -> None:
     f = moving_filter(robot, "cbf")
-    f.update_config(max_iter=1)
+    f.update_config(time_limit=1e-9)  # every solve stops before its first iteration
     statuses = [f.step(TARGET).status for _ in range(60)]
     assert statuses[0] == "braking"
     assert statuses[-1] == "holding"
