@@ -88,8 +88,23 @@ def test_forced_solver_failure_brakes(robot: RobotModel, mode: str) -> None:
 
 def test_repeated_failures_bring_the_arm_to_a_hold(robot: RobotModel) -> None:
     f = moving_filter(robot, "cbf")
-    f.update_config(time_limit=1e-9)  # every solve stops before its first iteration
-    statuses = [f.step(TARGET).status for _ in range(60)]
+    statuses = [f.step(np.full(7, np.nan)).status for _ in range(60)]
     assert statuses[0] == "braking"
     assert statuses[-1] == "holding"
     np.testing.assert_array_equal(f.state[1], 0.0)
+
+
+def test_starved_solver_stays_within_limits(robot: RobotModel) -> None:
+    """With a solver that stops before its first iteration, a tick either brakes or accepts the
+    warm start, which is clipped and repaired: never anything outside the limits."""
+    f = moving_filter(robot, "cbf")
+    f.update_config(time_limit=1e-9)
+    lim = f.limits
+    statuses = []
+    for _ in range(100):
+        r = f.step(TARGET)
+        statuses.append(r.status)
+        assert np.all(r.positions >= lim.lower) and np.all(r.positions <= lim.upper)
+        assert np.all(np.abs(r.velocities) <= lim.velocity + 1e-12)
+        assert np.all(np.abs(r.accelerations) <= lim.acceleration + 1e-12)
+    assert statuses[0] == "braking"
