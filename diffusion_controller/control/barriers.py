@@ -76,6 +76,11 @@ class CartesianBarriers:
         self._face_sign = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
         self._face_axis = np.array([0, 0, 1, 1, 2, 2])
         self._mask = robot._sphere_mask[:, None, :]
+        # [p]x = [[0, -z, y], [z, 0, -x], [-y, x, 0]], filled in place each tick
+        self._skew = np.zeros((len(robot.sphere_radii), 9))
+        self._skew_slots = np.array([1, 2, 3, 5, 6, 7])
+        self._skew_src = np.array([2, 1, 2, 0, 1, 0])
+        self._skew_sign = np.array([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
         self.lower = np.full(3, -math.inf)
         self.upper = np.full(3, math.inf)
         self.table_z = -math.inf
@@ -99,9 +104,19 @@ class CartesianBarriers:
         return self._n_faces + self.obstacle_slots * len(self.moving) + len(self.pair_a)
 
     def _index_rows(self) -> None:
+        """Per row: its sphere, the other sphere of a pair (else a fixed dummy S), its normal."""
+        m, s = len(self.moving), len(self.robot.sphere_radii)
         self._row_sphere = np.concatenate([
             np.repeat(self.moving, 6), np.tile(self.moving, self.obstacle_slots), self.pair_a,
         ]).astype(np.int64)
+        self._row_other = np.full(len(self._row_sphere), s, dtype=np.int64)
+        n_obs = self.obstacle_slots * m
+        self._obs_rows = np.arange(6 * m, 6 * m + n_obs)
+        self._pair_rows = np.arange(6 * m + n_obs, len(self._row_sphere))
+        self._row_other[self._pair_rows] = self.pair_b
+        self._normals = np.zeros((len(self._row_sphere), 3))
+        axes = np.eye(3)[self._face_axis] * self._face_sign[:, None]  # [6, 3]
+        self._normals[:6 * m] = np.tile(axes, (m, 1))
 
     def resize(self, slots: int) -> None:
         """Reserve room for `slots` keep-out spheres (the row count of the QP depends on it)."""
@@ -165,52 +180,65 @@ class CartesianBarriers:
         # a switched-off face sits INACTIVE metres beyond the sphere, whatever q is
         return np.where(np.isfinite(bound), bound, -self._face_sign * INACTIVE * 1e3)
 
-    def evaluate(
-        self, pos: np.ndarray, jw: np.ndarray, err: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Distances h [C], gradients G [C, J] and first-order error bounds E [C].
-
-        pos [S,3] are the sphere centres and jw [6,J] the world-frame joint Jacobian from
-        `RobotModel.kinematics`; err [S] bounds the error of p(q) + J dq against p(q + dq) for
-        the joint excursion the filter considers.
-        """
-        mv = self.moving
-        jall = self._point_jacobians(pos, jw)  # [S, 3, J], zero for the fixed spheres
-        p, jp = pos[mv], jall[mv]
+    def distances(self, pos: np.ndarray) -> np.ndarray:
+        """Distances h [C] of every row from the sphere centres pos [S,3] alone (no Jacobians);
+        keeps each row's unit normal for `gradients`."""
+        p = pos[self.moving]
         # faces: x_min, x_max, y_min, y_max, floor, z_max, for each moving sphere
-        h_face = self._face_sign * (p[:, self._face_axis] - self._bounds) - self.radii[:, None]
-        g_face = jp[:, self._face_axis, :] * self._face_sign[None, :, None]  # [M, 6, J]
-        nj = jw.shape[1]
-        parts_h = [h_face.reshape(-1)]
-        parts_g = [g_face.reshape(-1, nj)]
-
+        parts = [(self._face_sign * (p[:, self._face_axis] - self._bounds)
+                  - self.radii[:, None]).reshape(-1)]
+        normals = self._normals
         if self.obstacle_slots:
             d = p[None, :, :] - self._centers[:, None, :]  # [O, M, 3]
             dist = np.sqrt(np.einsum("omk,omk->om", d, d))
-            n = d / np.maximum(dist, 1e-9)[..., None]
-            parts_h.append((dist - self.radii[None, :] - self._oradii[:, None]).reshape(-1))
-            parts_g.append(np.einsum("omk,mkj->omj", n, jp).reshape(-1, nj))
+            normals[self._obs_rows] = (d / np.maximum(dist, 1e-9)[..., None]).reshape(-1, 3)
+            parts.append((dist - self.radii[None, :] - self._oradii[:, None]).reshape(-1))
         if len(self.pair_a):
             d = pos[self.pair_a] - pos[self.pair_b]
             dist = np.sqrt(np.einsum("pk,pk->p", d, d))
-            n = d / np.maximum(dist, 1e-9)[:, None]
-            parts_h.append(dist - self.pair_r)
-            parts_g.append(np.einsum("pk,pkj->pj", n, jall[self.pair_a] - jall[self.pair_b]))
-        e = err[self._row_sphere]
-        if len(self.pair_a):
-            e[-len(self.pair_a):] += err[self.pair_b]
-        return np.concatenate(parts_h), np.concatenate(parts_g), e
+            normals[self._pair_rows] = d / np.maximum(dist, 1e-9)[:, None]
+            parts.append(dist - self.pair_r)
+        return np.concatenate(parts)
+
+    def gradients(self, rows: np.ndarray, pos: np.ndarray, jw: np.ndarray) -> np.ndarray:
+        """Joint-space gradients G [len(rows), J] of the given rows, from the distances'
+        normals (call `distances` first for the same pos) and the world joint Jacobian jw."""
+        jall = self._point_jacobians(pos, jw)  # [S+1, 3, J]: last is a fixed point
+        jr = jall[self._row_sphere[rows]] - jall[self._row_other[rows]]
+        return np.einsum("rk,rkj->rj", self._normals[rows], jr)
+
+    def row_errors(self, err: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per-row first-order error bound from per-sphere bounds err [S] or [S, k]."""
+        ext = np.concatenate([err, np.zeros((1, *err.shape[1:]))])
+        return ext[self._row_sphere[rows]] + ext[self._row_other[rows]]
+
+    def row_levers(self, lever: np.ndarray) -> np.ndarray:
+        """Per-row bound on |G| per joint [C, J] from per-sphere lever arms [S, J]."""
+        ext = np.concatenate([lever, np.zeros((1, lever.shape[1]))])
+        return ext[self._row_sphere] + ext[self._row_other]
+
+    def evaluate(
+        self, pos: np.ndarray, jw: np.ndarray, err: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Distances h [C], gradients G [C, J] and first-order error bounds E [C] of all rows.
+
+        pos [S,3] are the sphere centres and jw [6,J] the world-frame joint Jacobian from
+        `RobotModel.kinematics`; err [S] (or [S, k]) bounds the error of p(q) + J dq against
+        p(q + dq) for the joint excursion the filter considers.
+        """
+        h = self.distances(pos)
+        rows = np.arange(len(h))
+        return h, self.gradients(rows, pos, jw), self.row_errors(err, rows)
 
     def _point_jacobians(self, p: np.ndarray, jw: np.ndarray) -> np.ndarray:
-        w, lin = jw[3:], jw[:3]
-        px, py, pz = p[:, 0:1], p[:, 1:2], p[:, 2:3]
-        out = np.empty((p.shape[0], 3, jw.shape[1]))
-        out[:, 0] = lin[0] + w[1] * pz - w[2] * py
-        out[:, 1] = lin[1] + w[2] * px - w[0] * pz
-        out[:, 2] = lin[2] + w[0] * py - w[1] * px
-        out *= self._mask
+        """Point Jacobians lin + omega x p = lin - [p]x omega of every sphere centre, plus a
+        fixed dummy point (zeros) at the end for rows with one moving sphere."""
+        out = np.zeros((p.shape[0] + 1, 3, jw.shape[1]))
+        skew = self._skew
+        skew[:, self._skew_slots] = p[:, self._skew_src] * self._skew_sign
+        out[:-1] = (jw[:3] - skew.reshape(-1, 3, 3) @ jw[3:]) * self._mask
         return out
 
     def clearance(self, pos: np.ndarray) -> np.ndarray:
         """Distances h only, e.g. for checking a trajectory independently of the filter."""
-        return self.evaluate(pos, np.zeros((6, self.robot.nq)), np.zeros(pos.shape[0]))[0]
+        return self.distances(pos)

@@ -48,6 +48,7 @@ class FixedPatternQP:
         cols: np.ndarray,
         m: int,
         settings: dict[str, float | int | bool],
+        fast: bool = True,
     ) -> None:
         self.n = int(P.shape[0])
         self.m = int(m)
@@ -68,7 +69,9 @@ class FixedPatternQP:
         self._indptr = probe.indptr.copy()
         self.nnz = len(rows)
         self.settings = dict(settings)
+        self.fast = fast
         self._solver: osqp.OSQP | None = None
+        self._core = None
 
     def update_settings(self, **settings: float | int | bool) -> None:
         self.settings.update(settings)
@@ -83,22 +86,52 @@ class FixedPatternQP:
         solver = osqp.OSQP()
         solver.setup(self.P, q, A, lo, up, verbose=False, **self.settings)
         self._solver = solver
+        self._infty = float(solver.constant("OSQP_INFTY"))
+        # The public wrapper spends as long in Python (bound clamping, a derivative cache, an
+        # info namespace) as OSQP spends solving these small problems; when the compiled solver
+        # it wraps is there, talk to it directly. Otherwise use the public API.
+        core = getattr(solver, "_solver", None)
+        needed = ("update_data_vec", "update_data_mat", "solve", "info", "solution")
+        self._core = core if self.fast and all(hasattr(core, a) for a in needed) else None
 
     def reset(self) -> None:
         """Forget the solver (and its warm start); the next solve sets OSQP up afresh."""
         self._solver = None
 
     def solve(
-        self, q: np.ndarray, a_values: np.ndarray, lo: np.ndarray, up: np.ndarray
+        self,
+        q: np.ndarray,
+        a_values: np.ndarray,
+        lo: np.ndarray,
+        up: np.ndarray,
+        a_changed: bool = True,
     ) -> QPResult:
-        ax = a_values[self._gather]
+        """Solve with new vectors and A values (in the pattern's order). `a_changed=False` keeps
+        A as it was, which spares OSQP a refactorisation."""
         t0 = time.perf_counter()
         if self._solver is None:
-            self._setup(q, ax, lo, up)
+            self._setup(q, a_values[self._gather], lo, up)
+        elif self._core is not None:
+            core = self._core
+            core.update_data_vec(q, np.maximum(lo, -self._infty), np.minimum(up, self._infty))
+            if a_changed:
+                core.update_data_mat(None, None, a_values[self._gather], None)
+            core.solve()
+            info, sol = core.info, core.solution
+            return QPResult(
+                x=np.array(sol.x, dtype=np.float64),
+                y=np.array(sol.y, dtype=np.float64),
+                status=str(info.status),
+                status_val=int(info.status_val),
+                iterations=int(info.iter),
+                solve_ms=(time.perf_counter() - t0) * 1e3,
+                prim_res=float(info.prim_res),
+            )
+        elif a_changed:
+            self._solver.update(q=q, l=lo, u=up, Ax=a_values[self._gather])
         else:
-            self._solver.update(q=q, l=lo, u=up, Ax=ax)
+            self._solver.update(q=q, l=lo, u=up)
         res = self._solver.solve(raise_error=False)
-        solve_ms = (time.perf_counter() - t0) * 1e3
         info = res.info
         return QPResult(
             x=np.array(res.x, dtype=np.float64),
@@ -106,6 +139,6 @@ class FixedPatternQP:
             status=str(info.status),
             status_val=int(info.status_val),
             iterations=int(info.iter),
-            solve_ms=solve_ms,
+            solve_ms=(time.perf_counter() - t0) * 1e3,
             prim_res=float(info.prim_res),
         )

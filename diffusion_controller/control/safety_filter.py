@@ -215,6 +215,8 @@ class SafetyFilter:
         self._b2 = np.concatenate((self._limits.acceleration, self._limits.acceleration))
         self._jerk_dt = self._limits.jerk * self.dt
         self._sel = np.zeros(0, dtype=np.int64)
+        self._cand = np.zeros(0, dtype=np.int64)
+        self._slots_used = 0
         self._n_selected = 0
         self._build()
 
@@ -564,7 +566,7 @@ class SafetyFilter:
         rows_u, rows_s, rhs, clear = self._barrier_rows(pos, jw, v)
         if not math.isfinite(rows_u.sum() + rhs.sum() + u_des.sum()):
             return self._brake("non-finite barrier or reference terms")
-        if self._bval.min() < 0.0 and v.any():
+        if len(self._bval) and self._bval.min() < 0.0 and v.any():
             # the stop from here is not certified by this tick's (more pessimistic) estimate;
             # the previous tick certified exactly this stop, so braking is the safe answer
             return self._brake("infeasible" + self._lost_certificate())
@@ -673,33 +675,45 @@ class SafetyFilter:
         linear v^2 + 2 v u dt + b s dt^2 (s >= |u|), gives the row.
         """
         cfg, lim, dt = self.config, self._limits, self.dt
+        bars = self._barriers
         b = lim.acceleration
         av = np.abs(v)
-        # joint excursion bound over this tick and the stop after it (see braking.py)
-        # (and the same after a tick of full acceleration: how much the next tick's estimate
-        # can grow, which the row keeps in reserve so the next certificate still holds)
+        gamma = cfg.barrier_gamma
+        margin = cfg.sphere_margin + _SOLVER_SLACK_M
+        # joint excursion bound over this tick and the stop after it (see braking.py), and the
+        # same after a tick of full acceleration: how much the next tick's estimate can grow,
+        # which the rows keep in reserve so that the next tick is certified too
         dd = np.empty((2, self.n))
         dd[0] = av
         dd[1] = av + b * dt
         dd = dd * dt + 0.625 * b * dt * dt + (dd + b * dt) ** 2 / (2.0 * b)
-        err_s = np.stack([self._curv_flat @ np.outer(x, x).reshape(-1) for x in dd], axis=1)
-        h, g, e2 = self._barriers.evaluate(pos, jw, err_s)
-        e = e2[:, 0]
-        growth = e2[:, 1] - e
-        ag = np.abs(g)
+        err_s = self._curv_flat @ (dd[:, :, None] * dd[:, None, :]).reshape(2, -1).T  # [S, 2]
         sign_fixed = av > b * dt
-        wgt = np.where(sign_fixed, np.maximum(0.0, -g * np.sign(v)), ag)
         # reach of the stop per unit gradient: v^2/(2b), or for a joint that stops within the
-        # tick |v| dt - v^2/(2b) (>= v^2/(2b)), the value the row's bound gives braking; with it,
+        # tick |v| dt - v^2/(2b) (>= v^2/(2b)), the value the row's bound gives braking; with it
         # braking always satisfies the row whenever B(x) >= 0
         reach = np.where(sign_fixed, v * v / (2.0 * b), av * dt - v * v / (2.0 * b))
-        bval = (h - (cfg.sphere_margin + _SOLVER_SLACK_M) - wgt @ reach
-                - ag @ (b * dt * dt / 8.0) - e)
+        h_all = bars.distances(pos)
+        self._h_all = h_all
+        # Rows no admissible u can bring near their bound are left out (exactly: with |G_i|
+        # bounded by the lever arms, the row holds over the whole acceleration box).
+        per_joint = reach + b * dt * dt / 8.0 + (2.0 / gamma) * (av * dt + 0.5 * b * dt * dt)
+        t_s = self.robot.lever @ per_joint + err_s[:, 0] + (err_s[:, 1] - err_s[:, 0]) / gamma
+        t_ext = np.append(t_s, 0.0)
+        cand = np.flatnonzero(h_all < margin + t_ext[bars._row_sphere] + t_ext[bars._row_other])
+        self._cand = cand
+        h = h_all[cand]
+        g = bars.gradients(cand, pos, jw)
+        e2 = bars.row_errors(err_s, cand)
+        e = e2[:, 0]
+        ag = np.abs(g)
+        wgt = np.where(sign_fixed, np.maximum(0.0, -g * np.sign(v)), ag)
+        bval = h - margin - wgt @ reach - ag @ (b * dt * dt / 8.0) - e
         self._bval = bval
         coef_u = g - wgt * (2.0 * v / (b * dt))
-        rhs = (-cfg.barrier_gamma * bval - (g @ v) * dt) * (2.0 / (dt * dt))
-        self._growth = growth * (2.0 / (dt * dt))
-        return coef_u, -wgt, rhs, h - cfg.sphere_margin
+        rhs = (-gamma * bval - (g @ v) * dt) * (2.0 / (dt * dt))
+        self._growth = (e2[:, 1] - e) * (2.0 / (dt * dt))
+        return coef_u, -wgt, rhs, h_all - cfg.sphere_margin
 
     def _lost_certificate(self) -> str:
         """Why a tick can be infeasible: the stop from here is no longer certified clear of a
@@ -710,7 +724,8 @@ class SafetyFilter:
             return ""
 
         r = int(np.argmin(bval))
-        return f": stop not certified clear of {self._barriers.row_label(r)} (B={bval[r]:.4f} m)"
+        label = self._barriers.row_label(int(self._cand[r]))
+        return f": stop not certified clear of {label} (B={bval[r]:.4f} m)"
 
     def _objective_cbf(self, u_des: np.ndarray, a: np.ndarray) -> np.ndarray:
         n, rho = self.n, self.config.jerk_weight
@@ -778,9 +793,13 @@ class SafetyFilter:
         if self.config.mode == "cbf":
             self._lo[:n] = lo
             self._up[:n] = hi
+            # A only changes through the slots: nothing in them now or last tick, no change
+            changed = bool(len(sel) or self._slots_used)
         else:
             self._bounds_mpc(q, v, lo, hi, pos, jw, relax)
-        return self._qp.solve(self._qvec, self._vals, self._lo, self._up)
+            changed = True
+        self._slots_used = len(sel)
+        return self._qp.solve(self._qvec, self._vals, self._lo, self._up, a_changed=changed)
 
     def _bounds_mpc(self, q, v, lo, hi, pos, jw, relax: bool) -> None:
         cfg, lim, dt, n, N, k = self.config, self._limits, self.dt, self.n, self._N, self._slots
@@ -809,10 +828,11 @@ class SafetyFilter:
         if relax:
             lo_all[t0:t0 + k] = -np.inf
             return
-        h, g, _ = self._barriers.evaluate(pos, jw, np.zeros(len(pos)))
-        sel = np.argpartition(h, k)[:k] if len(h) > k else np.arange(len(h))
-        sel = sel[h[sel] < INACTIVE / 2]
-        gs = g[sel]
+        h_all = self._h_all
+        sel = np.argpartition(h_all, k)[:k] if len(h_all) > k else np.arange(len(h_all))
+        sel = sel[h_all[sel] < INACTIVE / 2]
+        h = h_all
+        gs = self._barriers.gradients(sel, pos, jw)
         norm = np.maximum(np.abs(gs).max(axis=1), 1e-9) if len(sel) else np.ones(0)
         self._term_vals[:len(sel), :n] = gs / norm[:, None]
         self._term_vals[len(sel):, :n] = 0.0
@@ -827,7 +847,8 @@ class SafetyFilter:
             duals = np.abs(y[self._slot_row0:self._slot_row0 + k])
             j = int(np.argmax(duals))
             if duals[j] > 1e-6:
-                parts.append(f"barrier {self._barriers.row_label(int(self._sel[j]))}")
+                row = int(self._cand[self._sel[j]])
+                parts.append(f"barrier {self._barriers.row_label(row)}")
         at_box = np.flatnonzero(np.abs(y[self._u_index]) > 1e-6)
         if len(at_box):
             parts.append("joint limits on " + ", ".join(self.robot.joint_names[i] for i in at_box))
