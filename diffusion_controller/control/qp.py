@@ -80,8 +80,9 @@ class FixedPatternQP:
 
     def _setup(self, q: np.ndarray, ax: np.ndarray, lo: np.ndarray, up: np.ndarray) -> None:
         # Explicit zeros must stay in the pattern: build the CSC arrays by hand and give OSQP a
-        # structurally full matrix, nudging exact zeros so no entry is dropped.
-        data = np.where(ax == 0.0, 1e-12, ax)
+        # structurally full matrix. OSQP scales rows once, here, so an entry that is zero now
+        # (an empty slot) is set up with a unit-size value like those it will carry later.
+        data = np.where(ax == 0.0, 0.5, ax)
         A = sp.csc_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
         solver = osqp.OSQP()
         solver.setup(self.P, q, A, lo, up, verbose=False, **self.settings)
@@ -97,6 +98,7 @@ class FixedPatternQP:
     def reset(self) -> None:
         """Forget the solver (and its warm start); the next solve sets OSQP up afresh."""
         self._solver = None
+        self._core = None
 
     def solve(
         self,

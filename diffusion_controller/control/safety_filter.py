@@ -282,7 +282,9 @@ class SafetyFilter:
         with self._lock:
             self._q, self._v, self._a = qa.copy(), va.copy(), np.zeros(self.n)
             if self._qp is not None:
+                # set OSQP up now (a millisecond or more), not in the first control tick
                 self._qp.reset()
+                self._qp.solve(self._qvec, self._vals, self._lo, self._up)
 
     # ------------------------------------------------------------------ configuration
     def set_obstacles(self, spheres: Sequence[Sphere]) -> None:
@@ -535,8 +537,8 @@ class SafetyFilter:
                     return self._brake("future_ref is not finite")
             try:
                 return self._tick(qr, vr, ar, fut, t0)
-            except (ValueError, FloatingPointError, np.linalg.LinAlgError) as exc:
-                return self._brake(f"numerical error: {exc}")
+            except Exception as exc:  # never let the loop die here: braking is always safe
+                return self._brake(f"internal error ({type(exc).__name__}: {exc})")
 
     def _tick(
         self, qr: np.ndarray, vr: np.ndarray, ar: np.ndarray, fut: np.ndarray | None, t0: float
