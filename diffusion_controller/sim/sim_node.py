@@ -21,8 +21,17 @@ length or with NaN/Inf are dropped with a throttled warning and counted; values 
 limits are clipped, as the real arm's limits would stop it.
 
 Service ~/reset (std_srvs/Trigger): reset the world to the task of the current `seed` parameter
-(set it first with `ros2 param set /sim_arm seed 7`); the response message is the task JSON.
-Changing `seed` alone does not reset.
+(set it first with `ros2 param set /sim_arm seed 7`); the response message is the task JSON with
+`extra.episode`, the episode number /sim/contacts reports carry from then on. Changing `seed` alone
+does not reset. The task on /sim/task carries `extra.perturbation` when one is in force.
+
+Perturbations for robustness evaluation (sim/perturbation.py), parameters that may be set at any
+time and take effect at the next ~/reset, like `seed`: `image_delay` and `joint_state_delay`
+(frames and joint states delivered late, stamped when taken), `image_noise` and `joint_noise`
+(Gaussian), `image_drop_prob` (frames dropped), `obstacle_shift` [dx, dy] at `obstacle_shift_time`
+s after the reset (the obstacle jumps; /sim/task is published again with the moved obstacle and
+`extra.obstacle_shifted_at`). `episode_timeout` (> 0) replaces the task's own timeout. Physics and
+the task verdict always see the true state.
 
 Physics runs in a thread of its own on absolute deadlines (`time.monotonic`), one `rate_hz` tick
 of sim time per `1 / (rate_hz * real_time_factor)` s of wall time; all PyBullet calls stay in that
@@ -33,6 +42,7 @@ counts the overrun.
 from __future__ import annotations
 
 import array
+import dataclasses
 import json
 import math
 import threading
@@ -51,10 +61,17 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from diffusion_controller.sim.kinematics import ARM_JOINTS
+from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
 from diffusion_controller.sim.task import TaskMonitor, sample_task
 from diffusion_controller.sim.world import SimWorld, WorldConfig
 
 _READ_ONLY = "read only: set at start-up"
+# Parameters applied at the next ~/reset (with `seed`): the perturbation and the timeout.
+_PERTURBATION_PARAMS = (
+    "image_delay", "joint_state_delay", "image_noise", "joint_noise", "image_drop_prob",
+    "obstacle_shift", "obstacle_shift_time",
+)  # fmt: skip
+_EPISODE_PARAMS = ("seed", *_PERTURBATION_PARAMS, "episode_timeout")
 
 
 class SimArmNode(Node):
@@ -110,6 +127,12 @@ class SimArmNode(Node):
         self._pending_cmd: np.ndarray | None = None
         self._reset_request: threading.Event | None = None
         self._reset_seed = 0
+        self._reset_setup: tuple[Perturbation, float] = (Perturbation(), 0.0)
+        self.perturbation = Perturbation()
+        self._perturber = SensorPerturber(self.perturbation, 0)
+        self._image_line = DelayLine()
+        self._joint_line = DelayLine()
+        self._shift_due: float | None = None
         self._reset_reply = ""
         self.rejected = 0
         self.commands = 0
@@ -121,7 +144,7 @@ class SimArmNode(Node):
         self._events_reported = 0
 
         self.pub_urdf.publish(String(data=self.world.urdf_text))
-        self._reset_world(int(p["seed"]))
+        self._reset_world(int(p["seed"]), *self._episode_setup())
         self._running = threading.Event()
         self._running.set()
         self._started = time.monotonic()
@@ -157,6 +180,35 @@ class SimArmNode(Node):
         d("command_topic", "/forward_position_controller/commands", "Float64MultiArray input")
         d("task_topic", "/sim/task", "TaskSpec JSON output (transient local)")
         d("contacts_topic", "/sim/contacts", "contacts and task verdict JSON output")
+        at_reset = "; applied at the next ~/reset"
+        d("image_delay", 0.0, "camera frames published this late (s), 0..1" + at_reset, False)
+        d(
+            "joint_state_delay",
+            0.0,
+            "joint states published this late (s), 0..0.5" + at_reset,
+            False,
+        )
+        d("image_noise", 0.0, "Gaussian pixel noise std (0..255 levels), 0..128" + at_reset, False)
+        d("joint_noise", 0.0, "Gaussian joint position noise std (rad), 0..0.1" + at_reset, False)
+        d(
+            "image_drop_prob",
+            0.0,
+            "probability of dropping a camera frame, 0..0.95" + at_reset,
+            False,
+        )
+        d(
+            "obstacle_shift",
+            [0.0, 0.0],
+            "obstacle jump (dx, dy) in m, at most 0.2 m" + at_reset,
+            False,
+        )
+        d(
+            "obstacle_shift_time",
+            1.0,
+            "sim seconds after the reset when the obstacle jumps" + at_reset,
+            False,
+        )
+        d("episode_timeout", 0.0, "task timeout in s (0: the task's own)" + at_reset, False)
 
     def _params(self) -> dict[str, Any]:
         names = [
@@ -191,13 +243,39 @@ class SimArmNode(Node):
         return p
 
     def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
+        values: dict[str, Any] = {}
         for prm in params:
             if prm.name == "seed":
                 if not isinstance(prm.value, int) or prm.value < 0:
                     return SetParametersResult(successful=False, reason="seed must be an int >= 0")
+            elif prm.name == "episode_timeout":
+                t = prm.value
+                if not isinstance(t, (int, float)) or not (t == 0 or 0.5 <= t <= 3600):
+                    return SetParametersResult(
+                        successful=False, reason="episode_timeout must be 0 or in [0.5, 3600] s"
+                    )
+            elif prm.name in _PERTURBATION_PARAMS:
+                values[prm.name] = prm.value
             elif prm.name != "use_sim_time":
                 return SetParametersResult(successful=False, reason=f"{prm.name} is {_READ_ONLY}")
+        if values:
+            current = {n: self.get_parameter(n).value for n in _PERTURBATION_PARAMS}
+            current.update(values)
+            try:
+                Perturbation.from_dict(current)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
         return SetParametersResult(successful=True)
+
+    def _episode_setup(self) -> tuple[Perturbation, float]:
+        """The perturbation and timeout the next reset applies (validated when they were set)."""
+        values = {n: self.get_parameter(n).value for n in _PERTURBATION_PARAMS}
+        try:
+            pert = Perturbation.from_dict(values)
+        except ValueError as exc:  # start-up values come from the command line unchecked
+            self.get_logger().error(f"perturbation ignored: {exc}")
+            pert = Perturbation()
+        return pert, float(self.get_parameter("episode_timeout").value)
 
     # --- inputs ---------------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
@@ -219,10 +297,12 @@ class SimArmNode(Node):
 
     def _on_reset(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
         seed = int(self.get_parameter("seed").value)
+        setup = self._episode_setup()
         done = threading.Event()
         with self._lock:
             self._reset_request = done
             self._reset_seed = seed
+            self._reset_setup = setup
         if not done.wait(timeout=5.0):
             res.success = False
             res.message = "physics thread did not answer within 5 s"
@@ -232,19 +312,48 @@ class SimArmNode(Node):
         return res
 
     # --- physics thread -------------------------------------------------------------------------
-    def _reset_world(self, seed: int) -> None:
+    def _reset_world(
+        self, seed: int, perturbation: Perturbation | None = None, timeout: float = 0.0
+    ) -> None:
+        pert = perturbation or Perturbation()
+        self._episode += 1
         spec = sample_task(seed)
+        if pert.active:
+            spec = dataclasses.replace(spec, extra={"perturbation": pert.to_dict()})
+        if timeout > 0:
+            spec = dataclasses.replace(spec, timeout=float(timeout))
         self.world.reset(spec)
         self.monitor = TaskMonitor(spec)
-        self._episode += 1
+        self.perturbation = pert
+        self._perturber = SensorPerturber(pert, seed)
+        self._image_line.clear()
+        self._joint_line.clear()
+        self._shift_due = pert.obstacle_shift_time if pert.shifts_obstacle else None
         self._events_reported = 0
         self._clearance_window = math.inf
         with self._lock:
             self._pending_cmd = None
-        text = spec.to_json()
-        self._reset_reply = text
-        self.pub_task.publish(String(data=text))
-        self.get_logger().info(f"reset to task seed {seed}")
+        self.pub_task.publish(String(data=spec.to_json()))
+        reply = spec.to_dict()
+        reply["extra"] = {**spec.extra, "episode": self._episode}
+        self._reset_reply = json.dumps(reply)
+        what = f" with perturbation {pert.to_dict()}" if pert.active else ""
+        self.get_logger().info(f"reset to task seed {seed}{what}")
+
+    def _shift_obstacle(self) -> None:
+        """The scheduled obstacle jump: move it, judge against the moved one, tell everyone."""
+        assert self.monitor is not None
+        self._shift_due = None
+        ob = self.monitor.spec.obstacle
+        dx, dy = self.perturbation.obstacle_shift
+        spec = self.world.move_obstacle(ob.x + dx, ob.y + dy)
+        extra = dict(spec.extra)
+        extra["obstacle_shifted_at"] = self.world.time
+        spec = dataclasses.replace(spec, extra=extra)
+        self.world.spec = spec
+        self.monitor.spec = spec
+        self.pub_task.publish(String(data=spec.to_json()))
+        self.get_logger().info(f"obstacle shifted by ({dx:+.3f}, {dy:+.3f}) m")
 
     def _stamp(self) -> Any:
         if self.publish_clock:
@@ -282,9 +391,9 @@ class SimArmNode(Node):
         with self._lock:
             cmd, self._pending_cmd = self._pending_cmd, None
             reset, self._reset_request = self._reset_request, None
-            seed = self._reset_seed
+            seed, setup = self._reset_seed, self._reset_setup
         if reset is not None:
-            self._reset_world(seed)
+            self._reset_world(seed, *setup)
             reset.set()
             cmd = None
             next_frame = next_report = self._sim_clock
@@ -295,23 +404,29 @@ class SimArmNode(Node):
         stamp = self._stamp()
         if self.pub_clock is not None:
             self.pub_clock.publish(Clock(clock=stamp))
+        if self._shift_due is not None and self.world.time >= self._shift_due - 1e-9:
+            self._shift_obstacle()
         q, v, tau = self.world.joint_state_full()
-        self.pub_joints.publish(
-            JointState(
-                header=_header(stamp, ""),
-                name=self.world.joint_names,
-                position=q.tolist(),
-                velocity=v.tolist(),
-                effort=tau.tolist(),
-            )
+        joints = JointState(
+            header=_header(stamp, ""),
+            name=self.world.joint_names,
+            position=self._perturber.joints(q).tolist(),
+            velocity=v.tolist(),
+            effort=tau.tolist(),
         )
+        if self.perturbation.joint_state_delay > 0.0:
+            self._joint_line.push(self._sim_clock + self.perturbation.joint_state_delay, joints)
+            for msg in self._joint_line.pop_due(self._sim_clock):
+                self.pub_joints.publish(msg)
+        else:
+            self.pub_joints.publish(joints)
         clearance = self.world.min_clearance()
         self._clearance_window = min(self._clearance_window, clearance)
         tool = self.world.tool_position()
         assert self.monitor is not None
         self.monitor.update(self.world.time, tool, contacts.new_events, clearance)
         if self._sim_clock >= next_frame - 1e-9:
-            self._publish_image(stamp)
+            self._capture_image(stamp)
             next_frame += self.camera_period
             if next_frame < self._sim_clock:
                 next_frame = self._sim_clock + self.camera_period
@@ -321,10 +436,21 @@ class SimArmNode(Node):
                 next_report += self.contacts_period
                 if next_report < self._sim_clock:
                     next_report = self._sim_clock + self.contacts_period
+        for frame_stamp, img in self._image_line.pop_due(self._sim_clock):
+            self._publish_image(frame_stamp, img)
         return next_frame, next_report
 
-    def _publish_image(self, stamp: Any) -> None:
-        img = self.world.render()
+    def _capture_image(self, stamp: Any) -> None:
+        """Render a frame now; publish it now or, under a delay, when it is due."""
+        img = self._perturber.image(self.world.render())
+        if img is None:
+            return  # dropped
+        if self.perturbation.image_delay > 0.0:
+            self._image_line.push(self._sim_clock + self.perturbation.image_delay, (stamp, img))
+        else:
+            self._publish_image(stamp, img)
+
+    def _publish_image(self, stamp: Any, img: np.ndarray) -> None:
         h, w = img.shape[:2]
         msg = Image(
             header=_header(stamp, self.frame_id),
@@ -364,6 +490,7 @@ class SimArmNode(Node):
             "side": out.side,
             "commands": commands,
             "rejected_commands": rejected,
+            "frames_dropped": self._perturber.dropped,
         }
         self._events_reported = c.events
         self._clearance_window = math.inf

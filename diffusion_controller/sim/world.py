@@ -19,6 +19,7 @@ the closest distance between the arm and the obstacle from PyBullet's closest-po
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import re
@@ -208,6 +209,25 @@ class SimWorld:
         self._steps = 0
         self._touching.clear()
         self.contacts = ContactState()
+
+    def move_obstacle(self, x: float, y: float) -> TaskSpec:
+        """Slide the obstacle to (x, y) on the table (a scene change during an episode).
+
+        Returns the task with the moved obstacle, which becomes `self.spec`. Raises ValueError
+        for non-finite coordinates or when there is no task (no obstacle) yet.
+        """
+        if self.spec is None or self.obstacle is None:
+            raise ValueError("no obstacle to move: reset the world with a task first")
+        if not (math.isfinite(x) and math.isfinite(y)):
+            raise ValueError(f"obstacle position must be finite, got ({x}, {y})")
+        ob = self.spec.obstacle
+        p.resetBasePositionAndOrientation(
+            self.obstacle, [x, y, ob.height / 2], [0.0, 0.0, 0.0, 1.0], physicsClientId=self.cid
+        )
+        self.spec = dataclasses.replace(
+            self.spec, obstacle=dataclasses.replace(ob, x=float(x), y=float(y))
+        )
+        return self.spec
 
     def set_joint_state(self, q: np.ndarray) -> None:
         """Teleport the arm to `q` at rest and hold it there (command = q)."""

@@ -1,0 +1,157 @@
+"""`diffusion-controller eval`: closed-loop evaluation of a policy (and a baseline) in simulation.
+
+    diffusion-controller eval --seeds 20 --perturb none,delay,noise,obstacle_shift,dropout
+
+The real controller node and the real simulated arm run as processes of their own and talk over
+DDS, in a ROS domain of the run's own; this command drives episodes through their services and
+parameters, checks every command independently, and writes one artifact directory per run
+(config.json, seeds.json, episodes.csv/json, summary.json, plots). Eval seeds default to 10000
+onwards, disjoint from the training demonstrations (seeds 0-299).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from diffusion_controller.report import format_table, write_json
+
+TABLE_COLUMNS = [
+    "policy", "perturbation", "success", "left", "right", "collisions", "violations",
+    "interventions", "infer_p50_ms", "tick_p99_ms", "failures",
+]  # fmt: skip
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    """Options shared by `eval` and `demo`."""
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model artifact directory (default: the shipped models/panda_reach_diffusion)",
+    )
+    p.add_argument(
+        "--first-seed",
+        type=int,
+        default=10000,
+        help="first seed of the panel (default 10000, disjoint from training 0-299)",
+    )
+    p.add_argument(
+        "--perturb",
+        default="none",
+        help="comma list of none, delay, noise, obstacle_shift, dropout (default none)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=["auto", "onnxruntime", "torch", "tensorrt"],
+        default="auto",
+        help="the controller's inference backend (default auto)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        help="seconds the policy gets per episode (default 15, the task's)",
+    )
+    p.add_argument("--out", default=None, help="artifact directory (default runs/<cmd>-<time>)")
+    p.add_argument(
+        "--domain-id",
+        type=int,
+        default=None,
+        help="ROS domain for the run's nodes (default: a random one in 1-101, never "
+        "the current ROS_DOMAIN_ID, so no real arm hears the commands)",
+    )
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="closed-loop evaluation through the real controller and sim nodes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common(p)
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="baseline model directory, or 'none' (default: the shipped "
+        "models/panda_reach_regression when present)",
+    )
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
+    p.set_defaults(func=run)
+
+
+def config_from_args(
+    args: argparse.Namespace, prefix: str, seeds: int, baseline: str | None
+) -> Any:
+    from diffusion_controller.eval.perturbations import parse_perturbations
+    from diffusion_controller.eval.runner import EvalConfig
+
+    return EvalConfig(
+        model=args.model,
+        baseline=baseline,
+        seeds=seeds,
+        first_seed=args.first_seed,
+        perturbations=parse_perturbations(args.perturb),
+        out=args.out,
+        prefix=prefix,
+        backend=args.backend,
+        timeout=args.timeout,
+        domain_id=args.domain_id,
+        plots=not args.no_plots,
+    )
+
+
+def execute(cfg: Any, json_path: str | None, title: str) -> int:
+    """Run, print progress, the table and where the artifact is; 0 on a completed run."""
+    from diffusion_controller.eval.client import EvalError
+    from diffusion_controller.eval.runner import run_eval
+
+    def progress(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        outcome = run_eval(cfg, progress)
+    except EvalError as exc:
+        print(f"{title} failed: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"{title}: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_table(outcome.table, TABLE_COLUMNS, digits=1, title=title))
+    s = outcome.summary
+    print()
+    lines = [
+        f"{s['policy']}: success {s['success_rate']:.0%} of {s['episodes']}, sides left "
+        f"{s['mode_fractions']['left']:.0%} / right {s['mode_fractions']['right']:.0%}, "
+        f"{s['collisions']} collisions, {s['safety_violations']} safety violations"
+    ]
+    b = s.get("baseline")
+    if b:
+        lines.append(
+            f"{b['policy']} (baseline): success {b['success_rate']:.0%} of "
+            f"{b['episodes']}, sides left {b['mode_fractions']['left']:.0%} / right "
+            f"{b['mode_fractions']['right']:.0%}, {b['collisions']} collisions, "
+            f"{b['safety_violations']} safety violations"
+        )
+    lines += [f"note: {n}" for n in outcome.notes]
+    lines.append(
+        f"artifact: {outcome.out_dir} (summary.json, episodes.csv, paths.png, "
+        "latency_hist.png, success_by_perturbation.png)"
+    )
+    print("\n".join(lines))
+    if json_path:
+        write_json(json_path, s)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = config_from_args(args, "eval", args.seeds, args.baseline)
+    except ValueError as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 2
+    return execute(cfg, args.json, "closed-loop evaluation")

@@ -1,0 +1,513 @@
+"""Per-episode metrics, failure labels and run summaries, from what an episode recorded.
+
+An `EpisodeTrace` holds what the evaluation saw during one episode: the simulator's reports
+(/sim/contacts: tool point, contacts, the task verdict), the controller's diagnostics samples
+(/diagnostics), the commands it sent, and the independent command check. `episode_result` turns a
+trace into one row of numbers; `summarise` turns rows into the run's summary. Nothing here needs
+ROS, so every rule is tested on synthetic traces.
+
+Metrics, per episode:
+
+- success, side, collisions, time: the simulator's verdict (physics contacts, the task's success
+  rule, TaskSpec.side_of on the full 100 Hz tool path).
+- min_clearance_m: the simulator's closest arm-obstacle distance (physics geometry).
+- min_keepout_margin_m: the closest the commanded link spheres came to the keep-out spheres.
+- path_length_m: length of the tool-point path as reported (25 Hz), from enable to the verdict.
+- rms_jerk / max_jerk (rad/s^3): third differences of successive commands over the control
+  period, RMS over joints and time, and the largest magnitude.
+- interventions, brake_ticks, filter_fallbacks, missed_ticks: increase of the controller's
+  counters between the last diagnostics before the enable and the first after the verdict.
+- inference_p50_ms / p99: latency of the inferences sampled by diagnostics during the episode
+  (each sample is the latest inference's latency, taken when the inference count moved).
+- tick_error_p99_ms: the largest p99 tick lateness the controller reported during the episode
+  (its window covers the last 2048 ticks, about 20 s).
+- safety_violations: commands found malformed, outside the effective joint limits, or with a
+  link sphere inside a keep-out sphere by the independent check (eval/safety_check.py).
+
+Stop-state fractions: each diagnostics sample after the controller first reached "running" is
+classified by the loop's state and reasons: running; a timing stop (braking or holding because of
+stale or missing joint states or images, a chunk deadline, an exhausted chunk, waiting for a
+chunk); a safety stop (e-stop, tracking error, safety filter failure, non-finite values, an
+uncertainty hold, an exception). The fractions are shares of those samples.
+
+Failure labels, first rule that applies:
+
+1. "none": success.
+2. a collision: "timing" if timing stops took >= 25 % of the episode, else "control" (the
+   executed motion hit something the keep-out list and the filter should have kept it from).
+3. "safety_stop": the controller ended the episode stopped for a safety reason, or safety stops
+   took >= 25 % of it.
+4. "timing": the controller never started moving (no chunk arrived), or timing stops took >= 25 %.
+5. "control": the tool came near the target (within twice the success radius horizontally and
+   twice the success height) but did not stay: the motion, not the goal, was wrong.
+6. "perception": the arm moved (the tool got >= 5 cm from where it started) but never came near
+   the target: the policy went somewhere the scene did not call for (misread target or obstacle).
+7. "timeout": none of the above: the arm hardly moved and nothing was at fault.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from diffusion_controller.sim.task import TaskSpec
+
+FAILURE_LABELS = ("none", "perception", "timing", "control", "safety_stop", "timeout")
+STOP_FRACTION = 0.25  # share of the episode in a stop that makes the stop the cause
+MOVED_M = 0.05  # tool never further than this from its start: the arm did not really move
+NEAR_FACTOR = 2.0  # "near the target": within this factor of the success zone
+
+_TIMING_WORDS = (
+    "stale",
+    "no fresh chunk",
+    "no joint_states",
+    "no image",
+    "no chunk",
+    "chunk exhausted",
+    "waiting for a fresh chunk",
+    "in the future",
+    "no reference",
+)
+_SAFETY_WORDS = (
+    "e-stop",
+    "tracking error",
+    "safety filter",
+    "non-finite",
+    "paused",
+    "exception",
+    "brake failed",
+    "cannot start",
+)
+_STOP_STATES = ("braking", "holding", "estopped", "waiting")
+
+
+@dataclass(frozen=True)
+class DiagSample:
+    """One /diagnostics message from the controller, reduced to what the metrics use."""
+
+    t: float  # time.monotonic() at reception
+    state: str = ""
+    reasons: str = ""
+    interventions: int = 0
+    brake_ticks: int = 0
+    filter_fallbacks: int = 0
+    missed_ticks: int = 0
+    tick_error_p99_ms: float = math.nan
+    inferences: int = 0
+    last_latency_ms: float = math.nan
+    latency_p50_ms: float = math.nan
+
+
+def _num(values: Mapping[str, str], key: str, kind: type = float) -> Any:
+    text = values.get(key)
+    try:
+        x = float(text) if text is not None else math.nan
+    except ValueError:
+        x = math.nan
+    if kind is int:
+        return int(x) if math.isfinite(x) else 0
+    return x
+
+
+def diag_sample(t: float, statuses: Mapping[str, Mapping[str, str]]) -> DiagSample | None:
+    """A DiagSample from {status name: {key: value}} of one DiagnosticArray, or None when it
+    holds no control-loop entry (e.g. the node is not configured yet)."""
+    loop = next((v for k, v in statuses.items() if k.endswith(": control loop")), None)
+    if loop is None:
+        return None
+    inf = next((v for k, v in statuses.items() if k.endswith(": inference")), {})
+    return DiagSample(
+        t=float(t),
+        state=str(loop.get("state", "")),
+        reasons=str(loop.get("reasons", "")),
+        interventions=_num(loop, "interventions", int),
+        brake_ticks=_num(loop, "brake_ticks", int),
+        filter_fallbacks=_num(loop, "filter_fallbacks", int),
+        missed_ticks=_num(loop, "missed_ticks", int),
+        tick_error_p99_ms=_num(loop, "tick_error_p99_ms"),
+        inferences=_num(inf, "inferences", int),
+        last_latency_ms=_num(inf, "last_latency_ms"),
+        latency_p50_ms=_num(inf, "latency_p50_ms"),
+    )
+
+
+def stop_kind(sample: DiagSample) -> str:
+    """ "running", "timing", "safety" or "other" for one sample (see the module docstring)."""
+    if sample.state == "running":
+        return "running"
+    reasons = sample.reasons.lower()
+    if sample.state == "estopped" or any(w in reasons for w in _SAFETY_WORDS):
+        return "safety"
+    if sample.state in _STOP_STATES and (
+        sample.state == "waiting" or any(w in reasons for w in _TIMING_WORDS)
+    ):
+        return "timing"
+    return "other"
+
+
+@dataclass
+class EpisodeTrace:
+    """What the evaluation recorded during one episode (times are time.monotonic())."""
+
+    policy: str
+    perturbation: str
+    seed: int
+    spec: TaskSpec
+    control_dt: float = 0.01
+    t_enable: float = math.nan
+    t_end: float = math.nan
+    reports: list[dict[str, Any]] = field(default_factory=list)
+    diags: list[DiagSample] = field(default_factory=list)
+    diag_before: DiagSample | None = None
+    diag_after: DiagSample | None = None
+    commands: list[np.ndarray] = field(default_factory=list)
+    check: dict[str, Any] = field(default_factory=dict)  # CheckCounts as a dict
+    obstacle_updates: list[dict[str, Any]] = field(default_factory=list)
+    end_reason: str = ""  # "verdict" | "wall timeout" | an error
+    wall_s: float = math.nan
+
+
+@dataclass
+class EpisodeResult:
+    policy: str
+    perturbation: str
+    seed: int
+    success: bool
+    side: str
+    collisions: int
+    timed_out: bool
+    time_s: float
+    failure: str
+    safety_violations: int
+    position_violations: int
+    keepout_violations: int
+    malformed_commands: int
+    keepout_inherited: int
+    velocity_exceedances: int
+    interventions: int
+    brake_ticks: int
+    filter_fallbacks: int
+    missed_ticks: int
+    min_clearance_m: float
+    min_keepout_margin_m: float
+    path_length_m: float
+    min_target_distance_m: float
+    final_target_distance_m: float
+    rms_jerk: float
+    max_jerk: float
+    inference_p50_ms: float
+    inference_p99_ms: float
+    inference_samples: int
+    tick_error_p99_ms: float
+    running_fraction: float
+    timing_stop_fraction: float
+    safety_stop_fraction: float
+    last_state: str
+    last_reasons: str
+    commands: int
+    frames_dropped: int
+    obstacle_shifted: bool
+    end_reason: str
+    wall_s: float
+    path: list[list[float]] = field(default_factory=list, repr=False)
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+    task: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    # Columns of episodes.csv: everything but the per-episode lists.
+    @staticmethod
+    def csv_columns() -> list[str]:
+        skip = {"path", "latencies_ms", "task"}
+        return [k for k in EpisodeResult.__dataclass_fields__ if k not in skip]
+
+    def row(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k in ("path", "latencies_ms", "task"):
+            d.pop(k)
+        return d
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def jerk_stats(commands: Sequence[np.ndarray], dt: float) -> tuple[float, float]:
+    """(RMS, max |.|) of the third difference of successive commands over dt^3 (rad/s^3)."""
+    if len(commands) < 4:
+        return math.nan, math.nan
+    q = np.asarray(commands, dtype=np.float64)
+    j = np.diff(q, n=3, axis=0) / dt**3
+    return float(np.sqrt(np.mean(j * j))), float(np.max(np.abs(j)))
+
+
+def path_length(points: np.ndarray) -> float:
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 3)
+    if p.shape[0] < 2:
+        return 0.0
+    return float(np.sum(np.linalg.norm(np.diff(p, axis=0), axis=1)))
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(np.percentile(v, q)) if v else math.nan
+
+
+def inference_samples(diags: Iterable[DiagSample], before: DiagSample | None) -> list[float]:
+    """Latencies of distinct inferences seen in the samples (when the inference count moved)."""
+    out: list[float] = []
+    last = before.inferences if before is not None else None
+    for d in diags:
+        if last is None or d.inferences != last:
+            if math.isfinite(d.last_latency_ms) and (last is not None or d.inferences > 0):
+                out.append(d.last_latency_ms)
+            last = d.inferences
+    return out
+
+
+def _delta(after: DiagSample | None, before: DiagSample | None, key: str) -> int:
+    if after is None:
+        return 0
+    b = getattr(before, key) if before is not None else 0
+    return max(0, int(getattr(after, key)) - int(b))
+
+
+def failure_label(
+    *,
+    success: bool,
+    collided: bool,
+    never_ran: bool,
+    timing_fraction: float,
+    safety_fraction: float,
+    ended_in_safety_stop: bool,
+    near_target: bool,
+    moved: bool,
+) -> str:
+    """The failure label by the rules in the module docstring."""
+    if success:
+        return "none"
+    if collided:
+        return "timing" if timing_fraction >= STOP_FRACTION else "control"
+    if ended_in_safety_stop or safety_fraction >= STOP_FRACTION:
+        return "safety_stop"
+    if never_ran or timing_fraction >= STOP_FRACTION:
+        return "timing"
+    if near_target:
+        return "control"
+    if moved:
+        return "perception"
+    return "timeout"
+
+
+def episode_result(trace: EpisodeTrace) -> EpisodeResult:
+    """One row of metrics from one trace (see the module docstring for every definition)."""
+    spec = trace.spec
+    reports = trace.reports
+    last = reports[-1] if reports else {}
+    tool = np.array(
+        [r["tool"] for r in reports if isinstance(r.get("tool"), list) and len(r["tool"]) == 3],
+        dtype=np.float64,
+    ).reshape(-1, 3)
+    success = bool(last.get("success", False))
+    collisions = int(last.get("collision_events", 0) or 0)
+    collided = bool(last.get("collided", False)) or collisions > 0
+    timed_out = not success and not collided
+    target = np.asarray(spec.target, dtype=np.float64)
+    if tool.shape[0]:
+        horiz = np.hypot(tool[:, 0] - target[0], tool[:, 1] - target[1])
+        height = tool[:, 2] - target[2]
+        min_dist = float(np.min(np.hypot(horiz, np.maximum(height, 0.0))))
+        final_dist = float(np.hypot(horiz[-1], max(height[-1], 0.0)))
+        near = bool(
+            np.any(
+                (horiz <= NEAR_FACTOR * spec.success_radius)
+                & (height <= NEAR_FACTOR * spec.success_height)
+            )
+        )
+    else:
+        min_dist = final_dist = math.nan
+        near = False
+    length = path_length(tool)
+    reach = float(np.max(np.linalg.norm(tool - tool[0], axis=1))) if tool.shape[0] else 0.0
+    clearance = last.get("min_clearance_episode")
+    diags = [d for d in trace.diags if d.t >= trace.t_enable]
+    ran_at = next((i for i, d in enumerate(diags) if d.state == "running"), None)
+    active = diags[ran_at:] if ran_at is not None else []
+    kinds = Counter(stop_kind(d) for d in active)
+    n = max(1, len(active))
+    end_sample = trace.diag_after or (diags[-1] if diags else None)
+    ended_safety = end_sample is not None and stop_kind(end_sample) == "safety"
+    latencies = inference_samples(diags, trace.diag_before)
+    rms_jerk, max_jerk = jerk_stats(trace.commands, trace.control_dt)
+    check = trace.check
+    malformed = int(check.get("malformed", 0))
+    position = int(check.get("position", 0))
+    keepout = int(check.get("keepout", 0))
+    after = trace.diag_after or (diags[-1] if diags else None)
+    tick_p99 = [d.tick_error_p99_ms for d in diags if math.isfinite(d.tick_error_p99_ms)]
+    label = failure_label(
+        success=success,
+        collided=collided,
+        never_ran=ran_at is None,
+        timing_fraction=kinds["timing"] / n if active else 0.0,
+        safety_fraction=kinds["safety"] / n if active else 0.0,
+        ended_in_safety_stop=ended_safety,
+        near_target=near,
+        moved=reach >= MOVED_M,
+    )
+    margin = check.get("min_keepout_margin", math.inf)
+    return EpisodeResult(
+        policy=trace.policy,
+        perturbation=trace.perturbation,
+        seed=int(trace.seed),
+        success=success,
+        side=str(last.get("side", "none")),
+        collisions=collisions,
+        timed_out=timed_out,
+        time_s=float(last.get("sim_time", math.nan)),
+        failure=label,
+        safety_violations=malformed + position + keepout,
+        position_violations=position,
+        keepout_violations=keepout,
+        malformed_commands=malformed,
+        keepout_inherited=int(check.get("keepout_inherited", 0)),
+        velocity_exceedances=int(check.get("velocity", 0)),
+        interventions=_delta(after, trace.diag_before, "interventions"),
+        brake_ticks=_delta(after, trace.diag_before, "brake_ticks"),
+        filter_fallbacks=_delta(after, trace.diag_before, "filter_fallbacks"),
+        missed_ticks=_delta(after, trace.diag_before, "missed_ticks"),
+        min_clearance_m=float(clearance) if clearance is not None else math.nan,
+        min_keepout_margin_m=float(margin) if margin is not None else math.nan,
+        path_length_m=length,
+        min_target_distance_m=min_dist,
+        final_target_distance_m=final_dist,
+        rms_jerk=rms_jerk,
+        max_jerk=max_jerk,
+        inference_p50_ms=_percentile(latencies, 50),
+        inference_p99_ms=_percentile(latencies, 99),
+        inference_samples=len(latencies),
+        tick_error_p99_ms=max(tick_p99) if tick_p99 else math.nan,
+        running_fraction=kinds["running"] / n if active else 0.0,
+        timing_stop_fraction=kinds["timing"] / n if active else 0.0,
+        safety_stop_fraction=kinds["safety"] / n if active else 0.0,
+        last_state=end_sample.state if end_sample is not None else "",
+        last_reasons=end_sample.reasons if end_sample is not None else "",
+        commands=int(check.get("commands", len(trace.commands))),
+        frames_dropped=int(last.get("frames_dropped", 0) or 0),
+        obstacle_shifted=bool(trace.obstacle_updates),
+        end_reason=trace.end_reason,
+        wall_s=float(trace.wall_s),
+        path=tool.tolist(),
+        latencies_ms=latencies,
+        task=spec.to_dict(),
+    )
+
+
+def _rate(values: Sequence[bool]) -> float:
+    return float(np.mean(values)) if len(values) else math.nan
+
+
+def group_summary(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """The summary fields for a group of episodes (one policy, or one policy and perturbation)."""
+    n = len(results)
+    sides = Counter(r.side for r in results)
+    latencies = [x for r in results for x in r.latencies_ms]
+    tick = [r.tick_error_p99_ms for r in results if math.isfinite(r.tick_error_p99_ms)]
+    finite = [r.min_clearance_m for r in results if math.isfinite(r.min_clearance_m)]
+    margins = [r.min_keepout_margin_m for r in results if math.isfinite(r.min_keepout_margin_m)]
+    return {
+        "episodes": n,
+        "success_rate": _rate([r.success for r in results]),
+        "successes": sum(r.success for r in results),
+        "mode_fractions": {
+            "left": sides["left"] / n if n else math.nan,
+            "right": sides["right"] / n if n else math.nan,
+            "over": sides["over"] / n if n else math.nan,
+            "none": sides["none"] / n if n else math.nan,
+        },
+        "successful_mode_fractions": _success_sides(results),
+        "safety_violations": sum(r.safety_violations for r in results),
+        "violations_by_kind": {
+            "malformed": sum(r.malformed_commands for r in results),
+            "position": sum(r.position_violations for r in results),
+            "keepout": sum(r.keepout_violations for r in results),
+        },
+        "keepout_inherited": sum(r.keepout_inherited for r in results),
+        "velocity_exceedances": sum(r.velocity_exceedances for r in results),
+        "collisions": sum(r.collisions for r in results),
+        "episodes_with_collision": sum(r.collisions > 0 for r in results),
+        "interventions": sum(r.interventions for r in results),
+        "filter_fallbacks": sum(r.filter_fallbacks for r in results),
+        "p50_inference_ms": _percentile(latencies, 50),
+        "p99_inference_ms": _percentile(latencies, 99),
+        "p99_tick_error_ms": max(tick) if tick else math.nan,
+        "missed_ticks": sum(r.missed_ticks for r in results),
+        "min_clearance_m": min(finite) if finite else math.nan,
+        "min_keepout_margin_m": min(margins) if margins else math.nan,
+        "mean_path_length_m": _mean([r.path_length_m for r in results]),
+        "mean_time_to_success_s": _mean([r.time_s for r in results if r.success]),
+        "mean_rms_jerk": _mean([r.rms_jerk for r in results]),
+        "failures": dict(Counter(r.failure for r in results if r.failure != "none")),
+    }
+
+
+def _mean(values: Sequence[float]) -> float:
+    v = [x for x in values if math.isfinite(x)]
+    return float(np.mean(v)) if v else math.nan
+
+
+def _success_sides(results: Sequence[EpisodeResult]) -> dict[str, float]:
+    won = [r for r in results if r.success]
+    if not won:
+        return {"left": math.nan, "right": math.nan}
+    sides = Counter(r.side for r in won)
+    return {"left": sides["left"] / len(won), "right": sides["right"] / len(won)}
+
+
+def summarise(
+    results: Sequence[EpisodeResult], primary: str, baseline: str | None
+) -> dict[str, Any]:
+    """The run's summary: the primary policy's fields at the top level, per-perturbation groups,
+    and the same fields for the baseline under "baseline" (None without one)."""
+
+    def block(policy: str) -> dict[str, Any]:
+        mine = [r for r in results if r.policy == policy]
+        out = group_summary(mine)
+        out["by_perturbation"] = {
+            name: group_summary([r for r in mine if r.perturbation == name])
+            for name in dict.fromkeys(r.perturbation for r in mine)
+        }
+        return out
+
+    summary = {"policy": primary, **block(primary)}
+    summary["baseline"] = None if baseline is None else {"policy": baseline, **block(baseline)}
+    return summary
+
+
+def table_rows(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
+    """One row per (policy, perturbation) for the stdout table."""
+    rows = []
+    keys = dict.fromkeys((r.policy, r.perturbation) for r in results)
+    for policy, pert in keys:
+        group = [r for r in results if r.policy == policy and r.perturbation == pert]
+        s = group_summary(group)
+        fails = ", ".join(f"{k} {v}" for k, v in sorted(s["failures"].items())) or "-"
+        rows.append(
+            {
+                "policy": policy,
+                "perturbation": pert,
+                "episodes": s["episodes"],
+                "success": f"{s['successes']}/{s['episodes']}",
+                "left": sum(r.side == "left" for r in group),
+                "right": sum(r.side == "right" for r in group),
+                "collisions": s["collisions"],
+                "violations": s["safety_violations"],
+                "interventions": s["interventions"],
+                "infer_p50_ms": s["p50_inference_ms"],
+                "tick_p99_ms": s["p99_tick_error_ms"],
+                "failures": fails,
+            }
+        )
+    return rows

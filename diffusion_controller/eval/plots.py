@@ -1,0 +1,148 @@
+"""The run's figures (matplotlib, Agg backend: no display needed).
+
+- paths.png: top view of every episode's tool path, one panel per policy, coloured by the side it
+  took (solid: success, dashed: failure), with each task's obstacle (red) and target (green);
+  drawn as seen from behind the robot, so the robot's left is on the left.
+- latency_hist.png: inference latency samples per policy.
+- success_by_perturbation.png: success rate per perturbation, one bar per policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from diffusion_controller.eval.metrics import EpisodeResult
+
+SIDE_COLOURS = {"left": "tab:blue", "right": "tab:orange", "over": "tab:purple", "none": "0.5"}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _policies(results: Sequence[EpisodeResult]) -> list[str]:
+    return list(dict.fromkeys(r.policy for r in results))
+
+
+def plot_paths(path: Path, results: Sequence[EpisodeResult]) -> None:
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle
+
+    policies = _policies(results) or ["(no episodes)"]
+    fig, axes = plt.subplots(1, len(policies), figsize=(5.2 * len(policies), 5.4), squeeze=False)
+    for ax, policy in zip(axes[0], policies, strict=True):
+        drawn: set[tuple[float, float]] = set()
+        for r in (r for r in results if r.policy == policy):
+            task = r.task
+            ob = task.get("obstacle", {})
+            key = (round(ob.get("x", 0.0), 4), round(ob.get("y", 0.0), 4))
+            if ob and key not in drawn:
+                drawn.add(key)
+                ax.add_patch(Circle((ob["y"], ob["x"]), ob["radius"], color="tab:red", alpha=0.25))
+                tgt = task["target"]
+                radius = task.get("success_radius", 0.04)
+                ax.add_patch(Circle((tgt[1], tgt[0]), radius, color="tab:green", alpha=0.2))
+            p = np.asarray(r.path, dtype=float).reshape(-1, 3)
+            if p.shape[0] == 0:
+                continue
+            style = "-" if r.success else "--"
+            ax.plot(p[:, 1], p[:, 0], style, color=SIDE_COLOURS.get(r.side, "0.5"), lw=1.2)
+            ax.plot(p[0, 1], p[0, 0], "k.", ms=3)
+        ax.set_title(policy)
+        ax.set_xlabel("y (m), robot's left to the left")
+        ax.set_ylabel("x (m), forward")
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+    handles = [Line2D([], [], color=c, label=s) for s, c in SIDE_COLOURS.items()]
+    handles += [
+        Line2D([], [], color="k", ls="-", label="success"),
+        Line2D([], [], color="k", ls="--", label="failure"),
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=6, frameon=False)
+    fig.suptitle("Tool paths (top view)")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(path: Path, results: Sequence[EpisodeResult]) -> None:
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    any_data = False
+    for policy in _policies(results):
+        samples = [x for r in results if r.policy == policy for x in r.latencies_ms]
+        if samples:
+            any_data = True
+            p50 = float(np.percentile(samples, 50))
+            ax.hist(samples, bins=30, alpha=0.55, label=f"{policy} (p50 {p50:.1f} ms)")
+    if not any_data:
+        ax.text(0.5, 0.5, "no inference samples", ha="center", va="center", transform=ax.transAxes)
+    else:
+        ax.legend()
+    ax.set_xlabel("inference latency (ms)")
+    ax.set_ylabel("samples")
+    ax.set_title("Inference latency")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_success(path: Path, results: Sequence[EpisodeResult]) -> None:
+    plt = _pyplot()
+    policies = _policies(results)
+    perts = list(dict.fromkeys(r.perturbation for r in results))
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(perts) + 2), 4.2))
+    width = 0.8 / max(1, len(policies))
+    x = np.arange(len(perts))
+    for i, policy in enumerate(policies):
+        rates, counts = [], []
+        for pert in perts:
+            group = [r for r in results if r.policy == policy and r.perturbation == pert]
+            rates.append(np.mean([r.success for r in group]) if group else np.nan)
+            counts.append(len(group))
+        bars = ax.bar(x + (i - (len(policies) - 1) / 2) * width, rates, width, label=policy)
+        for bar, rate, n in zip(bars, rates, counts, strict=True):
+            if n:
+                ax.annotate(
+                    f"{rate:.0%}\n(n={n})",
+                    (bar.get_x() + bar.get_width() / 2, rate),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+    ax.set_xticks(x, perts)
+    ax.set_ylim(0, 1.15)
+    ax.set_ylabel("success rate")
+    ax.set_title("Success per perturbation")
+    if policies:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_plots(out: Path, results: Sequence[EpisodeResult]) -> tuple[list[Path], list[str]]:
+    """All figures into `out`; returns (written, errors) so one failing plot spares the others."""
+    made: list[Path] = []
+    errors: list[str] = []
+    for name, fn in (
+        ("paths.png", plot_paths),
+        ("latency_hist.png", plot_latency),
+        ("success_by_perturbation.png", plot_success),
+    ):
+        try:
+            fn(out / name, results)
+            made.append(out / name)
+        except Exception as exc:  # a figure is not worth losing the run's numbers over
+            errors.append(f"{name}: {type(exc).__name__}: {exc}")
+    return made, errors

@@ -1,0 +1,537 @@
+"""Closed-loop evaluation: the real controller node drives the real simulator over DDS.
+
+    sim_arm process  <── /forward_position_controller/commands ──  controller process
+         │  /joint_states, /camera/image_raw, /robot_description          ▲  ~/enable, parameters
+         │  /sim/task, /sim/contacts                                      │  /diagnostics
+         └──────────────────────────> evaluation node (this process) ─────┘
+
+Both nodes run as processes of their own in a DDS domain of the run's own (so a run never talks
+to a real arm on the operator's domain). Per policy the controller is started with a parameter
+file (config/sim.yaml plus the model and the evaluation's settings), and for every perturbation
+and seed of the panel the evaluation node:
+
+1. disables the controller (~/enable false: it brakes to a stop and goes quiet) and waits until
+   no command arrives;
+2. sets the simulator's seed, perturbation and timeout parameters and calls its ~/reset;
+3. sets the controller's `obstacles` parameter (the keep-out spheres of the task,
+   TaskSpec.obstacle_spheres) through its parameter service, and the command checker's;
+4. waits `settle` seconds so the camera shows the new scene, then enables the controller;
+5. records until the simulator's verdict (success, collision or timeout); if the obstacle moves
+   (obstacle_shift), sets the moved keep-out spheres on the controller and the checker at once;
+6. disables the controller again and turns the recording into an EpisodeResult.
+
+The baseline runs the same panel with a second controller process started with its model.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffusion_controller.eval import paths
+from diffusion_controller.eval.artifact import default_run_dir, write_run
+from diffusion_controller.eval.metrics import (
+    EpisodeResult,
+    EpisodeTrace,
+    episode_result,
+    summarise,
+    table_rows,
+)
+from diffusion_controller.eval.perturbations import (
+    PERTURBATIONS,
+    describe,
+    perturbation_for,
+)
+
+TRAINING_SEEDS = range(0, 300)  # the shipped demonstrations (data/demos) used these
+Progress = Callable[[str], None]
+
+
+@dataclass
+class EvalConfig:
+    """Everything a run depends on (written to config.json)."""
+
+    model: str | None = None  # None: the shipped diffusion model
+    baseline: str | None = None  # None: the shipped regression model if any; "none": no baseline
+    seeds: int = 10
+    first_seed: int = 10000
+    perturbations: list[str] = field(default_factory=lambda: ["none"])
+    out: str | None = None  # None: runs/<prefix>-<timestamp>
+    prefix: str = "eval"
+    backend: str = "auto"
+    timeout: float = 15.0  # sim seconds the policy gets per episode, from the enable
+    settle: float = 0.6  # sim seconds between the reset and the enable
+    domain_id: int | None = None  # None: a free-looking one, never the operator's
+    plots: bool = True
+    sphere_margin: float = 0.005  # the controller's extra keep-out clearance (m)
+    keepout_margin: float = 0.0  # growth of the obstacle's keep-out spheres (m)
+    controller_params: dict[str, Any] = field(default_factory=dict)  # extra overrides
+    startup_timeout: float = 180.0  # model load, warm-up (and ONNX export) of a controller
+
+    def validate(self) -> list[str]:
+        out = []
+        if self.seeds < 1:
+            out.append("--seeds must be at least 1")
+        if self.first_seed < 0:
+            out.append("--first-seed must be >= 0")
+        if not (math.isfinite(self.timeout) and 0.5 <= self.timeout <= 600):
+            out.append("--timeout must be within [0.5, 600] s")
+        unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
+        if unknown:
+            out.append(f"unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}")
+        if self.domain_id is not None and not 0 <= self.domain_id <= 101:
+            out.append("--domain-id must be within [0, 101]")
+        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+            out.append(f"unknown backend {self.backend!r}")
+        return out
+
+
+@dataclass
+class RunOutcome:
+    out_dir: Path
+    summary: dict[str, Any]
+    results: list[EpisodeResult]
+    table: list[dict[str, Any]]
+    notes: list[str]
+
+
+def pick_domain_id() -> int:
+    """A DDS domain for the run: random in [1, 101], avoiding the environment's own domain."""
+    avoid = os.environ.get("ROS_DOMAIN_ID", "0")
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    while True:
+        d = rng.randint(1, 101)
+        if str(d) != avoid.strip():
+            return d
+
+
+def controller_params(model_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
+    """config/sim.yaml's parameters with the model and the evaluation's settings on top."""
+    import yaml
+
+    base: dict[str, Any] = {}
+    found = paths.resource(paths.SIM_CONFIG)
+    if found is not None:
+        with open(found, encoding="utf-8") as fh:
+            doc = yaml.safe_load(fh) or {}
+        base = dict((doc.get("/**") or {}).get("ros__parameters") or {})
+    base.update(
+        {
+            "model_path": str(model_dir),
+            "backend": cfg.backend,
+            "autostart": True,
+            "inference_threads": 1,
+            "diagnostics_rate": 5.0,
+            "publish_markers": False,
+            "sphere_margin": float(cfg.sphere_margin),
+            "robot_description_timeout": 30.0,
+        }
+    )
+    base.update(cfg.controller_params)
+    base.pop("obstacles", None)  # set per episode through the parameter service
+    return base
+
+
+def write_params_file(path: Path, node: str, values: dict[str, Any]) -> Path:
+    import yaml
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump({f"/{node}": {"ros__parameters": values}}), encoding="utf-8")
+    return path
+
+
+def _model_facts(model_dir: Path) -> dict[str, Any]:
+    from diffusion_controller.policy.artifact import load_config
+
+    try:
+        cfg, _, meta = load_config(model_dir)
+    except Exception as exc:  # reported, the controller will refuse it with its own reason
+        return {"path": str(model_dir), "error": f"{type(exc).__name__}: {exc}"}
+    out = {
+        "path": str(model_dir),
+        "kind": cfg.kind,
+        "horizon": cfg.horizon,
+        "action_dt": cfg.action_dt,
+        "cameras": list(cfg.cameras),
+    }
+    for key in ("created", "package_version", "weights", "steps", "final_loss"):
+        if key in meta:
+            out[key] = meta[key]
+    return out
+
+
+class _Run:
+    """One evaluation run: processes, the client node, the episode loop."""
+
+    def __init__(self, cfg: EvalConfig, progress: Progress) -> None:
+        self.cfg = cfg
+        self.progress = progress
+        self.notes: list[str] = []
+        self.results: list[EpisodeResult] = []
+        self.procs: list[Any] = []
+        self.context: Any = None
+        self.client: Any = None
+        self.executor: Any = None
+        self.spin_thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ set-up and tear-down
+    def start_ros(self, domain_id: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        from diffusion_controller.eval.client import EvalClient
+
+        self.context = rclpy.context.Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.client = EvalClient(self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.client)
+        self.spin_thread = threading.Thread(target=self._spin, name="eval-executor", daemon=True)
+        self.spin_thread.start()
+
+    def _spin(self) -> None:
+        import contextlib
+
+        from rclpy.executors import ExternalShutdownException
+
+        with contextlib.suppress(ExternalShutdownException):
+            self.executor.spin()
+
+    def close(self) -> None:
+        import rclpy
+
+        for proc in reversed(self.procs):
+            proc.stop()
+        self.procs.clear()
+        if self.executor is not None:
+            self.executor.shutdown(timeout_sec=2.0)
+        if self.client is not None:
+            self.client.destroy_node()
+        if self.context is not None:
+            rclpy.try_shutdown(context=self.context)
+        if self.spin_thread is not None:
+            self.spin_thread.join(timeout=2.0)
+
+    def start_sim(self, logs: Path, env: dict[str, str]) -> Any:
+        from diffusion_controller.eval.client import EvalError
+        from diffusion_controller.eval.processes import SIM_MODULE, NodeProcess
+
+        params = write_params_file(
+            logs / "sim_params.yaml",
+            "sim_arm",
+            {
+                "seed": int(self.cfg.first_seed),
+                "contacts_rate_hz": 25.0,
+            },
+        )
+        proc = NodeProcess(
+            "sim_arm", SIM_MODULE, ["--params-file", str(params)], logs / "sim_arm.log", env
+        )
+        self.procs.append(proc)
+        deadline = time.monotonic() + 60.0
+        while self.client.urdf is None:
+            if not proc.alive:
+                raise EvalError(f"sim_arm exited (code {proc.proc.returncode}):\n{proc.log_tail()}")
+            if time.monotonic() > deadline:
+                raise EvalError(
+                    f"no /robot_description from sim_arm within 60 s:\n{proc.log_tail()}"
+                )
+            time.sleep(0.05)
+        return proc
+
+    def start_controller(
+        self, name: str, params_file: Path, logs: Path, env: dict[str, str]
+    ) -> Any:
+        from diffusion_controller.eval.client import ACTIVE, EvalError
+        from diffusion_controller.eval.processes import CONTROLLER_MODULE, NodeProcess
+
+        proc = NodeProcess(
+            f"controller_{name}",
+            CONTROLLER_MODULE,
+            ["--params-file", str(params_file)],
+            logs / f"controller_{name}.log",
+            env,
+        )
+        self.procs.append(proc)
+        self.client.node_message = ""
+        deadline = time.monotonic() + self.cfg.startup_timeout
+        while True:
+            if not proc.alive:
+                raise EvalError(
+                    f"the {name} controller exited (code {proc.proc.returncode}):\n"
+                    f"{proc.log_tail()}"
+                )
+            msg = self.client.node_message
+            if msg.startswith("configure failed"):
+                raise EvalError(f"the {name} controller did not configure: {msg}")
+            try:
+                if self.client.lifecycle_state(timeout=1.0) == ACTIVE:
+                    return proc
+            except EvalError:
+                pass  # not up yet
+            if time.monotonic() > deadline:
+                raise EvalError(
+                    f"the {name} controller was not active after "
+                    f"{self.cfg.startup_timeout:g} s:\n{proc.log_tail()}"
+                )
+            time.sleep(0.2)
+
+    def stop_proc(self, proc: Any) -> None:
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
+
+    # ------------------------------------------------------------------ one episode
+    def episode(
+        self,
+        policy: str,
+        pert_name: str,
+        seed: int,
+        spec0: Any,
+        procs: list[Any],
+        control_dt: float,
+    ) -> EpisodeResult:
+        from diffusion_controller.eval.client import EvalError
+
+        cfg, client = self.cfg, self.client
+        wall0 = time.monotonic()
+        client.enable(False)
+        if not client.wait_quiet(0.25, timeout=5.0):
+            self.notes.append(f"{policy} seed {seed}: commands kept coming 5 s after disabling")
+        pert = perturbation_for(pert_name, spec0, cfg.settle)
+        sim_values: dict[str, Any] = {
+            "seed": int(seed),
+            "episode_timeout": cfg.settle + cfg.timeout,
+        }
+        for key, value in pert.to_dict().items():
+            sim_values[key] = [float(v) for v in value] if isinstance(value, list) else float(value)
+        client.set_params("sim_arm", sim_values)
+        spec, episode = client.reset_sim()
+        keepout = spec.obstacle_spheres(margin=cfg.keepout_margin)
+        client.set_params(client.controller, {"obstacles": _flat(keepout)})
+        trace = EpisodeTrace(
+            policy=policy, perturbation=pert_name, seed=seed, spec=spec, control_dt=control_dt
+        )
+        client.begin(trace, episode, keepout)
+        time.sleep(cfg.settle)
+        trace.diag_before = client.last_diag
+        trace.t_enable = time.monotonic()
+        client.enable(True)
+        guard = trace.t_enable + 3.0 * (cfg.settle + cfg.timeout) + 10.0
+        end_reason = "verdict"
+        while not client.verdict.wait(0.02):
+            moved = client.take_task_update()
+            if moved is not None:
+                spheres = moved.obstacle_spheres(margin=cfg.keepout_margin)
+                client.set_params(client.controller, {"obstacles": _flat(spheres)})
+                client.update_keepout(spheres)
+                trace.obstacle_updates.append(
+                    {
+                        "t": time.monotonic() - trace.t_enable,
+                        "sim_time": moved.extra.get("obstacle_shifted_at"),
+                        "obstacle": moved.to_dict()["obstacle"],
+                    }
+                )
+            for proc in procs:
+                if not proc.alive:
+                    raise EvalError(
+                        f"{proc.name} exited during seed {seed} (code "
+                        f"{proc.proc.returncode}):\n{proc.log_tail()}"
+                    )
+            if time.monotonic() > guard:
+                end_reason = "wall timeout: no verdict from the simulator"
+                break
+        trace.t_end = client.mark_end()
+        client.enable(False)
+        client.wait_quiet(0.25, timeout=5.0)
+        trace.diag_after = client.wait_diag_after(trace.t_end, timeout=1.0)
+        trace = client.finish()
+        trace.end_reason = end_reason
+        trace.wall_s = time.monotonic() - wall0
+        return episode_result(trace)
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> RunOutcome:
+        from diffusion_controller.eval.client import EvalError
+        from diffusion_controller.eval.processes import child_env
+        from diffusion_controller.eval.safety_check import CommandChecker
+        from diffusion_controller.ros import params as ros_params
+        from diffusion_controller.sim.task import sample_task
+
+        cfg = self.cfg
+        problems = cfg.validate()
+        if problems:
+            raise EvalError("; ".join(problems))
+        model, note = paths.resolve_model(cfg.model, paths.DEFAULT_MODEL)
+        if model is None:
+            raise EvalError(
+                f"no model to evaluate: {note}. Pass --model DIR (train one with "
+                "`diffusion-controller train`)."
+            )
+        models: list[Path] = [model]
+        if cfg.baseline != "none":
+            base, note = paths.resolve_model(cfg.baseline, paths.DEFAULT_BASELINE)
+            if base is None and cfg.baseline is not None:
+                raise EvalError(f"baseline: {note}")
+            if base is None:
+                self.notes.append(f"no baseline: {note}")
+            else:
+                models.append(base)
+        # Policies are named by their kind ("diffusion", "regression"), made unique.
+        policies: list[tuple[str, Path]] = []
+        facts: dict[str, dict[str, Any]] = {}
+        for i, path in enumerate(models):
+            f = _model_facts(path)
+            name = str(f.get("kind", "policy"))
+            if name in facts:
+                name = f"{name}_baseline" if i else name
+            policies.append((name, path))
+            facts[name] = f
+        primary = policies[0][0]
+        baseline_name = policies[1][0] if len(policies) > 1 else None
+
+        out = Path(cfg.out) if cfg.out else default_run_dir(prefix=cfg.prefix)
+        out.mkdir(parents=True, exist_ok=True)
+        logs = out / "logs"
+        domain = cfg.domain_id if cfg.domain_id is not None else pick_domain_id()
+        seeds = list(range(cfg.first_seed, cfg.first_seed + cfg.seeds))
+        overlap = [s for s in seeds if s in TRAINING_SEEDS]
+        if overlap:
+            self.notes.append(f"{len(overlap)} eval seeds overlap the training seeds 0-299")
+        specs = {s: sample_task(s) for s in seeds}
+        params_by_policy = {name: controller_params(path, cfg) for name, path in policies}
+        config = {
+            "command": cfg.prefix,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "eval": {k: v for k, v in vars(cfg).items()},
+            "policies": {name: facts[name] for name, _ in policies},
+            "primary": primary,
+            "baseline": baseline_name,
+            "perturbations": {p: describe()[p] for p in cfg.perturbations},
+            "controller_params": params_by_policy,
+            "sim_params": {"contacts_rate_hz": 25.0, "real_time_factor": 1.0},
+            "ros_domain_id": domain,
+            "versions": _versions(),
+        }
+        seeds_doc = {
+            "first_seed": cfg.first_seed,
+            "count": cfg.seeds,
+            "seeds": seeds,
+            "training_seeds": [TRAINING_SEEDS.start, TRAINING_SEEDS.stop - 1],
+            "tasks": {str(s): specs[s].to_dict() for s in seeds},
+        }
+        total = len(policies) * len(cfg.perturbations) * len(seeds)
+        self.progress(
+            f"eval: {len(seeds)} seeds from {cfg.first_seed} x "
+            f"{len(cfg.perturbations)} perturbation(s) x {len(policies)} policy(ies) = "
+            f"{total} episodes; ROS domain {domain}; artifact {out}"
+        )
+        env = child_env(domain)
+        error: str | None = None
+        try:
+            self.start_ros(domain)
+            sim = self.start_sim(logs, env)
+            done = 0
+            for name, path in policies:
+                values = params_by_policy[name]
+                checker = CommandChecker.from_params(
+                    self.client.urdf,
+                    values.get("joint_names", ros_params.PANDA_JOINTS),
+                    position_margin=float(_param(values, "position_margin")),
+                    velocity_scale=float(_param(values, "velocity_scale")),
+                    acceleration_scale=float(_param(values, "acceleration_scale")),
+                    jerk_scale=float(_param(values, "jerk_scale")),
+                    control_rate_hz=float(_param(values, "control_rate_hz")),
+                )
+                self.client.checker = checker
+                params_file = write_params_file(
+                    logs / f"controller_{name}.yaml", "diffusion_controller", values
+                )
+                self.progress(
+                    f"starting the {name} controller ({path.name}, backend {cfg.backend})"
+                )
+                t0 = time.monotonic()
+                ctrl = self.start_controller(name, params_file, logs, env)
+                self.progress(f"{name} controller active after {time.monotonic() - t0:.1f} s")
+                for pert in cfg.perturbations:
+                    for seed in seeds:
+                        r = self.episode(name, pert, seed, specs[seed], [sim, ctrl], checker.dt)
+                        self.results.append(r)
+                        done += 1
+                        self.progress(_episode_line(done, total, r))
+                self.stop_proc(ctrl)
+                self.client.checker = None
+        except EvalError as exc:
+            error = str(exc)
+            raise
+        except KeyboardInterrupt:
+            error = "interrupted"
+            raise
+        finally:
+            self.close()
+            idle = self.client.idle if self.client is not None else None
+            summary = summarise(self.results, primary, baseline_name)
+            summary["idle_commands"] = idle.commands if idle is not None else 0
+            summary["idle_violations"] = idle.violations if idle is not None else 0
+            summary["notes"] = self.notes
+            summary["error"] = error
+            summary["artifact"] = str(out)
+            write_run(out, config, seeds_doc, self.results, summary, plots=cfg.plots)
+            self.summary = summary
+            self.out = out
+        return RunOutcome(out, summary, self.results, table_rows(self.results), self.notes)
+
+
+def _param(values: dict[str, Any], name: str) -> Any:
+    from diffusion_controller.ros import params as ros_params
+
+    return values.get(name, ros_params.SPECS[name].default)
+
+
+def _flat(spheres: list[Any]) -> list[float]:
+    out: list[float] = []
+    for s in spheres:
+        out += [float(x) for x in s.center] + [float(s.radius)]
+    return out
+
+
+def _episode_line(done: int, total: int, r: EpisodeResult) -> str:
+    verdict = "success" if r.success else f"FAIL ({r.failure})"
+    lat = f"{r.inference_p50_ms:.0f} ms" if math.isfinite(r.inference_p50_ms) else "n/a"
+    return (
+        f"[{done}/{total}] {r.policy:<10} {r.perturbation:<14} seed {r.seed}: {verdict:<22} "
+        f"side {r.side:<5} t {r.time_s:5.1f} s  collisions {r.collisions}  violations "
+        f"{r.safety_violations}  interventions {r.interventions}  inference p50 {lat}"
+    )
+
+
+def _versions() -> dict[str, str]:
+    from diffusion_controller import __version__
+
+    out = {
+        "diffusion_controller": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+    }
+    for mod in ("numpy", "torch", "onnxruntime", "pybullet", "rclpy"):
+        try:
+            m = __import__(mod)
+            out[mod] = str(getattr(m, "__version__", "installed"))
+        except Exception:
+            out[mod] = "absent"
+    out["ros_distro"] = os.environ.get("ROS_DISTRO", "")
+    return out
+
+
+def run_eval(cfg: EvalConfig, progress: Progress = print) -> RunOutcome:
+    """Run the evaluation described by `cfg`; raises EvalError (after writing what it has)."""
+    return _Run(cfg, progress).run()

@@ -1,0 +1,154 @@
+"""Sensor and scene perturbations the simulator applies, for robustness evaluation.
+
+A `Perturbation` is a plain value (what to do); `SensorPerturber` applies it to one episode with a
+generator of its own, seeded from the task seed, so an episode under a perturbation is as
+reproducible as one without. Kept free of ROS and PyBullet so the evaluation can build, record
+and test perturbations without either.
+
+- delay: camera frames (and optionally joint states) leave the simulator `image_delay`
+  (`joint_state_delay`) seconds after they were taken, stamped with the time they were taken, as a
+  slow camera driver or a congested network would deliver them.
+- noise: zero-mean Gaussian noise on the published joint positions (`joint_noise`, rad) and on
+  every image pixel (`image_noise`, in 0..255 intensity levels, clipped). The physics and the task
+  verdict always use the true state.
+- dropout: each camera frame is dropped with probability `image_drop_prob`.
+- obstacle_shift: `obstacle_shift_time` seconds after the reset the obstacle jumps by
+  `obstacle_shift` (dx, dy) metres on the table.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+# (name, lowest, highest) for every scalar field; the shift is checked on its own.
+_RANGES: tuple[tuple[str, float, float], ...] = (
+    ("image_delay", 0.0, 1.0),
+    ("joint_state_delay", 0.0, 0.5),
+    ("image_noise", 0.0, 128.0),
+    ("joint_noise", 0.0, 0.1),
+    ("image_drop_prob", 0.0, 0.95),
+    ("obstacle_shift_time", 0.0, 600.0),
+)
+MAX_SHIFT = 0.2  # metres: beyond this the task is a different task, not a perturbed one
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """What to perturb in one episode; the default perturbs nothing."""
+
+    image_delay: float = 0.0
+    joint_state_delay: float = 0.0
+    image_noise: float = 0.0
+    joint_noise: float = 0.0
+    image_drop_prob: float = 0.0
+    obstacle_shift: tuple[float, float] = (0.0, 0.0)
+    obstacle_shift_time: float = 1.0
+
+    def problems(self) -> list[str]:
+        """Why these values are not admissible (empty when they are)."""
+        out = []
+        for name, lo, hi in _RANGES:
+            value = float(getattr(self, name))
+            if not (math.isfinite(value) and lo <= value <= hi):
+                out.append(f"{name} must be within [{lo:g}, {hi:g}], got {value}")
+        shift = tuple(self.obstacle_shift)
+        if len(shift) != 2 or not all(math.isfinite(float(s)) for s in shift):
+            out.append(f"obstacle_shift must be 2 finite values (dx, dy), got {list(shift)}")
+        elif math.hypot(float(shift[0]), float(shift[1])) > MAX_SHIFT:
+            out.append(f"obstacle_shift must be at most {MAX_SHIFT} m long, got {list(shift)}")
+        return out
+
+    @property
+    def shifts_obstacle(self) -> bool:
+        return any(float(s) != 0.0 for s in self.obstacle_shift)
+
+    @property
+    def active(self) -> bool:
+        return self != Perturbation()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["obstacle_shift"] = [float(s) for s in self.obstacle_shift]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Perturbation:
+        """Inverse of to_dict; unknown keys or bad values raise ValueError."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown perturbation fields {unknown}")
+        values: dict[str, Any] = {}
+        try:
+            for key, value in d.items():
+                if key == "obstacle_shift":
+                    values[key] = tuple(float(v) for v in value)
+                else:
+                    values[key] = float(value)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"malformed perturbation: {exc}") from exc
+        out = cls(**values)
+        problems = out.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        return out
+
+
+class DelayLine:
+    """Items released in order once the clock reaches their due time (a fixed-latency link)."""
+
+    def __init__(self) -> None:
+        self._items: deque[tuple[float, Any]] = deque()
+
+    def push(self, due: float, item: Any) -> None:
+        self._items.append((float(due), item))
+
+    def pop_due(self, now: float) -> list[Any]:
+        out = []
+        while self._items and self._items[0][0] <= now + 1e-9:
+            out.append(self._items.popleft()[1])
+        return out
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class SensorPerturber:
+    """Applies a Perturbation's sensor effects for one episode (one generator per episode)."""
+
+    def __init__(self, perturbation: Perturbation, seed: int) -> None:
+        problems = perturbation.problems()
+        if problems:
+            raise ValueError("; ".join(problems))
+        self.p = perturbation
+        self.rng = np.random.default_rng([int(seed), 0x5E75])
+        self.dropped = 0
+        self.frames = 0
+
+    def joints(self, q: np.ndarray) -> np.ndarray:
+        """Measured joint positions as published: the truth plus noise."""
+        q = np.asarray(q, dtype=np.float64)
+        if self.p.joint_noise <= 0.0:
+            return q
+        return q + self.rng.normal(0.0, self.p.joint_noise, size=q.shape)
+
+    def image(self, img: np.ndarray) -> np.ndarray | None:
+        """The frame as published, or None when this frame is dropped."""
+        self.frames += 1
+        if self.p.image_drop_prob > 0.0 and self.rng.random() < self.p.image_drop_prob:
+            self.dropped += 1
+            return None
+        if self.p.image_noise <= 0.0:
+            return img
+        noisy = img.astype(np.float32) + self.rng.normal(
+            0.0, self.p.image_noise, size=img.shape
+        ).astype(np.float32)
+        return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
