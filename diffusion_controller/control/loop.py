@@ -19,6 +19,17 @@ watchdog fault, pause, an exception or the end of the chunk data leads to brakin
 motion resumes only with a chunk accepted after the stop began, from the commanded state (the
 reference is rebased there). The e-stop brakes and stays latched until `reset()`; disabling brakes
 to a stop, publishes the hold once, then goes silent.
+
+Timing statistics come twice: recent percentiles over a window of ticks, and whole-run histograms
+(fixed bins, so a ten-minute benchmark or a soak reports its true p99 and max at a constant cost per
+tick). End-to-end latency is measured here too: from a chunk's observation stamp (t0) to the
+moment the first command computed from that chunk is handed to `output`, i.e. the first tick after
+the chunk is accepted that tracks the scheduler's reference (a tick that brakes does not count).
+
+A stamp clock that steps backwards (a simulator reset under sim time, a system clock stepped by
+hand) would leave every stamp seen so far in the future; the loop detects the step, brakes, forgets
+the stamps of the old timeline (joint state, image, chunks) and tells its owner through
+`on_clock_jump`, so inputs stamped on the new timeline are accepted and motion resumes with them.
 """
 
 from __future__ import annotations
@@ -88,6 +99,11 @@ class LoopStatus:
     qp_status: dict[str, int]
     since_last_tick_s: float  # monotonic seconds since the last tick began (a stalled loop shows)
     realtime: dict[str, Any] = field(default_factory=dict)
+    # whole-run histograms (ms): tick-start error, compute per tick, observation -> command
+    lifetime: dict[str, dict[str, float]] = field(default_factory=dict)
+    last_e2e_ms: float = float("nan")
+    clock_jumps: int = 0
+    run_missed: int = 0  # missed ticks since start or reset_statistics()
 
 
 class _Ticket:
@@ -134,6 +150,58 @@ def _percentiles(values: np.ndarray, scale: float = 1.0) -> dict[str, float]:
     }
 
 
+class Histogram:
+    """Whole-run distribution of one non-negative series in fixed bins (preallocated, O(1) add).
+
+    Percentiles are read at the upper edge of their bin, so they are exact to `bin_s`; values
+    beyond the last bin land in it and the exact maximum is kept separately.
+    """
+
+    __slots__ = ("bin_s", "counts", "max", "n", "total")
+
+    def __init__(self, bin_s: float, range_s: float) -> None:
+        if not (bin_s > 0.0 and range_s > bin_s):
+            raise ValueError("need 0 < bin_s < range_s")
+        self.bin_s = float(bin_s)
+        self.counts = np.zeros(int(np.ceil(range_s / bin_s)), dtype=np.int64)
+        self.n = 0
+        self.max = 0.0
+        self.total = 0.0
+
+    def add(self, value: float) -> None:
+        if value != value:  # NaN: nothing to count
+            return
+        value = max(0.0, value)
+        i = int(value / self.bin_s)
+        last = self.counts.shape[0] - 1
+        self.counts[i if i < last else last] += 1
+        self.n += 1
+        self.total += value
+        if value > self.max:
+            self.max = value
+
+    def percentile(self, q: float) -> float:
+        if self.n == 0:
+            return float("nan")
+        cum = np.cumsum(self.counts)
+        i = int(np.searchsorted(cum, q / 100.0 * self.n, side="left"))
+        return min((i + 1) * self.bin_s, self.max)
+
+    def summary(self, scale: float = 1.0) -> dict[str, float]:
+        """p50, p99, p99.9, max and mean (times `scale`), and the count."""
+        if self.n == 0:
+            nan = float("nan")
+            return {"p50": nan, "p99": nan, "p999": nan, "max": nan, "mean": nan, "n": 0}
+        return {
+            "p50": self.percentile(50.0) * scale,
+            "p99": self.percentile(99.0) * scale,
+            "p999": self.percentile(99.9) * scale,
+            "max": self.max * scale,
+            "mean": self.total / self.n * scale,
+            "n": int(self.n),
+        }
+
+
 def switch_interval_for(rate_hz: float) -> float:
     """A `sys.setswitchinterval` value for a process hosting a loop at `rate_hz`.
 
@@ -163,6 +231,8 @@ class ControlLoop:
         spin_s: float = 0.0002,
         stats_window: int = 2048,
         velocity_tolerance: float = 1e-3,
+        on_clock_jump: Callable[[float], None] | None = None,
+        clock_jump_tolerance: float | None = None,
     ) -> None:
         rate_hz = float(rate_hz)
         if not np.isfinite(rate_hz) or rate_hz <= 0.0:
@@ -187,6 +257,11 @@ class ControlLoop:
         self._priority = int(priority)
         self._cpus = list(cpus) if cpus is not None else None
         self._vel_tol = float(velocity_tolerance)
+        self._on_clock_jump = on_clock_jump
+        # a backwards step larger than this is a clock jump, not rounding (default: one period)
+        self._jump_tol = (
+            self.period if clock_jump_tolerance is None else float(clock_jump_tolerance)
+        )
         cfg = getattr(safety, "config", None)
         self._mpc_steps = (
             int(getattr(cfg, "horizon", 0)) if getattr(cfg, "mode", "cbf") == "mpc" else 0
@@ -215,7 +290,12 @@ class ControlLoop:
         self._last_submit: SubmitResult | None = None
         self._last_error = ""
         self._last_now = 0.0
+        self._have_now = False  # _last_now holds a real reading (for the clock-jump check)
         self._last_tick_mono = float("-inf")
+        self._pending_e2e: float | None = None  # t0 of an accepted chunk not yet reflected
+        self._tracking = False  # this tick's command came from the scheduler's reference
+        self._last_e2e = float("nan")
+        self._clock_jumps = 0
 
         # counters and rings
         self._ticks = 0
@@ -234,6 +314,10 @@ class ControlLoop:
         self._compute = _Ring(stats_window)
         self._iterations = _Ring(stats_window, np.int32)
         self._qp_status = _Ring(stats_window, np.int8)
+        self._life_error = Histogram(1e-5, 0.2)  # 10 us bins up to 200 ms
+        self._life_compute = Histogram(1e-5, 0.2)
+        self._life_e2e = Histogram(1e-4, 5.0)  # 0.1 ms bins up to 5 s
+        self._missed_base = 0
 
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -393,7 +477,23 @@ class ControlLoop:
             qp_status=qp_status,
             since_last_tick_s=time.monotonic() - self._last_tick_mono,
             realtime=dict(self._realtime_granted),
+            lifetime={
+                "tick_error_ms": self._life_error.summary(1e3),
+                "compute_ms": self._life_compute.summary(1e3),
+                "e2e_ms": self._life_e2e.summary(1e3),
+            },
+            last_e2e_ms=self._last_e2e * 1e3,
+            clock_jumps=self._clock_jumps,
+            run_missed=self._missed - self._missed_base,
         )
+
+    def reset_statistics(self) -> None:
+        """Start the whole-run histograms and the run's missed-tick count afresh (any thread:
+        new objects are swapped in by reference; the window rings and counters are untouched)."""
+        self._life_error = Histogram(1e-5, 0.2)
+        self._life_compute = Histogram(1e-5, 0.2)
+        self._life_e2e = Histogram(1e-4, 5.0)
+        self._missed_base = self._missed
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -463,6 +563,7 @@ class ControlLoop:
             self._sleep_until(deadline)
             began = time.monotonic()
             self._tick_error.push(began - deadline)
+            self._life_error.add(began - deadline)
             self.tick(began)
             k += 1
             now = time.monotonic()
@@ -486,10 +587,12 @@ class ControlLoop:
         cmd: Command | None = None
         result: FilterResult | None = None
         now = float("nan")
+        self._tracking = False
         try:
             now = float(self._clock())
             result = self._tick_body(now)
             self._last_now = now
+            self._have_now = True
         except Exception as exc:  # any fault in a tick becomes a brake
             self._exceptions += 1
             self._last_error = f"exception in tick: {type(exc).__name__}: {exc}"
@@ -498,13 +601,17 @@ class ControlLoop:
             if not np.isfinite(now):  # the clock itself failed: stamp from the last good reading
                 now = self._last_now + self.period
                 self._last_now = now
-            cmd = self._publish(now, result)
-        self._compute.push(time.perf_counter() - t_start)
+            cmd = self._publish(now, result, t_start)
+        elapsed = time.perf_counter() - t_start
+        self._compute.push(elapsed)
+        self._life_compute.add(elapsed)
         return cmd
 
     def _tick_body(self, now: float) -> FilterResult | None:
         if not np.isfinite(now):
             raise ValueError(f"clock returned {now}")
+        if self._have_now and now < self._last_now - self._jump_tol:
+            self._clock_jumped(now)
         while self._posted:
             self._posted.popleft()()
         if self._reset_request:
@@ -581,6 +688,7 @@ class ControlLoop:
             result = self.safety.step(ref.q, ref.v, ref.a, future_ref=future)
         else:
             result = self.safety.step(ref.q, ref.v, ref.a)
+        self._tracking = True
         if result.status != "ok":
             self._fallbacks += 1
             reasons: tuple[str, ...] = (f"safety filter: {result.reason or result.status}",)
@@ -589,6 +697,29 @@ class ControlLoop:
         if reasons != self._reasons:
             self._reasons = reasons
         return result
+
+    def _clock_jumped(self, now: float) -> None:
+        """The stamp clock stepped back: forget the old timeline's stamps, brake, tell the owner."""
+        delta = now - self._last_now
+        self._clock_jumps += 1
+        self._last_error = f"stamp clock jumped back {-delta:.3f} s: input stamps reset"
+        snap = self._joint
+        if snap is not None:  # keep the measurement, but as infinitely old until a new one comes
+            self._joint = JointSnapshot(snap.q, snap.v, float("-inf"))
+        self._image_stamp = None
+        self._last_chunk_time = None
+        self._mailbox.clear()
+        self.scheduler.clear()
+        self._current_chunk = None
+        self._pending_e2e = None
+        self._stop_since = now
+        if self._state == RUNNING:
+            self._state = BRAKING
+        if self._on_clock_jump is not None:
+            try:
+                self._on_clock_jump(delta)
+            except Exception as exc:  # the owner's reset must not take the loop down
+                self._last_error = f"clock-jump handler failed: {type(exc).__name__}: {exc}"
 
     def _filter_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.safety.state
@@ -603,6 +734,7 @@ class ControlLoop:
             self._accepted += 1
             self._last_chunk_time = now
             self._current_chunk = chunk
+            self._pending_e2e = float(chunk.t0)
         else:
             self._rejected += 1
         self._last_submit = result
@@ -647,7 +779,7 @@ class ControlLoop:
         self._set_state(BRAKING if result.status != "holding" else HOLDING, (reason,))
         return result
 
-    def _publish(self, now: float, result: FilterResult) -> Command | None:
+    def _publish(self, now: float, result: FilterResult, t_start: float) -> Command | None:
         q, v, a = result.positions, result.velocities, result.accelerations
         if not (np.all(np.isfinite(q)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
             # the filter promises finite output; if that ever breaks, nothing leaves the loop
@@ -667,6 +799,12 @@ class ControlLoop:
         except Exception as exc:
             self._output_errors += 1
             self._last_error = f"output failed: {type(exc).__name__}: {exc}"
+        pending_t0 = self._pending_e2e
+        if pending_t0 is not None and self._tracking:
+            # stamp-clock time of the hand-over: the tick's reading plus the time spent since
+            self._last_e2e = now + (time.perf_counter() - t_start) - pending_t0
+            self._life_e2e.add(self._last_e2e)
+            self._pending_e2e = None
         return cmd
 
     def _set_state(self, state: str, reasons: tuple[str, ...]) -> None:

@@ -1,9 +1,13 @@
 """The controller as a ROS 2 lifecycle node: messages in, safety-filtered joint commands out.
 
 Threads: the executor only runs callbacks (sensor conversions, services, parameters, lifecycle
-transitions, diagnostics); inference runs in its own thread (runtime.worker.InferenceWorker); the
-100 Hz ControlLoop runs in a thread of its own and publishes every command from its output
-callback. Nothing the executor or inference does can make a tick wait.
+transitions, diagnostics); inference is driven by its own thread (runtime.worker.InferenceWorker),
+and with `inference_mode` process (the default) the network itself runs in a child process
+(runtime.inference_process), so the only Python work left in this process is the loop, message
+conversion and chunk planning; the 100 Hz ControlLoop runs in a thread of its own and publishes
+every command from its output callback. Nothing the executor or inference does can make a tick
+wait. If the stamp clock steps back (sim time reset), the loop brakes and the input filters,
+observation buffer and worker forget the old timeline, so inputs on the new one are accepted.
 
 Lifecycle: configure validates the parameters, loads and warms up the model, gets the URDF and
 builds the robot model, safety filter, scheduler, watchdogs and loop; any failure returns FAILURE
@@ -149,6 +153,9 @@ class ControllerNode(LifecycleNode):
                             callback_group=self._service_group)
         self.create_service(Trigger, "~/reset", self._srv_reset,
                             callback_group=self._service_group)
+        self.create_service(Trigger, "~/reset_statistics", self._srv_reset_statistics,
+                            callback_group=self._service_group)
+        self._clock_jump_note = ""
         # Diagnostics are published in every lifecycle state, so a failed configure is visible.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -274,6 +281,9 @@ class ControllerNode(LifecycleNode):
             return
         core.worker.stop(timeout=2.0)
         core.loop.stop(timeout=1.0)
+        close = getattr(core.backend, "close", None)
+        if close is not None:
+            close()  # the inference process
         for sub in core.subscriptions:
             self.destroy_subscription(sub)
         for pub in core.publishers:
@@ -281,15 +291,8 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ configure
     def _configure(self) -> _Core:
-        from diffusion_controller.control.chunk_scheduler import ChunkScheduler
-        from diffusion_controller.control.loop import ControlLoop, switch_interval_for
-        from diffusion_controller.control.robot_model import RobotModel
-        from diffusion_controller.control.safety_filter import SafetyFilter
-        from diffusion_controller.control.watchdogs import Watchdogs
         from diffusion_controller.policy.artifact import ArtifactError, load_config
         from diffusion_controller.runtime.backend import load_backend
-        from diffusion_controller.runtime.observation_buffer import ObservationBuffer
-        from diffusion_controller.runtime.worker import InferenceWorker
 
         v = params.read_all(self)
         self._values = dict(v)
@@ -316,20 +319,67 @@ class ControllerNode(LifecycleNode):
         errors = params.check_against_model(v, facts)
         if errors:
             raise ConfigureError("parameters do not fit the model: " + "; ".join(errors))
+        affinity = int(v["cpu_affinity"])
+        if v["inference_mode"] == "process":
+            backend = self._start_inference_process(path, v, affinity)
+        else:
+            try:
+                backend = load_backend(
+                    path, backend=v["backend"], fp16=bool(v["fp16"]),
+                    cache_dir=v["engine_cache_dir"] or None,
+                    threads=int(v["inference_threads"]) or None)
+            except ArtifactError as exc:
+                raise ConfigureError(f"artifact corrupt: {exc}") from exc
+            except (ValueError, RuntimeError, OSError, ImportError) as exc:
+                raise ConfigureError(f"cannot load the model with backend "
+                                     f"'{v['backend']}': {exc}") from exc
+            try:
+                backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]))
+            except Exception as exc:
+                raise ConfigureError(
+                    f"model warm-up failed: {type(exc).__name__}: {exc}") from exc
         try:
-            backend = load_backend(
-                path, backend=v["backend"], fp16=bool(v["fp16"]),
-                cache_dir=v["engine_cache_dir"] or None,
-                threads=int(v["inference_threads"]) or None)
-        except ArtifactError as exc:
-            raise ConfigureError(f"artifact corrupt: {exc}") from exc
-        except (ValueError, RuntimeError, OSError, ImportError) as exc:
-            raise ConfigureError(f"cannot load the model with backend "
-                                 f"'{v['backend']}': {exc}") from exc
+            return self._configure_rest(v, cfg, facts, backend, affinity)
+        except BaseException:
+            close = getattr(backend, "close", None)
+            if close is not None:
+                close()
+            raise
+
+    def _start_inference_process(self, path: str, v: dict[str, Any], affinity: int) -> Any:
+        """The model in a child process; its load errors become the configure failure."""
+        from diffusion_controller.runtime.inference_process import ProcessBackend
+
+        cpus = None
+        if affinity >= 0:  # keep the network off the control loop's core when there is another
+            with contextlib.suppress(AttributeError, OSError):
+                cpus = sorted(set(os.sched_getaffinity(0)) - {affinity}) or None
+        backend = ProcessBackend(
+            path, backend=str(v["backend"]), fp16=bool(v["fp16"]),
+            cache_dir=v["engine_cache_dir"] or None,
+            threads=int(v["inference_threads"]) or None,
+            timeout=float(v["inference_timeout"]), warmup_runs=int(v["warmup_runs"]),
+            warmup_steps=int(v["ddim_steps"]), cpus=cpus)
         try:
-            backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]))
+            backend.start()
         except Exception as exc:
-            raise ConfigureError(f"model warm-up failed: {type(exc).__name__}: {exc}") from exc
+            backend.close()
+            text = str(exc)
+            if "ArtifactError" in text:
+                raise ConfigureError(f"artifact corrupt: {text}") from exc
+            raise ConfigureError(f"cannot load the model with backend '{v['backend']}' in the "
+                                 f"inference process: {text}") from exc
+        return backend
+
+    def _configure_rest(self, v: dict[str, Any], cfg: Any, facts: Any, backend: Any,
+                        affinity: int) -> _Core:
+        from diffusion_controller.control.chunk_scheduler import ChunkScheduler
+        from diffusion_controller.control.loop import ControlLoop, switch_interval_for
+        from diffusion_controller.control.robot_model import RobotModel
+        from diffusion_controller.control.safety_filter import SafetyFilter
+        from diffusion_controller.control.watchdogs import Watchdogs
+        from diffusion_controller.runtime.observation_buffer import ObservationBuffer
+        from diffusion_controller.runtime.worker import InferenceWorker
 
         # Robot and safety.
         urdf = self._get_urdf(v)
@@ -346,11 +396,10 @@ class ControllerNode(LifecycleNode):
             raise ConfigureError(f"safety filter: {exc}") from exc
         scheduler = ChunkScheduler(len(names), self._scheduler_config(v, safety))
         watchdogs = Watchdogs(self._watchdog_config(v))
-        affinity = int(v["cpu_affinity"])
         loop = ControlLoop(
             safety, scheduler, watchdogs, self._on_command, rate_hz=float(v["control_rate_hz"]),
             clock=self._now, realtime=bool(v["realtime"]), priority=int(v["realtime_priority"]),
-            cpus=[affinity] if affinity >= 0 else None)
+            cpus=[affinity] if affinity >= 0 else None, on_clock_jump=self._on_clock_jump)
         # A busy inference or executor thread hands the GIL over sooner: bounded tick delay.
         sys.setswitchinterval(switch_interval_for(float(v["control_rate_hz"])))
 
@@ -564,6 +613,8 @@ class ControllerNode(LifecycleNode):
         worker_changes = {_WORKER_FIELDS[k]: live[k] for k in live if k in _WORKER_FIELDS}
         if worker_changes:
             core.worker.update(**dataclasses.asdict(self._worker_settings(v)))
+        if "inference_timeout" in live and hasattr(core.backend, "timeout"):
+            core.backend.timeout = float(live["inference_timeout"])
         if any(k in live for k in _WATCHDOG_PARAMS):
             core.loop.set_watchdog_config(self._watchdog_config(v))
             core.joint_filter.stamp_tolerance = float(v["stamp_tolerance"])
@@ -666,6 +717,18 @@ class ControllerNode(LifecycleNode):
         if newest is not None:
             core.loop.note_image(newest)
 
+    def _on_clock_jump(self, delta: float) -> None:
+        """Loop thread: the stamp clock stepped back by -delta s. Forget the old timeline."""
+        core = self._core
+        if core is None:
+            return
+        core.joint_filter.reset()
+        core.buffer.clear()
+        core.worker.reset()
+        self._clock_jump_note = (f"stamp clock jumped back {-delta:.3f} s: braked, input stamps "
+                                 "reset")
+        self.get_logger().warning(self._clock_jump_note)
+
     # ------------------------------------------------------------------ loop and worker hooks
     def _on_command(self, cmd: Command) -> None:
         """Loop thread: publish one safety-filtered command."""
@@ -755,6 +818,16 @@ class ControllerNode(LifecycleNode):
         resp.message = msg
         return resp
 
+    def _srv_reset_statistics(self, req: Trigger.Request,
+                              resp: Trigger.Response) -> Trigger.Response:
+        core = self._core
+        if core is None:
+            resp.success, resp.message = False, "not configured"
+            return resp
+        core.loop.reset_statistics()
+        resp.success, resp.message = True, "whole-run timing statistics restarted"
+        return resp
+
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         try:
@@ -771,7 +844,10 @@ class ControllerNode(LifecycleNode):
         state = "active" if self._active else ("inactive" if core is not None else "unconfigured")
         node_level = diag.ERROR if self._last_failure else diag.OK
         node_msg = self._last_failure or state
-        node_values = [("lifecycle", state), ("pending_on_configure", sorted(self._pending))]
+        node_values = [("lifecycle", state), ("pending_on_configure", sorted(self._pending)),
+                       ("pid", os.getpid())]
+        if self._clock_jump_note:
+            node_values.append(("last_clock_jump", self._clock_jump_note))
         entries = [diag.StatusEntry(f"{name}: node", node_level, node_msg,
                                     diag.kv(node_values))]
         if core is None:
@@ -787,8 +863,11 @@ class ControllerNode(LifecycleNode):
         self._diag_prev = (now_wall, status.published, wstats.submitted)
         entries.append(diag.loop_entry(name, status, cmd_rate, self._enabled,
                                        self._estop_latched))
-        entries.append(diag.inference_entry(name, wstats, core.backend.name, inf_rate,
-                                            self._active))
+        process = core.backend.status() if hasattr(core.backend, "status") else None
+        entries.append(diag.inference_entry(
+            name, wstats, core.backend.name, inf_rate, self._active, process=process,
+            stall_after=float(self._values["chunk_timeout"]),
+            mode=str(core.values["inference_mode"])))
         with self._lock:
             rejected = dict(self._rejected)
             received = dict(self._received)

@@ -97,14 +97,31 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
         ("realtime", status.realtime),
         ("since_last_tick_s", math.nan if since is None else since),
     ]
+    # Whole-run figures (since start or the last ~/reset_statistics): what benchmarks read.
+    lifetime = getattr(status, "lifetime", {}) or {}
+    for key, label in (("tick_error_ms", "run_tick_error"), ("compute_ms", "run_compute"),
+                       ("e2e_ms", "run_e2e")):
+        stats = lifetime.get(key, {})
+        for q in ("p50", "p99", "p999", "max", "n"):
+            if q in stats:
+                values.append((f"{label}_{q}" + ("" if q == "n" else "_ms"), stats[q]))
+    values.append(("run_missed_ticks", getattr(status, "run_missed", status.missed_ticks)))
+    values.append(("last_e2e_ms", getattr(status, "last_e2e_ms", math.nan)))
+    values.append(("clock_jumps", getattr(status, "clock_jumps", 0)))
     return StatusEntry(f"{prefix}: control loop", level, message, kv(values))
 
 
 def inference_entry(prefix: str, stats: Any, backend: str, inference_rate_hz: float,
-                    active: bool) -> StatusEntry:
-    """Inference: latency percentiles, outcomes, errors."""
+                    active: bool, process: Mapping[str, Any] | None = None,
+                    stall_after: float = math.inf, mode: str = "thread") -> StatusEntry:
+    """Inference: latency percentiles, outcomes, errors; the process's state in process mode.
+
+    An inference running for longer than `stall_after` seconds is reported as stalled (ERROR)."""
+    inflight = float(getattr(stats, "inflight_s", 0.0))
     if active and not stats.running:
         level, message = ERROR, "inference thread not running"
+    elif active and inflight > stall_after:
+        level, message = ERROR, f"inference stalled: no result for {inflight:.2f} s"
     elif stats.errors and stats.last_outcome == "error":
         level, message = WARN, f"inference failing: {stats.last_error}"
     elif stats.last_outcome and stats.last_outcome not in ("submitted",):
@@ -129,7 +146,11 @@ def inference_entry(prefix: str, stats: Any, backend: str, inference_rate_hz: fl
         ("last_error", stats.last_error),
         ("last_reject_reason", stats.last_reject_reason),
         ("timings_ms", stats.last_timings_ms),
+        ("inflight_s", inflight),
+        ("mode", mode),
     ]
+    if process is not None:
+        values += [(f"process_{k}", v) for k, v in process.items()]
     return StatusEntry(f"{prefix}: inference", level, message, kv(values))
 
 

@@ -108,6 +108,13 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("fp16", BOOL, False, "Half precision on GPU backends.", group="model"),
     _p("engine_cache_dir", STRING, "", "TensorRT engine cache (empty: "
        "~/.cache/diffusion_controller/engines).", group="model"),
+    _p("inference_mode", STRING, "process", "Where the network runs: process (a child process "
+       "with its own interpreter, so inference never holds the GIL the control loop needs; "
+       "restarted when it dies or stalls) or thread (a thread of the node's process).",
+       choices=("process", "thread"), group="model"),
+    _p("inference_timeout", DOUBLE, 1.0, "Process mode: an inference without a result after this "
+       "long is abandoned, its process killed and restarted (the chunk watchdog brakes "
+       "meanwhile).", when=LIVE, min=0.05, max=60.0, unit="s", group="model"),
     _p("inference_threads", INT, 0, "CPU threads for the backend (0: the library's default).",
        min=0, max=64, group="model"),
     _p("warmup_runs", INT, 2, "Inferences run during configure so the first real one is not slow.",

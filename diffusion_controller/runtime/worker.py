@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from diffusion_controller.control.types import Chunk
+from diffusion_controller.runtime import fault_hooks
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer
 from diffusion_controller.runtime.planner import ChunkPlanner
 
@@ -90,6 +91,7 @@ class WorkerStats:
     last_reject_reason: str
     last_outcome: str
     last_timings_ms: dict[str, float] = field(default_factory=dict)
+    inflight_s: float = 0.0  # how long the inference now running has taken so far (0: none)
 
 
 class _Ring:
@@ -152,6 +154,7 @@ class InferenceWorker:
         self._latency = _Ring(window)
         self._obs_age = _Ring(window)
         self._seq = 0
+        self._inflight_since: float | None = None  # monotonic start of the running inference
         self._last_t0 = -math.inf
         self._last_chunk: Chunk | None = None
         self._scale = 1.0
@@ -272,17 +275,27 @@ class InferenceWorker:
         plan = planner.plan(self.current(), obs.stamp, expected)
         seed = None if s.seed < 0 else (s.seed + self._seq) % (2**31)
         warm = plan.warm_start if s.warm_start else None
-        result = self.backend.infer(
-            obs,
-            steps=s.steps,
-            eta=s.eta,
-            warm_start=warm,
-            warm_start_strength=s.warm_start_strength if warm is not None else None,
-            prefix=plan.prefix if s.prefix_steps > 0 else None,
-            num_samples=s.num_samples,
-            seed=seed,
-        )
+        self._inflight_since = time.monotonic()
+        try:
+            # TEST HOOK (off unless its env var is set), where the network runs: here, unless
+            # the backend runs it in a process of its own (which applies the hook there).
+            fault = (fault_hooks.before_inference() if getattr(self.backend, "in_process", True)
+                     else fault_hooks.NONE)
+            result = self.backend.infer(
+                obs,
+                steps=s.steps,
+                eta=s.eta,
+                warm_start=warm,
+                warm_start_strength=s.warm_start_strength if warm is not None else None,
+                prefix=plan.prefix if s.prefix_steps > 0 else None,
+                num_samples=s.num_samples,
+                seed=seed,
+            )
+        finally:
+            self._inflight_since = None
         actions = np.asarray(result.actions, dtype=np.float64)
+        if fault.nan:
+            actions = np.full_like(actions, np.nan)
         if actions.shape != (self.horizon, self.num_joints):
             raise ValueError(
                 f"backend returned actions of shape {actions.shape}, expected "
@@ -356,4 +369,10 @@ class InferenceWorker:
                 last_reject_reason=str(self._last["reject"]),
                 last_outcome=str(self._last["outcome"]),
                 last_timings_ms=dict(self._last["timings"]),
+                inflight_s=self.inflight_s(),
             )
+
+    def inflight_s(self) -> float:
+        """Seconds the running inference has taken so far (0.0 when none is running)."""
+        since = self._inflight_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
