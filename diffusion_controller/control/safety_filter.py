@@ -172,7 +172,9 @@ def _vec(value: object, n: int, name: str) -> tuple[np.ndarray | None, str]:
         return None, f"{name} is not numeric"
     if arr.shape != (n,):
         return None, f"{name} has {arr.shape[0]} values, expected {n}"
-    if not np.all(np.isfinite(arr)):
+    if not math.isfinite(arr.sum()):  # a NaN or an Inf anywhere makes the sum non-finite
+        if np.all(np.isfinite(arr)):  # only overflow of a huge but finite sum
+            return arr, ""
         return None, f"{name} is not finite"
     return arr, ""
 
@@ -564,7 +566,6 @@ class SafetyFilter:
         v_goal = np.clip(v_goal * scale, -vmax, vmax)
         u_des = ar * scale + cfg.tracking_kd * (v_goal - v - ar * dt)
         phys_lo, phys_hi, lo, hi, _ = self._joint_box(q, v, a, vmax)
-        brake_u = brake_acceleration(v, amax, dt)
         rows_u, rows_s, rhs, clear = self._barrier_rows(pos, jw, v)
         if not math.isfinite(rows_u.sum() + rhs.sum() + u_des.sum()):
             return self._brake("non-finite barrier or reference terms")
@@ -596,7 +597,7 @@ class SafetyFilter:
         # check every barrier row (slotted or not); repair a shortfall by blending towards the
         # braking acceleration, which satisfies every row (the rows are concave in u)
         u = np.clip(u, phys_lo, phys_hi)
-        u, blend = _repair(u, brake_u, rows_u, rows_s, rhs)
+        u, blend = _repair(u, v, amax, dt, rows_u, rows_s, rhs)
         if u is None:
             return self._brake("no admissible acceleration satisfies the barrier rows", res)
         notes = []
@@ -939,7 +940,13 @@ def _intersect(
 
 
 def _repair(
-    u: np.ndarray, brake_u: np.ndarray, rows_u: np.ndarray, rows_s: np.ndarray, rhs: np.ndarray
+    u: np.ndarray,
+    v: np.ndarray,
+    amax: np.ndarray,
+    dt: float,
+    rows_u: np.ndarray,
+    rows_s: np.ndarray,
+    rhs: np.ndarray,
 ) -> tuple[np.ndarray | None, float]:
     """Smallest blend (1 - lam) u + lam brake_u that satisfies every barrier row, or None when
     even braking does not (rows are concave in u, so the blend's value is at least the blend of
@@ -950,6 +957,7 @@ def _repair(
     short = rhs - f_u
     if np.max(short) <= 0.0:
         return u, 0.0
+    brake_u = brake_acceleration(v, amax, dt)
     f_b = rows_u @ brake_u + rows_s @ np.abs(brake_u)
     bad = short > 0.0
     gain = f_b[bad] - f_u[bad]
