@@ -27,7 +27,7 @@ def format_table(
     digits: int = 3,
     title: str | None = None,
 ) -> str:
-    """Render rows of dicts as an aligned plain-text table (columns default to the first row's keys)."""
+    """Render rows of dicts as an aligned plain-text table (columns default to row 0's keys)."""
     if not rows:
         return f"{title}\n(no rows)" if title else "(no rows)"
     cols = list(columns) if columns is not None else list(rows[0].keys())
@@ -36,7 +36,8 @@ def format_table(
     numeric = [all(isinstance(row.get(c), (int, float)) for row in rows) for c in cols]
 
     def line(values: Sequence[str]) -> str:
-        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)]
+        cells = zip(values, widths, numeric, strict=True)
+        parts = [v.rjust(w) if num else v.ljust(w) for v, w, num in cells]
         return "  ".join(parts).rstrip()
 
     out = [title] if title else []

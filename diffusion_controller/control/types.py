@@ -57,7 +57,7 @@ class Sphere:
 
 @dataclass
 class JointLimits:
-    """Effective per-joint limits after tightening: the filter's guarantee is stated against these."""
+    """Effective per-joint limits after tightening: what the filter guarantees."""
 
     names: list[str]
     lower: np.ndarray
@@ -89,7 +89,7 @@ class FilterResult:
     accelerations: np.ndarray
     status: str  # "ok" | "braking" | "holding"
     intervened: bool = False  # the command differs from the reference by more than a tolerance
-    reason: str = ""  # why it braked or intervened (infeasible, solver failure, non-finite input...)
+    reason: str = ""  # why it braked or intervened (infeasible, solver failure, bad input...)
     iterations: int = 0
     solve_ms: float = 0.0
     active_constraints: int = 0

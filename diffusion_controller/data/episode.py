@@ -18,9 +18,9 @@ import numpy as np
 class Episode:
     """Aligned observations and actions at `stamps` (seconds, uniform spacing `dt`).
 
-    `joints[k]` is the measured joint position at `stamps[k]`, `actions[k]` the joint position command
-    in force at `stamps[k]`, and `images[cam][k]` the newest RGB frame at or before `stamps[k]`.
-    Joint columns follow `joint_names`.
+    `joints[k]` is the measured joint position at `stamps[k]`, `actions[k]` the joint position
+    command in force at `stamps[k]`, and `images[cam][k]` the newest RGB frame at or before
+    `stamps[k]`. Joint columns follow `joint_names`.
     """
 
     joint_names: list[str]
