@@ -172,6 +172,9 @@ class EpisodeTrace:
     wall_s: float = math.nan
 
 
+_LISTS = ("path", "latencies_ms", "task", "obstacle_updates")  # episodes.json only
+
+
 @dataclass
 class EpisodeResult:
     policy: str
@@ -217,16 +220,17 @@ class EpisodeResult:
     path: list[list[float]] = field(default_factory=list, repr=False)
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     task: dict[str, Any] = field(default_factory=dict, repr=False)
+    obstacle_updates: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     # Columns of episodes.csv: everything but the per-episode lists.
     @staticmethod
     def csv_columns() -> list[str]:
-        skip = {"path", "latencies_ms", "task"}
+        skip = set(_LISTS)
         return [k for k in EpisodeResult.__dataclass_fields__ if k not in skip]
 
     def row(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("path", "latencies_ms", "task"):
+        for k in _LISTS:
             d.pop(k)
         return d
 
@@ -402,6 +406,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         path=tool.tolist(),
         latencies_ms=latencies,
         task=spec.to_dict(),
+        obstacle_updates=list(trace.obstacle_updates),
     )
 
 

@@ -1,8 +1,9 @@
 """The run's figures (matplotlib, Agg backend: no display needed).
 
 - paths.png: top view of every episode's tool path, one panel per policy, coloured by the side it
-  took (solid: success, dashed: failure), with each task's obstacle (red) and target (green);
-  drawn as seen from behind the robot, so the robot's left is on the left.
+  took (solid: success, dashed: failure), with each task's obstacle (red; dotted: where a shifted
+  one went) and target (green); drawn as seen from behind the robot, so the robot's left is on
+  the left.
 - latency_hist.png: inference latency samples per policy.
 - success_by_perturbation.png: success rate per perturbation, one bar per policy.
 """
@@ -51,6 +52,18 @@ def plot_paths(path: Path, results: Sequence[EpisodeResult]) -> None:
                 tgt = task["target"]
                 radius = task.get("success_radius", 0.04)
                 ax.add_patch(Circle((tgt[1], tgt[0]), radius, color="tab:green", alpha=0.2))
+            for update in r.obstacle_updates:  # where a shifted obstacle went
+                moved = update.get("obstacle", {})
+                if moved:
+                    ax.add_patch(
+                        Circle(
+                            (moved["y"], moved["x"]),
+                            moved["radius"],
+                            fill=False,
+                            ls=":",
+                            color="tab:red",
+                        )
+                    )
             p = np.asarray(r.path, dtype=float).reshape(-1, 3)
             if p.shape[0] == 0:
                 continue
