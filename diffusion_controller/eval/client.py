@@ -247,6 +247,11 @@ class EvalClient(Node):
             self.call(SetBool, f"/{self.controller}/enable", SetBool.Request(data=on)).message
         )
 
+    def trigger_reset(self) -> str:
+        """The controller's ~/reset (clears a latched e-stop once the arm is stopped)."""
+        res = self.call(Trigger, f"/{self.controller}/reset", Trigger.Request())
+        return f"{'ok' if res.success else 'refused'}: {res.message}"
+
     def lifecycle_state(self, timeout: float = 2.0) -> int:
         res = self.call(GetState, f"/{self.controller}/get_state", GetState.Request(), timeout)
         return int(res.current_state.id)

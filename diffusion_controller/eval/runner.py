@@ -307,6 +307,10 @@ class _Run:
         client.enable(False)
         if not client.wait_quiet(0.25, timeout=5.0):
             self.notes.append(f"{policy} seed {seed}: commands kept coming 5 s after disabling")
+        last = client.last_diag
+        if last is not None and last.state == "estopped":  # latched by the previous episode
+            answer = client.trigger_reset()
+            self.notes.append(f"{policy} seed {seed}: cleared a latched e-stop ({answer})")
         pert = perturbation_for(pert_name, spec0, cfg.settle)
         sim_values: dict[str, Any] = {
             "seed": int(seed),
@@ -472,7 +476,6 @@ class _Run:
                 self.client.checker = None
         except EvalError as exc:
             error = str(exc)
-            raise
         except KeyboardInterrupt:
             error = "interrupted"
             raise
@@ -486,8 +489,8 @@ class _Run:
             summary["error"] = error
             summary["artifact"] = str(out)
             write_run(out, config, seeds_doc, self.results, summary, plots=cfg.plots)
-            self.summary = summary
-            self.out = out
+        if error is not None:
+            raise EvalError(f"{error}\n(results so far, {len(self.results)} episodes, in {out})")
         return RunOutcome(out, summary, self.results, table_rows(self.results), self.notes)
 
 

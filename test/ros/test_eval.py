@@ -155,3 +155,38 @@ def test_shipped_model_closed_loop(tmp_path) -> None:
         assert summary["baseline"]["episodes"] == 2
         assert summary["baseline"]["safety_violations"] == 0
     assert all(e["end_reason"] == "verdict" for e in episodes)
+
+
+def test_a_corrupt_model_is_a_clear_error_with_a_partial_artifact(
+    tiny_model, tmp_path, capsys
+) -> None:
+    import shutil
+
+    bad = tmp_path / "bad_model"
+    shutil.copytree(tiny_model, bad)
+    (bad / "model.safetensors").write_bytes(b"\x00" * 64)  # truncated weights
+    out = tmp_path / "run"
+    rc = cli.main(
+        [
+            "eval",
+            "--model",
+            str(bad),
+            "--baseline",
+            "none",
+            "--seeds",
+            "1",
+            "--timeout",
+            "2",
+            "--backend",
+            "torch",
+            "--out",
+            str(out),
+            "--domain-id",
+            DOMAIN,
+            "--no-plots",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "did not configure" in err and str(out) in err, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["episodes"] == 0 and "did not configure" in summary["error"]
