@@ -115,6 +115,7 @@ class EvalClient(Node):
             if self._trace is None or payload.get("episode") != self._episode:
                 return
             if not math.isfinite(self._commands_until):
+                payload["received"] = time.monotonic()
                 self._trace.reports.append(payload)
                 if payload.get("done"):
                     self.verdict.set()

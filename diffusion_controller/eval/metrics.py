@@ -8,11 +8,12 @@ ROS, so every rule is tested on synthetic traces.
 
 Metrics, per episode:
 
-- success, side, collisions, time: the simulator's verdict (physics contacts, the task's success
-  rule, TaskSpec.side_of on the full 100 Hz tool path).
+- success, side, collisions: the simulator's verdict (physics contacts, the task's success rule,
+  TaskSpec.side_of on the full 100 Hz tool path); time_s: sim seconds from the enable (to within
+  one report period) to the verdict.
 - min_clearance_m: the simulator's closest arm-obstacle distance (physics geometry).
 - min_keepout_margin_m: the closest the commanded link spheres came to the keep-out spheres.
-- path_length_m: length of the tool-point path as reported (25 Hz), from enable to the verdict.
+- path_length_m: length of the tool-point path as reported (25 Hz), from the enable to the verdict.
 - rms_jerk / max_jerk (rad/s^3): third differences of successive commands over the control
   period, RMS over joints and time, and the largest magnitude.
 - interventions, brake_ticks, filter_fallbacks, missed_ticks: increase of the controller's
@@ -308,8 +309,13 @@ def failure_label(
 def episode_result(trace: EpisodeTrace) -> EpisodeResult:
     """One row of metrics from one trace (see the module docstring for every definition)."""
     spec = trace.spec
-    reports = trace.reports
+    # The policy's episode starts at the enable: keep the last report before it (where the arm
+    # stood) and everything after. Reports without a reception time are all kept.
+    received = [r.get("received", math.inf) for r in trace.reports]
+    before = [i for i, t in enumerate(received) if t <= trace.t_enable]
+    reports = trace.reports[before[-1] :] if before else trace.reports
     last = reports[-1] if reports else {}
+    start_time = float(reports[0].get("sim_time", 0.0)) if before else 0.0
     tool = np.array(
         [r["tool"] for r in reports if isinstance(r.get("tool"), list) and len(r["tool"]) == 3],
         dtype=np.float64,
@@ -370,7 +376,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         side=str(last.get("side", "none")),
         collisions=collisions,
         timed_out=timed_out,
-        time_s=float(last.get("sim_time", math.nan)),
+        time_s=float(last.get("sim_time", math.nan)) - start_time,
         failure=label,
         safety_violations=malformed + position + keepout,
         position_violations=position,

@@ -355,3 +355,16 @@ def test_checker_refuses_mismatched_inputs(checker: CommandChecker) -> None:
         )
     with pytest.raises(ValueError, match="control_dt"):
         CommandChecker(checker.robot, checker.limits, 0.0)
+
+
+def test_episode_time_and_path_start_at_the_enable(spec) -> None:
+    """Reports from the settling time before the enable are cut off, but for the last one."""
+    still = [spec.start_tool] * 10
+    moving = _line(spec.start_tool, spec.start_tool + np.array([0.0, 0.2, 0.0]), 11)[1:]
+    tr = _trace(spec, np.vstack([still, moving]), RUN, timed_out=True, done=True)
+    for k, r in enumerate(tr.reports):
+        r["received"] = 99.05 + 0.1 * k  # the enable (t = 100) falls between reports 9 and 10
+        r["sim_time"] = 0.1 * k
+    r = episode_result(tr)
+    assert r.time_s == pytest.approx(1.9 - 0.9)
+    assert len(r.path) == 11 and r.path_length_m == pytest.approx(0.2)
