@@ -55,6 +55,8 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from diffusion_controller.control.types import Chunk, Command, Sphere
+from diffusion_controller.reliability import rt
+from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
@@ -156,6 +158,9 @@ class ControllerNode(LifecycleNode):
         self.create_service(Trigger, "~/reset_statistics", self._srv_reset_statistics,
                             callback_group=self._service_group)
         self._clock_jump_note = ""
+        self._gc = GcMonitor()
+        self._gc.install()
+        self._rt_threads: dict[str, Any] = {}
         # Diagnostics are published in every lifecycle state, so a failed configure is visible.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(
@@ -220,6 +225,12 @@ class ControllerNode(LifecycleNode):
         if ret != SUCCESS:
             return ret
         core.worker.reset()
+        # Collect once and freeze what survives (the whole configured core), so later collections
+        # are short: a full one over the live heap holds the GIL for tens of ms.
+        frozen = freeze_heap()
+        self._gc.frozen = int(frozen["frozen"])
+        self.get_logger().info(f"heap frozen: {frozen['frozen']} objects, collect "
+                               f"{frozen['collect_ms']:.1f} ms")
         if self._estop_latched:
             core.loop.estop()
         core.loop.set_enabled(self._enabled)
@@ -374,7 +385,7 @@ class ControllerNode(LifecycleNode):
     def _configure_rest(self, v: dict[str, Any], cfg: Any, facts: Any, backend: Any,
                         affinity: int) -> _Core:
         from diffusion_controller.control.chunk_scheduler import ChunkScheduler
-        from diffusion_controller.control.loop import ControlLoop, switch_interval_for
+        from diffusion_controller.control.loop import ControlLoop, spin_for, switch_interval_for
         from diffusion_controller.control.robot_model import RobotModel
         from diffusion_controller.control.safety_filter import SafetyFilter
         from diffusion_controller.control.watchdogs import Watchdogs
@@ -399,9 +410,11 @@ class ControllerNode(LifecycleNode):
         loop = ControlLoop(
             safety, scheduler, watchdogs, self._on_command, rate_hz=float(v["control_rate_hz"]),
             clock=self._now, realtime=bool(v["realtime"]), priority=int(v["realtime_priority"]),
-            cpus=[affinity] if affinity >= 0 else None, on_clock_jump=self._on_clock_jump)
+            cpus=[affinity] if affinity >= 0 else None, on_clock_jump=self._on_clock_jump,
+            spin_s=spin_for(float(v["control_rate_hz"])))
         # A busy inference or executor thread hands the GIL over sooner: bounded tick delay.
-        sys.setswitchinterval(switch_interval_for(float(v["control_rate_hz"])))
+        sys.setswitchinterval(switch_interval_for(float(v["control_rate_hz"]), fraction=1 / 50,
+                                                  floor=0.0001))
 
         # Inference side, in the model's joint order.
         model_names = list(cfg.joint_names)
@@ -417,10 +430,20 @@ class ControllerNode(LifecycleNode):
                 names, stamp_tolerance=float(v["stamp_tolerance"])),
             to_model=to_model, to_controller=to_controller, cameras=list(cfg.cameras),
             image_size=image_size, decoder=decoder, urdf=urdf)
+        # The threads sharing the loop's GIL run just below the loop's real-time priority, so
+        # none of them can be preempted by unrelated load while holding it (reliability/rt.py).
+        setup = None
+        if v["realtime"]:
+            helper_prio = max(1, int(v["realtime_priority"]) - 10)
+            self._rt_threads = rt.raise_python_threads(helper_prio)
+            setup = lambda: rt.set_fifo(0, helper_prio)  # noqa: E731 (the worker thread's own)
+        elif self._rt_threads:
+            rt.lower_python_threads()
+            self._rt_threads = {}
         core.worker = InferenceWorker(
             backend, buffer, self._submit_chunk, self._now, self._worker_settings(v),
             current_chunk=self._current_chunk_model_order, hold=self._uncertainty_hold,
-            on_chunk=self._on_chunk)
+            on_chunk=self._on_chunk, thread_setup=setup)
         self._model_facts = facts
         self._core = core
         if v["image_transport"] == "compressed" and decoder is None:
@@ -825,6 +848,7 @@ class ControllerNode(LifecycleNode):
             resp.success, resp.message = False, "not configured"
             return resp
         core.loop.reset_statistics()
+        self._gc.reset()
         resp.success, resp.message = True, "whole-run timing statistics restarted"
         return resp
 
@@ -846,6 +870,14 @@ class ControllerNode(LifecycleNode):
         node_msg = self._last_failure or state
         node_values = [("lifecycle", state), ("pending_on_configure", sorted(self._pending)),
                        ("pid", os.getpid())]
+        gc_summary = self._gc.summary()
+        if self._rt_threads:
+            node_values.append(("realtime_threads", self._rt_threads.get("threads", {})))
+            if self._rt_threads.get("errors"):
+                node_values.append(("realtime_errors", self._rt_threads["errors"]))
+        node_values += [("gc_collections", gc_summary["collections"]),
+                        ("gc_max_pause_ms", gc_summary["max_pause_ms"]),
+                        ("gc_frozen", gc_summary["frozen"])]
         if self._clock_jump_note:
             node_values.append(("last_clock_jump", self._clock_jump_note))
         entries = [diag.StatusEntry(f"{name}: node", node_level, node_msg,

@@ -119,7 +119,8 @@ class InferenceWorker:
     (defaults to the last chunk this worker submitted that was not refused); `clock()` is the stamp
     clock observations and chunks are stamped on; `hold(on, reason)` asks the loop to hold (and
     release) for the "hold" uncertainty action; `on_chunk(chunk, result)` sees every submitted chunk
-    (visualisation). Callbacks run in the worker thread.
+    (visualisation); `thread_setup()` runs first in the worker thread (its scheduling priority).
+Callbacks run in the worker thread.
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class InferenceWorker:
         hold: Callable[[bool, str], None] | None = None,
         on_chunk: Callable[[Chunk, Any], None] | None = None,
         window: int = 256,
+        thread_setup: Callable[[], None] | None = None,
     ) -> None:
         cfg = backend.config
         self.backend = backend
@@ -146,6 +148,7 @@ class InferenceWorker:
         self._current_chunk = current_chunk
         self._hold = hold
         self._on_chunk = on_chunk
+        self._thread_setup = thread_setup  # runs first in the worker thread (e.g. its priority)
         self._settings = settings or WorkerSettings()
         self._check_settings(self._settings)
         self._lock = threading.Lock()  # guards counters and the last chunk, never held in infer
@@ -218,6 +221,12 @@ class InferenceWorker:
             self._scale = 1.0
 
     def _run(self) -> None:
+        if self._thread_setup is not None:
+            try:
+                self._thread_setup()
+            except Exception as exc:  # reported, the worker runs anyway
+                with self._lock:
+                    self._last["error"] = f"thread setup: {type(exc).__name__}: {exc}"
         next_t = time.monotonic()
         while not self._stop.is_set():
             self.step_once()

@@ -1,0 +1,1 @@
+"""Reliability tooling: the node under load, faults and long runs (benchmarks, soak)."""
