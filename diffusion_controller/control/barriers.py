@@ -75,12 +75,6 @@ class CartesianBarriers:
         self.pair_r = robot.sphere_radii[self.pair_a] + robot.sphere_radii[self.pair_b]
         self._face_sign = np.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
         self._face_axis = np.array([0, 0, 1, 1, 2, 2])
-        self._mask = robot._sphere_mask[:, None, :]
-        # [p]x = [[0, -z, y], [z, 0, -x], [-y, x, 0]], filled in place each tick
-        self._skew = np.zeros((len(robot.sphere_radii), 9))
-        self._skew_slots = np.array([1, 2, 3, 5, 6, 7])
-        self._skew_src = np.array([2, 1, 2, 0, 1, 0])
-        self._skew_sign = np.array([-1.0, 1.0, 1.0, -1.0, -1.0, 1.0])
         self.lower = np.full(3, -math.inf)
         self.upper = np.full(3, math.inf)
         self.table_z = -math.inf
@@ -104,19 +98,60 @@ class CartesianBarriers:
         return self._n_faces + self.obstacle_slots * len(self.moving) + len(self.pair_a)
 
     def _index_rows(self) -> None:
-        """Per row: its sphere, the other sphere of a pair (else a fixed dummy S), its normal."""
+        """Fixed per-row index arrays, laid out once (and again when the obstacle slots grow).
+
+        Per row: its sphere and the other sphere of a pair (else the fixed dummy S). Face rows
+        read one coordinate of one sphere centre; the other rows (obstacles and pairs) are
+        point-to-point distances between entries of a point table [sphere centres; obstacle
+        centres], so one gather-subtract-norm covers both families.
+        """
         m, s = len(self.moving), len(self.robot.sphere_radii)
-        self._row_sphere = np.concatenate([
+        n_obs = self.obstacle_slots * m
+        self.row_sphere = np.concatenate([
             np.repeat(self.moving, 6), np.tile(self.moving, self.obstacle_slots), self.pair_a,
         ]).astype(np.int64)
-        self._row_other = np.full(len(self._row_sphere), s, dtype=np.int64)
-        n_obs = self.obstacle_slots * m
+        self.row_other = np.full(len(self.row_sphere), s, dtype=np.int64)
         self._obs_rows = np.arange(6 * m, 6 * m + n_obs)
-        self._pair_rows = np.arange(6 * m + n_obs, len(self._row_sphere))
-        self._row_other[self._pair_rows] = self.pair_b
-        self._normals = np.zeros((len(self._row_sphere), 3))
+        self._pair_rows = np.arange(6 * m + n_obs, len(self.row_sphere))
+        self.row_other[self._pair_rows] = self.pair_b
+        count = len(self.row_sphere)
+        self._normals = np.zeros((count, 3))
         axes = np.eye(3)[self._face_axis] * self._face_sign[:, None]  # [6, 3]
         self._normals[:6 * m] = np.tile(axes, (m, 1))
+        self._face_idx = (3 * np.repeat(self.moving, 6) + np.tile(self._face_axis, m))
+        self._face_sign_rows = np.tile(self._face_sign, m)
+        self._face_radius = np.repeat(self.radii, 6)
+        # point rows: entries of the point table [S sphere centres; obstacle centres]
+        self._pt_a = np.concatenate([np.tile(self.moving, self.obstacle_slots), self.pair_a])
+        self._pt_b = np.concatenate([
+            s + np.repeat(np.arange(self.obstacle_slots), m), self.pair_b,
+        ]).astype(np.int64)
+        k = len(self._pt_a)
+        self._points = np.zeros((s + self.obstacle_slots, 3))
+        self._da = np.empty((k, 3))
+        self._db = np.empty((k, 3))
+        self._dist = np.empty(k)
+        self._ones3 = np.ones(3)
+        self._h = np.empty(count)
+        self._h_faces = self._h[:6 * m]
+        self._h_points = self._h[6 * m:]
+        self._normals_points = self._normals[6 * m:]
+        self._n_faces = 6 * m
+        self._refresh_constants()
+
+    def _refresh_constants(self) -> None:
+        """Per-row constants that change with the workspace or the obstacles: a face row is
+        sign * p[axis] - (sign * bound + r); a point row is |a - b| - (r_a + r_b)."""
+        if not hasattr(self, "_face_idx"):
+            return
+        m = len(self.moving)
+        self._face_const = (self._face_sign_rows * np.tile(self._bounds, m)
+                            + self._face_radius)
+        s = len(self.robot.sphere_radii)
+        self._points[s:] = self._centers
+        self._pt_rsum = np.concatenate([
+            (self._oradii[:, None] + self.radii[None, :]).reshape(-1), self.pair_r,
+        ])
 
     def resize(self, slots: int) -> None:
         """Reserve room for `slots` keep-out spheres (the row count of the QP depends on it)."""
@@ -146,6 +181,7 @@ class CartesianBarriers:
             raise ValueError("table_z must be a finite height or None")
         self.lower, self.upper, self.table_z = lo, hi, tz
         self._bounds = self._face_bounds()
+        self._refresh_constants()
 
     def set_obstacles(self, spheres: Sequence[Sphere]) -> None:
         """Replace the keep-out spheres; needs `len(spheres) <= obstacle_slots` (resize first)."""
@@ -157,6 +193,7 @@ class CartesianBarriers:
         for k, (c, r) in enumerate(checked):
             self._centers[k] = c
             self._oradii[k] = r
+        self._refresh_constants()
         self.obstacles = list(spheres)
         self._obstacle_labels = [s.name or f"obstacle{k}" for k, s in enumerate(spheres)]
 
@@ -181,41 +218,62 @@ class CartesianBarriers:
         return np.where(np.isfinite(bound), bound, -self._face_sign * INACTIVE * 1e3)
 
     def distances(self, pos: np.ndarray) -> np.ndarray:
-        """Distances h [C] of every row from the sphere centres pos [S,3] alone (no Jacobians);
-        keeps each row's unit normal for `gradients`."""
-        p = pos[self.moving]
-        # faces: x_min, x_max, y_min, y_max, floor, z_max, for each moving sphere
-        parts = [(self._face_sign * (p[:, self._face_axis] - self._bounds)
-                  - self.radii[:, None]).reshape(-1)]
-        normals = self._normals
-        if self.obstacle_slots:
-            d = p[None, :, :] - self._centers[:, None, :]  # [O, M, 3]
-            dist = np.sqrt(np.einsum("omk,omk->om", d, d))
-            normals[self._obs_rows] = (d / np.maximum(dist, 1e-9)[..., None]).reshape(-1, 3)
-            parts.append((dist - self.radii[None, :] - self._oradii[:, None]).reshape(-1))
-        if len(self.pair_a):
-            d = pos[self.pair_a] - pos[self.pair_b]
-            dist = np.sqrt(np.einsum("pk,pk->p", d, d))
-            normals[self._pair_rows] = d / np.maximum(dist, 1e-9)[:, None]
-            parts.append(dist - self.pair_r)
-        return np.concatenate(parts)
+        """Distances h [C] of every row from the sphere centres pos [S, 3] alone (no Jacobians),
+        into a buffer that the next call overwrites; keeps each row's unit normal for
+        `gradients`. About a dozen numpy calls, whatever the number of rows."""
+        pos = np.ascontiguousarray(pos, dtype=np.float64)
+        h = self._h_faces
+        pos.reshape(-1).take(self._face_idx, out=h, mode="clip")
+        np.multiply(h, self._face_sign_rows, out=h)
+        np.subtract(h, self._face_const, out=h)
+        if len(self._pt_a):
+            pts = self._points
+            pts[:len(pos)] = pos
+            da, db, dist = self._da, self._db, self._dist
+            pts.take(self._pt_a, axis=0, out=da, mode="clip")
+            pts.take(self._pt_b, axis=0, out=db, mode="clip")
+            np.subtract(da, db, out=da)
+            np.multiply(da, da, out=db)
+            np.dot(db, self._ones3, out=dist)
+            np.sqrt(dist, out=dist)
+            np.subtract(dist, self._pt_rsum, out=self._h_points)
+            np.maximum(dist, 1e-9, out=dist)
+            np.divide(da, dist[:, None], out=self._normals_points)
+        return self._h
 
-    def gradients(self, rows: np.ndarray, pos: np.ndarray, jw: np.ndarray) -> np.ndarray:
-        """Joint-space gradients G [len(rows), J] of the given rows, from the distances'
-        normals (call `distances` first for the same pos) and the world joint Jacobian jw."""
-        jall = self._point_jacobians(pos, jw)  # [S+1, 3, J]: last is a fixed point
-        jr = jall[self._row_sphere[rows]] - jall[self._row_other[rows]]
-        return np.einsum("rk,rkj->rj", self._normals[rows], jr)
+    def gradients(
+        self,
+        rows: np.ndarray,
+        jp: np.ndarray,
+        ra: np.ndarray | None = None,
+        rb: np.ndarray | None = None,
+        out: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Joint-space gradients G [len(rows), J] of the given rows: the row's unit normal times
+        the difference of its two point Jacobians. Call `distances` first for the same pos;
+        jp [S + 1, 3, J] are the sphere point Jacobians with the zero dummy last
+        (`TickKinematics.jp`); ra, rb are `row_sphere[rows]`, `row_other[rows]` if known; `out`
+        [len(rows), 1, J] receives the result (then returned as is)."""
+        if ra is None:
+            ra = self.row_sphere.take(rows)
+        if rb is None:
+            rb = self.row_other.take(rows)
+        ja = jp.take(ra, axis=0)
+        np.subtract(ja, jp.take(rb, axis=0), out=ja)
+        normals = self._normals.take(rows, axis=0)
+        if out is not None:
+            return np.matmul(normals[:, None, :], ja, out=out)
+        return np.matmul(normals[:, None, :], ja).reshape(len(rows), jp.shape[2])
 
     def row_errors(self, err: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Per-row first-order error bound from per-sphere bounds err [S] or [S, k]."""
         ext = np.concatenate([err, np.zeros((1, *err.shape[1:]))])
-        return ext[self._row_sphere[rows]] + ext[self._row_other[rows]]
+        return ext[self.row_sphere[rows]] + ext[self.row_other[rows]]
 
     def row_levers(self, lever: np.ndarray) -> np.ndarray:
         """Per-row bound on |G| per joint [C, J] from per-sphere lever arms [S, J]."""
         ext = np.concatenate([lever, np.zeros((1, lever.shape[1]))])
-        return ext[self._row_sphere] + ext[self._row_other]
+        return ext[self.row_sphere] + ext[self.row_other]
 
     def evaluate(
         self, pos: np.ndarray, jw: np.ndarray, err: np.ndarray
@@ -226,19 +284,12 @@ class CartesianBarriers:
         `RobotModel.kinematics`; err [S] (or [S, k]) bounds the error of p(q) + J dq against
         p(q + dq) for the joint excursion the filter considers.
         """
-        h = self.distances(pos)
+        h = self.distances(pos).copy()
+        jp = np.concatenate([self.robot.point_jacobians(pos, jw),
+                             np.zeros((1, 3, jw.shape[1]))])
         rows = np.arange(len(h))
-        return h, self.gradients(rows, pos, jw), self.row_errors(err, rows)
-
-    def _point_jacobians(self, p: np.ndarray, jw: np.ndarray) -> np.ndarray:
-        """Point Jacobians lin + omega x p = lin - [p]x omega of every sphere centre, plus a
-        fixed dummy point (zeros) at the end for rows with one moving sphere."""
-        out = np.zeros((p.shape[0] + 1, 3, jw.shape[1]))
-        skew = self._skew
-        skew[:, self._skew_slots] = p[:, self._skew_src] * self._skew_sign
-        out[:-1] = (jw[:3] - skew.reshape(-1, 3, 3) @ jw[3:]) * self._mask
-        return out
+        return h, self.gradients(rows, jp), self.row_errors(err, rows)
 
     def clearance(self, pos: np.ndarray) -> np.ndarray:
         """Distances h only, e.g. for checking a trajectory independently of the filter."""
-        return self.distances(pos)
+        return self.distances(pos).copy()

@@ -55,14 +55,56 @@ def upper_bounds(
 ) -> np.ndarray:
     """Largest u per entry after which braking stops at or below `top` (one-sided form of
     `viability_bounds`, vectorised over any number of joints)."""
-    # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2; a tick
-    # ending at x = v+ >= 0 uses x dt/2 more, then the stop takes stop_distance(x)
-    room = top - q - 0.5 * v * dt
-    r = np.maximum(room, 0.0)
-    # near rest: x^2/(2b) + x dt <= room ; faster: x^2/(2b) + x dt/2 + b dt^2/8 <= room
-    slow = b * (np.sqrt(dt * dt + 2.0 * r / b) - dt)
-    fast = np.sqrt(2.0 * b * r) - 0.5 * b * dt
-    x = np.where(slow <= 0.25 * b * dt, slow, fast)
-    # ending the tick moving away (v+ < 0) instead: q + v dt + u dt^2/2 <= top
-    out = np.where(room >= 0.0, (x - v) / dt, 2.0 * (top - q - v * dt) / (dt * dt))
-    return np.where(top == np.inf, np.inf, out)
+    q = np.asarray(q, dtype=np.float64)
+    bounds = UpperBounds(np.broadcast_to(top, q.shape), np.broadcast_to(b, q.shape), dt)
+    return bounds(q, np.asarray(v, dtype=np.float64)).copy()
+
+
+class UpperBounds:
+    """`upper_bounds` for fixed tops, decelerations and dt, evaluated into preallocated buffers
+    (the filter calls it every tick on [q, -q]: a dozen numpy calls, no allocations)."""
+
+    def __init__(self, top: np.ndarray, b: np.ndarray, dt: float) -> None:
+        self.top = np.array(top, dtype=np.float64)
+        self.b = np.array(b, dtype=np.float64)
+        self.dt = float(dt)
+        m = self.top.shape
+        b, dt = self.b, self.dt
+        self._two_b = 2.0 * b
+        # near rest: x = sqrt(b^2 dt^2 + 2 b r) - b dt ; faster: x = sqrt(2 b r) - b dt / 2
+        self._sq_shift = np.stack([b * b * dt * dt, np.zeros(m)])
+        self._sq_sub = np.stack([b * dt, 0.5 * b * dt])
+        self._quarter = 0.25 * b * dt
+        self._inf_top = np.isposinf(self.top)
+        self._any_inf = bool(self._inf_top.any())
+        self._room = np.empty(m)
+        self._tmp = np.empty(m)
+        self._x = np.empty((2, *m))
+        self._near = np.empty(m, dtype=bool)
+
+    def __call__(self, q: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """The bounds for positions q and velocities v; a buffer the next call overwrites."""
+        dt = self.dt
+        room, tmp, x = self._room, self._tmp, self._x
+        # room left if the tick ends exactly at zero velocity (u = -v/dt): q+ = q + v dt/2; a
+        # tick ending at x = v+ >= 0 uses x dt/2 more, then the stop takes stop_distance(x)
+        np.subtract(self.top, q, out=room)
+        np.multiply(v, 0.5 * dt, out=tmp)
+        np.subtract(room, tmp, out=room)
+        # near rest: x^2/(2b) + x dt <= room ; faster: x^2/(2b) + x dt/2 + b dt^2/8 <= room
+        np.maximum(room, 0.0, out=tmp)
+        np.multiply(tmp, self._two_b, out=tmp)
+        np.add(tmp, self._sq_shift, out=x)
+        np.sqrt(x, out=x)
+        np.subtract(x, self._sq_sub, out=x)
+        slow, out = x[0], x[1]
+        np.less_equal(slow, self._quarter, out=self._near)
+        np.copyto(out, slow, where=self._near)
+        np.subtract(out, v, out=out)
+        np.multiply(out, 1.0 / dt, out=out)
+        if not room.min() >= 0.0:  # (also for NaN) ending the tick moving away instead
+            away = 2.0 * (self.top - q - v * dt) / (dt * dt)
+            np.copyto(out, away, where=~(room >= 0.0))
+        if self._any_inf:
+            np.copyto(out, np.inf, where=self._inf_top)
+        return out

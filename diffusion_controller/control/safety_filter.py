@@ -33,16 +33,17 @@ import scipy.sparse as sp
 
 from diffusion_controller.control.barriers import INACTIVE, CartesianBarriers
 from diffusion_controller.control.braking import (
+    UpperBounds,
     brake_acceleration,
-    upper_bounds,
     viability_bounds,
 )
 from diffusion_controller.control.limits import tighten
 from diffusion_controller.control.qp import INFEASIBLE, SOLVED, SOLVED_INACCURATE, FixedPatternQP
-from diffusion_controller.control.robot_model import RobotModel, manipulability_of
+from diffusion_controller.control.robot_model import RobotModel
 from diffusion_controller.control.types import FilterResult, JointLimits, Sphere
 
 _SOLVER_SLACK_M = 1e-5  # metres the barrier rows are tightened by, to absorb OSQP's tolerance
+_sum = np.add.reduce  # the ufunc itself: ndarray.sum() adds a Python-level wrapper per call
 
 
 @dataclass
@@ -212,15 +213,87 @@ class SafetyFilter:
         self._a = np.zeros(self.n)
         self._qp: FixedPatternQP | None = None
         self._last_scale = 1.0
-        self._curv_flat = 0.5 * robot.curvature.reshape(len(robot.sphere_radii), -1)
-        self._top2 = np.concatenate((self._limits.upper, -self._limits.lower))
-        self._b2 = np.concatenate((self._limits.acceleration, self._limits.acceleration))
-        self._jerk_dt = self._limits.jerk * self.dt
+        self._kin = robot.tick_kinematics()
+        self._prepare_tick()
         self._sel = np.zeros(0, dtype=np.int64)
         self._cand = np.zeros(0, dtype=np.int64)
+        self._bval = np.zeros(0)
         self._slots_used = 0
         self._n_selected = 0
         self._build()
+
+    def _prepare_tick(self) -> None:
+        """Constants and buffers of the tick. Limits and dt are fixed for the filter's life;
+        everything a tick computes lands in these buffers, so a tick is a fixed sequence of
+        numpy calls on preallocated arrays (their count, not their size, is what costs)."""
+        lim, dt, n = self._limits, self.dt, self.n
+        b = lim.acceleration
+        s = len(self.robot.sphere_radii)
+        self._amax = b
+        self._vel = lim.velocity
+        self._neg_vel = -lim.velocity
+        self._b2 = np.concatenate((b, b))
+        self._vel2 = np.concatenate((lim.velocity, lim.velocity))
+        self._viable = UpperBounds(np.concatenate((lim.upper, -lim.lower)), self._b2, dt)
+        # jerk can only bind if it is tighter than a full swing of the acceleration box
+        jerk_dt = lim.jerk * dt
+        self._jerk_dt2 = np.concatenate((jerk_dt, jerk_dt))
+        self._jerk_free = bool(np.all(jerk_dt >= 2.0 * b))
+        self._q2 = np.empty(2 * n)
+        self._v2 = np.empty(2 * n)
+        self._box2 = np.empty(2 * n)
+        self._lim2 = np.concatenate((lim.velocity, b))  # |v+| and |u| bounds, for _commit
+        self._chk2 = np.empty(2 * n)
+        self._ones_n = np.ones(n)
+        # barrier-row constants (see _barrier_rows)
+        self._bdt = b * dt
+        self._inv2b = 0.5 / b
+        self._k8 = b * dt * dt / 8.0
+        self._c_u = 2.0 / (b * dt)
+        self._dd_shift = np.stack([b * dt, 2.0 * b * dt])
+        self._dd_const = -0.375 * b * dt * dt
+        self._dd = np.empty((2, n))
+        # per-sphere [lever arms | curvature / 2] (and a zero dummy sphere): one product with
+        # [per-joint reach; outer(dd0); outer(dd1)] gives each sphere's screening reach and the
+        # linearisation error bounds for this tick and the next
+        k = np.zeros((s + 1, n + n * n))
+        k[:s, :n] = self.robot.lever
+        k[:s, n:] = 0.5 * self.robot.curvature.reshape(s, -1)
+        self._sph_k = k
+        self._sph_x = np.zeros((3, n + n * n))
+        self._sph_outer = self._sph_x[1:, n:].reshape(2, n, n)
+        if not np.shares_memory(self._sph_outer, self._sph_x):
+            raise RuntimeError("internal: outer-product buffer is not a view")
+        self._sph_y = np.empty((s + 1, 3))
+        self._m2 = np.zeros((3 * n, 2))  # [g | |g| | w] @ m2 -> (braking reach, rhs part)
+        self._gamma_seen = math.nan
+        self._lh = np.empty((2, 2 * n))
+        self._uu = np.empty(2 * n)
+        self._rows_cap = -1
+
+    def _set_gamma(self, gamma: float) -> None:
+        """Refresh the constants that depend on barrier_gamma (a live setting)."""
+        n, dt = self.n, self.dt
+        self._gamma_seen = gamma
+        self._t_comb = np.array([1.0, 1.0 - 1.0 / gamma, 1.0 / gamma])
+        self._c_gamma = 2.0 * gamma / (dt * dt)
+        self._pj_const = self._k8 + self._amax * dt * dt / gamma
+        self._m2[n:2 * n, 0] = self._k8
+        self._m2[n:2 * n, 1] = self._c_gamma * self._k8
+
+    def _alloc_rows(self, count: int) -> None:
+        """Per-row buffers for `count` barrier rows (again whenever obstacle slots grow)."""
+        n = self.n
+        self._rows_cap = count
+        self._rb_b = np.empty((count, 3, n))  # [g | |g| | w] per row
+        self._rb_b2 = self._rb_b.reshape(count, 3 * n)
+        self._rb_rs = np.empty((count, 2 * n))  # [coef_u | coef_s]
+        self._rb_p = np.empty((count, 2, 2 * n))
+        self._rb_f = np.empty((count, 2, n))
+        self._rb_w = np.empty((count, n))
+        self._rb_ta = np.empty(count)
+        self._rb_tb = np.empty(count)
+        self._rb_mask = np.empty(count, dtype=bool)
 
     # ------------------------------------------------------------------ public state
     @property
@@ -360,6 +433,8 @@ class SafetyFilter:
         after the solve, so a row that did not get a slot cannot be violated (see _repair).
         """
         self._slots = self.config.barrier_slots
+        self._alloc_rows(self._barriers.count)
+        self._slots_used = 0
         if self.config.mode == "cbf":
             self._build_cbf()
         else:
@@ -514,19 +589,28 @@ class SafetyFilter:
                 raise RuntimeError("SafetyFilter.step before reset(q)")
             t0 = time.perf_counter()
             n = self.n
-            qr, why = _vec(q_ref, n, "q_ref")
-            if qr is None:
-                return self._brake(why)
-            vr = np.zeros(n)
-            if v_ref is not None:
-                vr, why = _vec(v_ref, n, "v_ref")
-                if vr is None:
-                    return self._brake(why)
-            ar = np.zeros(n)
-            if a_ref is not None:
-                ar, why = _vec(a_ref, n, "a_ref")
-                if ar is None:
-                    return self._brake(why)
+            refs = []
+            for value, name in ((q_ref, "q_ref"), (v_ref, "v_ref"), (a_ref, "a_ref")):
+                if value is None:
+                    refs.append(None)
+                elif (type(value) is np.ndarray and value.shape == (n,)
+                      and value.dtype == np.float64):
+                    refs.append(value)  # checked for finiteness below, all at once
+                else:
+                    arr, why = _vec(value, n, name)
+                    if arr is None:
+                        return self._brake(why)
+                    refs.append(arr)
+            qr, vr, ar = refs
+            total = _sum(qr)
+            if vr is not None:
+                total += _sum(vr)
+            if ar is not None:
+                total += _sum(ar)
+            if not math.isfinite(total):  # name the culprit (or pass a huge but finite sum)
+                for value, name in ((qr, "q_ref"), (vr, "v_ref"), (ar, "a_ref")):
+                    if value is not None and _vec(value, n, name)[0] is None:
+                        return self._brake(_vec(value, n, name)[1])
             fut = None
             if future_ref is not None and self.config.mode == "mpc":
                 try:
@@ -535,7 +619,7 @@ class SafetyFilter:
                     return self._brake("future_ref is not numeric")
                 if fut.ndim != 2 or fut.shape[1] != n or fut.shape[0] < 1:
                     return self._brake(f"future_ref has shape {fut.shape}, expected [N, {n}]")
-                if not np.all(np.isfinite(fut)):
+                if not math.isfinite(_sum(fut, axis=None)) and not np.all(np.isfinite(fut)):
                     return self._brake("future_ref is not finite")
             try:
                 return self._tick(qr, vr, ar, fut, t0)
@@ -543,61 +627,90 @@ class SafetyFilter:
                 return self._brake(f"internal error ({type(exc).__name__}: {exc})")
 
     def _tick(
-        self, qr: np.ndarray, vr: np.ndarray, ar: np.ndarray, fut: np.ndarray | None, t0: float
+        self,
+        qr: np.ndarray,
+        vr: np.ndarray | None,
+        ar: np.ndarray | None,
+        fut: np.ndarray | None,
+        t0: float,
     ) -> FilterResult:
-        cfg, lim, dt = self.config, self._limits, self.dt
+        cfg, dt = self.config, self.dt
         q, v, a = self._q, self._v, self._a
         assert q is not None
-        pos, jw, ee = self.robot.kinematics(q)
-        if not math.isfinite(pos.sum() + jw.sum()):
+        kin = self._kin
+        kin.update(q)
+        if not math.isfinite(_sum(kin.pos, axis=None) + _sum(kin.jw, axis=None)):
             return self._brake("non-finite kinematics")
-        w = manipulability_of(ee)
-        amax = lim.acceleration
+        w = kin.manipulability()
         # desired velocity towards the reference, limited so that a stop at half the
         # acceleration limit fits in the remaining error (no overshoot when saturated)
-        err = qr - (q + v * dt + 0.5 * ar * dt * dt)
-        k_pos = cfg.tracking_kp / cfg.tracking_kd
+        err = qr - q
+        err -= v * dt
+        if ar is not None:
+            err -= ar * (0.5 * dt * dt)
         abs_err = np.abs(err)
-        fb = np.sign(err) * np.minimum(k_pos * abs_err, np.sqrt(amax * abs_err))
-        v_goal = vr + fb
+        fb = abs_err * (cfg.tracking_kp / cfg.tracking_kd)
+        np.minimum(fb, np.sqrt(np.multiply(abs_err, self._amax, out=abs_err), out=abs_err),
+                   out=fb)
+        v_goal = np.copysign(fb, err, out=fb)
+        if vr is not None:
+            v_goal += vr
         scale = self._speed_scale(q, w, v_goal)
         self._last_scale = scale
-        vmax = lim.velocity * scale
-        v_goal = np.clip(v_goal * scale, -vmax, vmax)
-        u_des = ar * scale + cfg.tracking_kd * (v_goal - v - ar * dt)
-        phys_lo, phys_hi, lo, hi, _ = self._joint_box(q, v, a, vmax)
-        rows_u, rows_s, rhs, clear = self._barrier_rows(pos, jw, v)
-        if not math.isfinite(rows_u.sum() + rhs.sum() + u_des.sum()):
+        if scale == 1.0:
+            vmax = self._vel
+            np.minimum(v_goal, vmax, out=v_goal)
+            np.maximum(v_goal, self._neg_vel, out=v_goal)
+        else:
+            vmax = self._vel * scale
+            v_goal *= scale
+            np.minimum(v_goal, vmax, out=v_goal)
+            np.maximum(v_goal, -vmax, out=v_goal)
+        # u_des = a_ref scale + kd (v_goal - v - a_ref dt)
+        u_des = np.subtract(v_goal, v, out=v_goal)
+        if ar is not None:
+            u_des -= ar * dt
+        u_des *= cfg.tracking_kd
+        if ar is not None:
+            u_des += ar * scale if scale != 1.0 else ar
+        phys_lo, phys_hi, lo, hi = self._joint_box(q, v, a, vmax)
+        count = self._barrier_rows(v)
+        strict, rhs = self._strict, self._rhs
+        # rhs sums every row's h, error bounds and |G| (ag @ b dt^2/8 with b > 0), and G, w and
+        # coef_u are finite together: one sum catches a non-finite value anywhere in the rows
+        if not math.isfinite(_sum(strict) + _sum(u_des)):
             return self._brake("non-finite barrier or reference terms")
-        if len(self._bval) and self._bval.min() < 0.0 and v.any():
+        if count and self._bval.min() < 0.0 and v.any():
             # the stop from here is not certified by this tick's (more pessimistic) estimate;
             # the previous tick certified exactly this stop, so braking is the safe answer
             return self._brake("infeasible" + self._lost_certificate())
         if cfg.mode == "cbf":
             u_free = self._objective_cbf(u_des, a)
         else:
-            u_free = self._objective_mpc(q, v, a, qr, vr, ar, fut, scale)
+            vr0 = vr if vr is not None else np.zeros(self.n)
+            ar0 = ar if ar is not None else np.zeros(self.n)
+            u_free = self._objective_mpc(q, v, a, qr, vr0, ar0, fut, scale)
         # the rows keep in reserve what the next tick's estimate may add (so the next tick is
         # certified too); that reserve, jerk and the MPC planning rows yield before braking does
-        strict = rhs + self._growth
         res = None
-        if _rows_reachable(rows_u, rows_s, strict, lo, hi):
-            res = self._solve(q, v, lo, hi, u_free, rows_u, rows_s, strict, pos, jw,
-                              relax=False)
+        worst, best = self._corners(count, lo, hi)
+        if not (np.maximum(best, 0.0) < strict).any():  # every row reachable in the box
+            res = self._solve(q, v, lo, hi, u_free, strict, worst, relax=False)
         if res is None or res.status_val not in (SOLVED, SOLVED_INACCURATE):
-            res = self._solve(q, v, phys_lo, phys_hi, u_free, rows_u, rows_s, rhs, pos, jw,
-                              relax=True)
+            worst, _ = self._corners(count, phys_lo, phys_hi)
+            res = self._solve(q, v, phys_lo, phys_hi, u_free, rhs, worst, relax=True)
         if res.status_val in INFEASIBLE:
             return self._brake(f"infeasible: {res.status}{self._lost_certificate()}", res)
         if res.status_val not in (SOLVED, SOLVED_INACCURATE):
             return self._brake(f"solver failure: {res.status}", res)
         u = res.x[self._u_index]
-        if not math.isfinite(u.sum()):
+        if not math.isfinite(_sum(u)):
             return self._brake("solver returned non-finite values", res)
         # check every barrier row (slotted or not); repair a shortfall by blending towards the
         # braking acceleration, which satisfies every row (the rows are concave in u)
-        u = np.clip(u, phys_lo, phys_hi)
-        u, blend = _repair(u, v, amax, dt, rows_u, rows_s, rhs)
+        np.maximum(u, phys_lo, out=u)
+        np.minimum(u, phys_hi, out=u)
+        u, blend = self._repair(u, v, count)
         if u is None:
             return self._brake("no admissible acceleration satisfies the barrier rows", res)
         notes = []
@@ -607,48 +720,64 @@ class SafetyFilter:
             notes.append("solved inaccurate")
         if scale < 1.0:
             notes.append(f"singularity slow-down x{scale:.2f}")
-        intervened = bool(np.max(np.abs(u - u_free)) > cfg.intervention_tolerance)
+        gap = np.subtract(u, u_free, out=u_free)
+        intervened = bool(np.abs(gap, out=gap).max() > cfg.intervention_tolerance)
+        ay = np.abs(res.y)
         if intervened:
-            notes.append(self._binding_reason(res.y))
+            notes.append(self._binding_reason(ay))
+        h_all = self._h_all
         details = {
             "manipulability": w,
             "speed_scale": scale,
-            "min_clearance": float(np.min(clear)) if len(clear) else math.inf,
+            "min_clearance": float(h_all.min()) - cfg.sphere_margin if len(h_all) else math.inf,
             "barrier_rows_in_qp": float(self._n_selected),
             "blend": blend,
         }
-        active = int(np.count_nonzero(np.abs(res.y) > 1e-6))
+        active = int(np.count_nonzero(ay > 1e-6))
         out = self._commit(u, "ok", "; ".join(notes), intervened, res.iterations, res.solve_ms,
                            active, details)
-        out.details["tick_ms"] = (time.perf_counter() - t0) * 1e3
+        details["tick_ms"] = (time.perf_counter() - t0) * 1e3
         return out
 
     def _joint_box(
         self, q: np.ndarray, v: np.ndarray, a: np.ndarray, vmax: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, bool]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Per-joint bounds on this tick's acceleration: (physical box: acceleration, position
         viability, velocity) and that box with jerk. Where they conflict (only from a state the
         filter did not command itself), the earlier ones win: acceleration, then position, then
-        velocity, and jerk yields to all of them."""
-        lim, dt = self._limits, self.dt
-        amax = lim.acceleration
-        n = self.n
-        both = upper_bounds(np.concatenate((q, -q)), np.concatenate((v, -v)), self._top2,
-                            self._b2, dt)
-        p_lo, p_hi = -both[n:], both[:n]
-        vel_lo, vel_hi = (-vmax - v) / dt, (vmax - v) / dt
-        phys_lo = np.maximum(np.maximum(-amax, p_lo), vel_lo)
-        phys_hi = np.minimum(np.minimum(amax, p_hi), vel_hi)
-        if not (phys_lo <= phys_hi).all():
+        velocity, and jerk yields to all of them.
+
+        Worked on the doubled vector [upper side of u; upper side of -u], so each limit is one
+        call for both sides."""
+        n, dt = self.n, self.dt
+        q2, v2, box = self._q2, self._v2, self._box2
+        q2[:n] = q
+        np.negative(q, out=q2[n:])
+        v2[:n] = v
+        np.negative(v, out=v2[n:])
+        pos2 = self._viable(q2, v2)  # position viability: a stop inside the limits
+        vmax2 = self._vel2 if vmax is self._vel else np.concatenate((vmax, vmax))
+        np.subtract(vmax2, v2, out=box)
+        np.multiply(box, 1.0 / dt, out=box)  # velocity
+        np.minimum(box, pos2, out=box)
+        np.minimum(box, self._b2, out=box)  # acceleration
+        if not (box[:n] + box[n:]).min() >= 0.0:  # some joint's interval is empty
+            amax = self._amax
+            p_lo, p_hi = -pos2[n:], pos2[:n].copy()
+            vel_lo, vel_hi = (-vmax - v) / dt, (vmax - v) / dt
             phys_lo, phys_hi, _ = _intersect(-amax, amax, p_lo, p_hi)
             phys_lo, phys_hi, _ = _intersect(phys_lo, phys_hi, vel_lo, vel_hi)
-        jd = self._jerk_dt
+        else:
+            phys_lo, phys_hi = -box[n:], box[:n].copy()
+        if self._jerk_free:  # |u - a| <= 2 amax <= jerk dt: the jerk rows cannot bind
+            return phys_lo, phys_hi, phys_lo, phys_hi
+        jd = self._jerk_dt2[:n]
         lo = np.maximum(phys_lo, a - jd)
         hi = np.minimum(phys_hi, a + jd)
         ok = lo <= hi
         if ok.all():
-            return phys_lo, phys_hi, lo, hi, True
-        return phys_lo, phys_hi, np.where(ok, lo, phys_lo), np.where(ok, hi, phys_hi), False
+            return phys_lo, phys_hi, lo, hi
+        return phys_lo, phys_hi, np.where(ok, lo, phys_lo), np.where(ok, hi, phys_hi)
 
     def _speed_scale(self, q: np.ndarray, w: float, v_goal: np.ndarray) -> float:
         """Velocity scale in [0, 1] near a singularity, applied only when the intended motion
@@ -660,16 +789,18 @@ class SafetyFilter:
         look = q + 0.05 * v_goal
         if not np.all(np.isfinite(look)):
             return 0.0
-        w_ahead = manipulability_of(self.robot.kinematics(look)[2])
+        w_ahead = self._kin.manipulability_at(look)
         if w_ahead >= w:
             return 1.0
         return float(np.clip((w - stop) / (slow - stop), 0.0, 1.0))
 
-    def _barrier_rows(
-        self, pos: np.ndarray, jw: np.ndarray, v: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """All barrier rows  coef_u . u + coef_s . s >= rhs  (scaled by 2/dt^2: accelerations),
-        and the current clearances h - sphere_margin.
+    def _barrier_rows(self, v: np.ndarray) -> int:
+        """Build every barrier row that some admissible u could bring near its bound:
+
+            coef_u . u + coef_s . |u| >= rhs   (scaled by 2/dt^2: accelerations)
+
+        into self._rb_rs[:count] ([coef_u | coef_s]), self._rhs, self._strict (rhs plus the
+        reserve for the next tick's estimate) and self._bval; returns count.
 
         B(x) = h - margin - sum_i w_i v_i^2/(2b_i) - sum_i |G_i| b_i dt^2/8 - E is the clearance
         left after braking from x; w_i = |G_i| counts joints that may move towards the barrier
@@ -677,63 +808,124 @@ class SafetyFilter:
         points towards it). Requiring B_lin(x+) >= (1 - gamma) B(x), with v+^2 bounded by the
         linear v^2 + 2 v u dt + b s dt^2 (s >= |u|), gives the row.
         """
-        cfg, lim, dt = self.config, self._limits, self.dt
-        bars = self._barriers
-        b = lim.acceleration
-        av = np.abs(v)
+        cfg, dt, n = self.config, self.dt, self.n
+        kin, bars = self._kin, self._barriers
         gamma = cfg.barrier_gamma
+        if gamma != self._gamma_seen:
+            self._set_gamma(gamma)
         margin = cfg.sphere_margin + _SOLVER_SLACK_M
+        m2 = self._m2
+        av = np.abs(v)
         # joint excursion bound over this tick and the stop after it (see braking.py), and the
         # same after a tick of full acceleration: how much the next tick's estimate can grow,
-        # which the rows keep in reserve so that the next tick is certified too
-        dd = np.empty((2, self.n))
-        dd[0] = av
-        dd[1] = av + b * dt
-        dd = dd * dt + 0.625 * b * dt * dt + (dd + b * dt) ** 2 / (2.0 * b)
-        err_s = self._curv_flat @ (dd[:, :, None] * dd[:, None, :]).reshape(2, -1).T  # [S, 2]
-        sign_fixed = av > b * dt
+        # which the rows keep in reserve so that the next tick is certified too.
+        # dd = x dt + 0.625 b dt^2 + (x + b dt)^2 / (2b) for x = |v| and |v| + b dt, written
+        # with z = x + b dt as z (dt + z / (2b)) - 0.375 b dt^2
+        dd = self._dd
+        z = np.add(av, self._dd_shift)
+        np.multiply(z, self._inv2b, out=dd)
+        dd += dt
+        dd *= z
+        dd += self._dd_const
+        np.multiply(dd[:, :, None], dd[:, None, :], out=self._sph_outer)
         # reach of the stop per unit gradient: v^2/(2b), or for a joint that stops within the
         # tick |v| dt - v^2/(2b) (>= v^2/(2b)), the value the row's bound gives braking; with it
         # braking always satisfies the row whenever B(x) >= 0
-        reach = np.where(sign_fixed, v * v / (2.0 * b), av * dt - v * v / (2.0 * b))
-        h_all = bars.distances(pos)
-        self._h_all = h_all
+        turning = av <= self._bdt  # the velocity can change sign within the tick
+        reach = m2[2 * n:, 0]
+        np.multiply(v, v, out=reach)
+        reach *= self._inv2b
+        np.copyto(reach, av * dt - reach, where=turning)
+        np.multiply(reach, self._c_gamma, out=m2[2 * n:, 1])
+        np.multiply(v, -2.0 / dt, out=m2[:n, 1])
         # Rows no admissible u can bring near their bound are left out (exactly: with |G_i|
         # bounded by the lever arms, the row holds over the whole acceleration box).
-        per_joint = reach + b * dt * dt / 8.0 + (2.0 / gamma) * (av * dt + 0.5 * b * dt * dt)
-        t_s = self.robot.lever @ per_joint + err_s[:, 0] + (err_s[:, 1] - err_s[:, 0]) / gamma
-        t_ext = np.append(t_s, 0.0)
-        cand = np.flatnonzero(h_all < margin + t_ext[bars._row_sphere] + t_ext[bars._row_other])
+        pj = self._sph_x[0, :n]
+        np.multiply(av, 2.0 * dt / gamma, out=pj)
+        pj += reach
+        pj += self._pj_const
+        y = np.matmul(self._sph_k, self._sph_x.T, out=self._sph_y)  # [S+1: reach, e0, e1]
+        t = np.dot(y, self._t_comb)
+        h_all = bars.distances(kin.pos)
+        self._h_all = h_all
+        ta, tb = self._rb_ta, self._rb_tb
+        t.take(bars.row_sphere, out=ta, mode="clip")
+        t.take(bars.row_other, out=tb, mode="clip")
+        ta += tb
+        np.subtract(h_all, ta, out=ta)
+        cand = np.less(ta, margin, out=self._rb_mask).nonzero()[0]
         self._cand = cand
-        h = h_all[cand]
-        g = bars.gradients(cand, pos, jw)
-        e2 = bars.row_errors(err_s, cand)
-        e = e2[:, 0]
-        ag = np.abs(g)
-        wgt = np.where(sign_fixed, np.maximum(0.0, -g * np.sign(v)), ag)
-        bval = h - margin - wgt @ reach - ag @ (b * dt * dt / 8.0) - e
-        self._bval = bval
-        coef_u = g - wgt * (2.0 * v / (b * dt))
-        rhs = (-gamma * bval - (g @ v) * dt) * (2.0 / (dt * dt))
-        self._growth = (e2[:, 1] - e) * (2.0 / (dt * dt))
-        return coef_u, -wgt, rhs, h_all - cfg.sphere_margin
+        count = len(cand)
+        if not count:
+            self._bval = self._rhs = self._strict = _EMPTY
+            return 0
+        ra = bars.row_sphere.take(cand)
+        rb = bars.row_other.take(cand)
+        e = y.take(ra, axis=0)
+        e += y.take(rb, axis=0)
+        b3 = self._rb_b[:count]
+        bars.gradients(cand, kin.jp, ra, rb, out=b3[:, 0:1, :])
+        g, ag, wgt = b3[:, 0], b3[:, 1], b3[:, 2]
+        np.abs(g, out=ag)
+        np.multiply(g, np.sign(-v), out=wgt)
+        np.maximum(wgt, 0.0, out=wgt)
+        np.copyto(wgt, ag, where=turning)
+        # [g | |g| | w] @ m2: column 0 is w . reach + |G| . b dt^2/8, column 1 the rest of rhs
+        y2 = np.dot(self._rb_b2[:count], m2)
+        base = h_all.take(cand)
+        base -= margin
+        base -= e[:, 1]
+        self._bval = base - y2[:, 0]
+        base *= self._c_gamma
+        self._rhs = rhs = np.subtract(y2[:, 1], base, out=base)
+        # growth of the error bound by the next tick, kept in reserve by the strict rows
+        growth = np.subtract(e[:, 2], e[:, 1], out=e[:, 2])
+        growth *= 2.0 / (dt * dt)
+        self._strict = rhs + growth
+        rs = self._rb_rs[:count]
+        np.multiply(wgt, np.multiply(v, self._c_u), out=rs[:, :n])
+        np.subtract(g, rs[:, :n], out=rs[:, :n])
+        np.negative(wgt, out=rs[:, n:])
+        return count
+
+    def _corners(self, count: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per barrier row, its minimum and its maximum over the box [lo, hi]: a row is concave
+        in each u_i, so per joint the minimum is at lo_i or hi_i, and the maximum there or at 0
+        when the box contains 0."""
+        if not count:
+            return _EMPTY, _EMPTY
+        n = self.n
+        lh = self._lh
+        lh[0, :n] = lo
+        lh[1, :n] = hi
+        np.abs(lh[:, :n], out=lh[:, n:])
+        p = np.multiply(self._rb_rs[:count, None, :], lh, out=self._rb_p[:count])
+        f = np.add(p[:, :, :n], p[:, :, n:], out=self._rb_f[:count])  # [R, corner, joint]
+        each = np.minimum(f[:, 0], f[:, 1], out=self._rb_w[:count])
+        worst = np.dot(each, self._ones_n)
+        np.maximum(f[:, 0], f[:, 1], out=each)
+        if not (max(lo.tolist()) <= 0.0 <= min(hi.tolist())):
+            np.maximum(each, np.where((lo <= 0.0) & (hi >= 0.0), 0.0, -np.inf), out=each)
+        return worst, np.dot(each, self._ones_n)
 
     def _lost_certificate(self) -> str:
         """Why a tick can be infeasible: the stop from here is no longer certified clear of a
         barrier (an obstacle moved in, or the estimate grew at speed). Braking is still safe: the
         previous tick certified the stop from this very state."""
-        bval = getattr(self, "_bval", None)
-        if bval is None or not len(bval) or float(np.min(bval)) >= 0.0:
+        bval = self._bval
+        if not len(bval) or float(np.min(bval)) >= 0.0:
             return ""
-
         r = int(np.argmin(bval))
         label = self._barriers.row_label(int(self._cand[r]))
         return f": stop not certified clear of {label} (B={bval[r]:.4f} m)"
 
     def _objective_cbf(self, u_des: np.ndarray, a: np.ndarray) -> np.ndarray:
         n, rho = self.n, self.config.jerk_weight
-        self._qvec[:n] = -2.0 * (self._weights * u_des + rho * a)
-        return (self._weights * u_des + rho * a) / (self._weights + rho)
+        lin = self._weights * u_des
+        lin += rho * a
+        np.multiply(lin, -2.0, out=self._qvec[:n])
+        lin /= self._weights + rho
+        return lin
 
     def _objective_mpc(self, q, v, a, qr, vr, ar, fut, scale) -> np.ndarray:
         cfg, dt, n, N = self.config, self.dt, self.n, self._N
@@ -762,49 +954,52 @@ class SafetyFilter:
         return -np.einsum("in,in->i", self._pinv_first, lin)
 
     def _select(
-        self, rows_u: np.ndarray, rows_s: np.ndarray, rhs: np.ndarray, lo: np.ndarray,
-        hi: np.ndarray, u_guess: np.ndarray,
+        self, rhs: np.ndarray, worst: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+        u_free: np.ndarray,
     ) -> np.ndarray:
-        """Indices of the barrier rows that get a QP slot: rows that some u in the box could
-        violate (a row is concave in each u_i, so its minimum over the box is at a corner),
-        those closest to violation at u_guess first."""
-        # cheap screen over the whole acceleration box first, then the exact test
-        cand = np.flatnonzero(rhs > (rows_s - np.abs(rows_u)) @ self._limits.acceleration)
-        if len(cand):
-            cu, cs = rows_u[cand], rows_s[cand]
-            worst = np.minimum(cu * lo + cs * np.abs(lo), cu * hi + cs * np.abs(hi))
-            cand = cand[worst.sum(axis=1) < rhs[cand]]
-        if len(cand) > self._slots:
-            at_guess = rows_u[cand] @ u_guess + rows_s[cand] @ np.abs(u_guess) - rhs[cand]
-            cand = cand[np.argpartition(at_guess, self._slots)[:self._slots]]
-        return cand
+        """Indices (into the built rows) of the barrier rows that get a QP slot: rows that some
+        u in the box could violate (their minimum over the box is below the bound), those
+        closest to violation at the unconstrained optimum first."""
+        sel = (worst < rhs).nonzero()[0]
+        if len(sel) > self._slots:
+            n = self.n
+            uu = self._uu
+            np.minimum(np.maximum(u_free, lo), hi, out=uu[:n])
+            np.abs(uu[:n], out=uu[n:])
+            at_guess = np.dot(self._rb_rs[sel], uu) - rhs[sel]
+            sel = sel[np.argpartition(at_guess, self._slots)[:self._slots]]
+        return sel
 
-    def _solve(self, q, v, lo, hi, u_free, rows_u, rows_s, rhs, pos, jw, relax: bool):
-        n, k = self.n, self._slots
-        sel = self._select(rows_u, rows_s, rhs, lo, hi, np.clip(u_free, lo, hi))
+    def _solve(self, q, v, lo, hi, u_free, rhs, worst, relax: bool):
+        n = self.n
+        sel = self._select(rhs, worst, lo, hi, u_free) if len(rhs) else _EMPTY_INDEX
         self._sel = sel
-        self._n_selected = len(sel)
-        ru = rows_u[sel]
-        norm = np.maximum(np.abs(ru).max(axis=1), 1e-9)[:, None]
+        used = len(sel)
+        self._n_selected = used
         slot = self._slot_vals
-        slot[:len(sel), :n] = ru / norm
-        slot[:len(sel), n:] = rows_s[sel] / norm
-        slot[len(sel):] = 0.0
         r0 = self._slot_row0
-        self._lo[r0:r0 + len(sel)] = rhs[sel] / norm[:, 0]
-        self._lo[r0 + len(sel):r0 + k] = -np.inf
+        if used:
+            rs = self._rb_rs.take(sel, axis=0)
+            norm = np.abs(rs[:, :n]).max(axis=1)
+            np.maximum(norm, 1e-9, out=norm)
+            np.divide(rs, norm[:, None], out=slot[:used])
+            np.divide(rhs.take(sel), norm, out=self._lo[r0:r0 + used])
+        if self._slots_used > used:  # switch off what the last tick used and this one does not
+            slot[used:self._slots_used] = 0.0
+            self._lo[r0 + used:r0 + self._slots_used] = -np.inf
         if self.config.mode == "cbf":
             self._lo[:n] = lo
             self._up[:n] = hi
             # A only changes through the slots: nothing in them now or last tick, no change
-            changed = bool(len(sel) or self._slots_used)
+            changed = bool(used or self._slots_used)
         else:
-            self._bounds_mpc(q, v, lo, hi, pos, jw, relax)
+            self._bounds_mpc(q, v, lo, hi, relax)
             changed = True
-        self._slots_used = len(sel)
+        self._slots_used = used
+        assert self._qp is not None
         return self._qp.solve(self._qvec, self._vals, self._lo, self._up, a_changed=changed)
 
-    def _bounds_mpc(self, q, v, lo, hi, pos, jw, relax: bool) -> None:
+    def _bounds_mpc(self, q, v, lo, hi, relax: bool) -> None:
         cfg, lim, dt, n, N, k = self.config, self._limits, self.dt, self.n, self._N, self._slots
         amax = lim.acceleration
         lo_all, up_all = self._lo, self._up
@@ -835,27 +1030,46 @@ class SafetyFilter:
         sel = np.argpartition(h_all, k)[:k] if len(h_all) > k else np.arange(len(h_all))
         sel = sel[h_all[sel] < INACTIVE / 2]
         h = h_all
-        gs = self._barriers.gradients(sel, pos, jw)
+        gs = self._barriers.gradients(sel, self._kin.jp)
         norm = np.maximum(np.abs(gs).max(axis=1), 1e-9) if len(sel) else np.ones(0)
         self._term_vals[:len(sel), :n] = gs / norm[:, None]
         self._term_vals[len(sel):, :n] = 0.0
         lo_all[t0:t0 + len(sel)] = (cfg.sphere_margin - h[sel] - (gs @ v) * (N * dt)) / norm
         lo_all[t0 + len(sel):t0 + k] = -np.inf
 
-    def _binding_reason(self, y: np.ndarray) -> str:
-        """Name what bound the solution, from the QP's multipliers."""
+    def _binding_reason(self, ay: np.ndarray) -> str:
+        """Name what bound the solution, from the QP's multipliers (|y|)."""
         parts = []
         k = self._n_selected
         if k:
-            duals = np.abs(y[self._slot_row0:self._slot_row0 + k])
-            j = int(np.argmax(duals))
+            duals = ay[self._slot_row0:self._slot_row0 + k].tolist()
+            j = max(range(k), key=duals.__getitem__)
             if duals[j] > 1e-6:
                 row = int(self._cand[self._sel[j]])
                 parts.append(f"barrier {self._barriers.row_label(row)}")
-        at_box = np.flatnonzero(np.abs(y[self._u_index]) > 1e-6)
-        if len(at_box):
-            parts.append("joint limits on " + ", ".join(self.robot.joint_names[i] for i in at_box))
+        names = self.robot.joint_names
+        at_box = [names[i] for i, d in enumerate(ay[self._u_index].tolist()) if d > 1e-6]
+        if at_box:
+            parts.append("joint limits on " + ", ".join(at_box))
         return "; ".join(parts) if parts else "cost trade-off"
+
+    def _repair(
+        self, u: np.ndarray, v: np.ndarray, count: int
+    ) -> tuple[np.ndarray | None, float]:
+        """Check u against every built barrier row; if some row is short, the smallest blend
+        (1 - lam) u + lam brake_u that satisfies them all, or None when even braking does not
+        (rows are concave in u, so the blend's value is at least the blend of the values)."""
+        if not count:
+            return u, 0.0
+        n = self.n
+        uu = self._uu
+        uu[:n] = u
+        np.abs(u, out=uu[n:])
+        rs = self._rb_rs[:count]
+        short = np.subtract(self._rhs, np.dot(rs, uu))
+        if short.max() <= 0.0:
+            return u, 0.0
+        return _repair(u, v, self._amax, self.dt, rs[:, :n], rs[:, n:], self._rhs)
 
     # ------------------------------------------------------------------ braking and commit
     def brake(self, reason: str = "brake requested") -> FilterResult:
@@ -896,21 +1110,34 @@ class SafetyFilter:
         lim, dt = self._limits, self.dt
         q, v = self._q, self._v
         assert q is not None
-        amax = lim.acceleration
-        if not math.isfinite(u.sum()):
+        n = self.n
+        amax = self._amax
+        if not math.isfinite(_sum(u)):
             u = brake_acceleration(v, amax, dt)
-        vel_lo = np.minimum((-lim.velocity - v) / dt, 0.0)
-        vel_hi = np.maximum((lim.velocity - v) / dt, 0.0)
-        u = np.clip(u, np.maximum(vel_lo, -amax), np.minimum(vel_hi, amax))
-        q_new = q + v * dt + 0.5 * u * dt * dt
-        over = (q_new > lim.upper) | (q_new < lim.lower)
-        if np.any(over):  # only reachable through rounding: land exactly on the limit
+        v_new = u * dt
+        v_new += v
+        chk = self._chk2
+        np.abs(v_new, out=chk[:n])
+        np.abs(u, out=chk[n:])
+        chk -= self._lim2
+        if chk.max() > 0.0:  # clamp (normally u is inside already: then this changes nothing)
+            vel_lo = np.minimum((-lim.velocity - v) / dt, 0.0)
+            vel_hi = np.maximum((lim.velocity - v) / dt, 0.0)
+            u = np.minimum(np.maximum(u, np.maximum(vel_lo, -amax)), np.minimum(vel_hi, amax))
+            v_new = v + u * dt
+        q_new = v + v_new  # q + v dt + u dt^2 / 2 = q + (v + v+) dt / 2
+        q_new *= 0.5 * dt
+        q_new += q
+        if (q_new > lim.upper).any() or (q_new < lim.lower).any():
+            # only reachable through rounding: land exactly on the limit
+            over = (q_new > lim.upper) | (q_new < lim.lower)
             target = np.clip(q_new, lim.lower, lim.upper)
             u_fix = 2.0 * (target - q - v * dt) / (dt * dt)
             u = np.where(over, np.clip(u_fix, -amax, amax), u)
             q_new = np.where(over, target, q + v * dt + 0.5 * u * dt * dt)
-        v_new = v + u * dt
-        self._q, self._v, self._a = q_new, v_new, u.copy()
+            v_new = v + u * dt
+        u = u.copy()
+        self._q, self._v, self._a = q_new, v_new, u
         return FilterResult(
             positions=q_new.copy(),
             velocities=v_new.copy(),
@@ -923,6 +1150,10 @@ class SafetyFilter:
             active_constraints=active,
             details=details,
         )
+
+
+_EMPTY = np.zeros(0)
+_EMPTY_INDEX = np.zeros(0, dtype=np.int64)
 
 
 def _intersect(
@@ -965,18 +1196,3 @@ def _repair(
         return None, 1.0
     lam = min(1.0, float(np.max(short[bad] / gain)) * (1.0 + 1e-9) + 1e-12)
     return (1.0 - lam) * u + lam * brake_u, lam
-
-
-def _rows_reachable(
-    rows_u: np.ndarray, rows_s: np.ndarray, rhs: np.ndarray, lo: np.ndarray, hi: np.ndarray
-) -> bool:
-    """False when some row cannot be met anywhere in the box (its exact maximum there, a sum of
-    per-joint maxima of concave pieces at lo, hi or 0, is below its bound): the QP is then
-    infeasible, and OSQP would spend its whole iteration budget finding that out."""
-    need = np.flatnonzero(rhs > 0.0)
-    if not len(need):
-        return True
-    cu, cs = rows_u[need], rows_s[need]
-    best = np.maximum(cu * lo + cs * np.abs(lo), cu * hi + cs * np.abs(hi))
-    best = np.where((lo <= 0.0) & (hi >= 0.0), np.maximum(best, 0.0), best)
-    return bool(np.all(best.sum(axis=1) >= rhs[need]))
