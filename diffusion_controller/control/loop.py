@@ -27,9 +27,11 @@ moment the first command computed from that chunk is handed to `output`, i.e. th
 the chunk is accepted that tracks the scheduler's reference (a tick that brakes does not count).
 
 A stamp clock that steps backwards (a simulator reset under sim time, a system clock stepped by
-hand) would leave every stamp seen so far in the future; the loop detects the step, brakes, forgets
-the stamps of the old timeline (joint state, image, chunks) and tells its owner through
-`on_clock_jump`, so inputs stamped on the new timeline are accepted and motion resumes with them.
+hand) would leave every stamp seen so far in the future; one that leaps forwards (by more than
+`clock_jump_forward` s beyond the monotonic time that passed) makes every input look stale at once.
+Either way the loop brakes to a standstill, forgets the stamps of the old timeline (joint state,
+image, chunks), tells its owner through `on_clock_jump` (so input filters accept the new timeline),
+and resumes only with a chunk accepted after the jump, once the arm has stopped.
 """
 
 from __future__ import annotations
@@ -244,6 +246,7 @@ class ControlLoop:
         velocity_tolerance: float = 1e-3,
         on_clock_jump: Callable[[float], None] | None = None,
         clock_jump_tolerance: float | None = None,
+        clock_jump_forward: float = 1.0,
     ) -> None:
         rate_hz = float(rate_hz)
         if not np.isfinite(rate_hz) or rate_hz <= 0.0:
@@ -273,6 +276,7 @@ class ControlLoop:
         self._jump_tol = (
             self.period if clock_jump_tolerance is None else float(clock_jump_tolerance)
         )
+        self._jump_fwd = float(clock_jump_forward)
         cfg = getattr(safety, "config", None)
         self._mpc_steps = (
             int(getattr(cfg, "horizon", 0)) if getattr(cfg, "mode", "cbf") == "mpc" else 0
@@ -307,6 +311,8 @@ class ControlLoop:
         self._tracking = False  # this tick's command came from the scheduler's reference
         self._last_e2e = float("nan")
         self._clock_jumps = 0
+        self._rest_required = ""  # why the loop must reach a standstill before moving again
+        self._prev_tick_mono = float("-inf")
 
         # counters and rings
         self._ticks = 0
@@ -593,6 +599,7 @@ class ControlLoop:
         t_start = time.perf_counter()
         if now_mono is None:
             now_mono = time.monotonic()
+        self._prev_tick_mono = self._last_tick_mono
         self._last_tick_mono = now_mono
         self._ticks += 1
         cmd: Command | None = None
@@ -621,8 +628,12 @@ class ControlLoop:
     def _tick_body(self, now: float) -> FilterResult | None:
         if not np.isfinite(now):
             raise ValueError(f"clock returned {now}")
-        if self._have_now and now < self._last_now - self._jump_tol:
-            self._clock_jumped(now)
+        if self._have_now:
+            step = now - self._last_now
+            if step < -self._jump_tol or step - (
+                self._last_tick_mono - self._prev_tick_mono
+            ) > self._jump_fwd:
+                self._clock_jumped(now)
         while self._posted:
             self._posted.popleft()()
         if self._reset_request:
@@ -673,6 +684,10 @@ class ControlLoop:
         if not status.ok:
             self._exhausted = False
             return self._brake(now, None, status.reasons)
+        if self._rest_required:
+            if self._state != HOLDING:
+                return self._brake(now, None, (self._rest_required,))
+            self._rest_required = ""
 
         if self._state != RUNNING:
             fresh = self._last_chunk_time is not None and (
@@ -713,7 +728,9 @@ class ControlLoop:
         """The stamp clock stepped back: forget the old timeline's stamps, brake, tell the owner."""
         delta = now - self._last_now
         self._clock_jumps += 1
-        self._last_error = f"stamp clock jumped back {-delta:.3f} s: input stamps reset"
+        way = f"back {-delta:.3f} s" if delta < 0 else f"forward {delta:.3f} s"
+        self._last_error = f"stamp clock jumped {way}: input stamps reset"
+        self._rest_required = f"stamp clock jumped {way}: braking to a stop"
         snap = self._joint
         if snap is not None:  # keep the measurement, but as infinitely old until a new one comes
             self._joint = JointSnapshot(snap.q, snap.v, float("-inf"))

@@ -6,7 +6,7 @@ and with `inference_mode` process (the default) the network itself runs in a chi
 (runtime.inference_process), so the only Python work left in this process is the loop, message
 conversion and chunk planning; the 100 Hz ControlLoop runs in a thread of its own and publishes
 every command from its output callback. Nothing the executor or inference does can make a tick
-wait. If the stamp clock steps back (sim time reset), the loop brakes and the input filters,
+wait. If the stamp clock jumps (a sim time reset), the loop brakes to a stop and the input filters,
 observation buffer and worker forget the old timeline, so inputs on the new one are accepted.
 
 Lifecycle: configure validates the parameters, loads and warms up the model, gets the URDF and
@@ -741,15 +741,15 @@ class ControllerNode(LifecycleNode):
             core.loop.note_image(newest)
 
     def _on_clock_jump(self, delta: float) -> None:
-        """Loop thread: the stamp clock stepped back by -delta s. Forget the old timeline."""
+        """Loop thread: the stamp clock jumped by `delta` s. Forget the old timeline."""
         core = self._core
         if core is None:
             return
         core.joint_filter.reset()
         core.buffer.clear()
         core.worker.reset()
-        self._clock_jump_note = (f"stamp clock jumped back {-delta:.3f} s: braked, input stamps "
-                                 "reset")
+        way = f"back {-delta:.3f} s" if delta < 0 else f"forward {delta:.3f} s"
+        self._clock_jump_note = f"stamp clock jumped {way}: braked, input stamps reset"
         self.get_logger().warning(self._clock_jump_note)
 
     # ------------------------------------------------------------------ loop and worker hooks

@@ -1,0 +1,118 @@
+"""Checks on a recorded stream of published joint commands, for fault drills, fuzzing and soaks.
+
+A receiver records every command (arrival time, positions). These functions say whether each one
+stayed inside the effective limits (the URDF's, tightened by the node's safety parameters, exactly
+as the safety filter tightens them), and when the arm came to rest after an event, so a test can
+state "stopped within 100 ms of detection" and "no command outside limits" from what actually came
+out of the node. ROS-free.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffusion_controller.control.types import JointLimits
+
+STILL = 1e-6  # rad per command: closer than this to the previous command is "not moving"
+
+
+def effective_limits(urdf: str, joint_names: Sequence[str], position_margin: float = 0.05,
+                     velocity_scale: float = 0.5, acceleration_scale: float = 0.5,
+                     jerk_scale: float = 0.5) -> JointLimits:
+    """The limits the safety filter enforces for these parameters (control.limits.tighten)."""
+    from diffusion_controller.control.limits import tighten
+    from diffusion_controller.control.robot_model import RobotModel
+
+    base = RobotModel.from_urdf(urdf, joint_names=list(joint_names)).urdf_limits()
+    return tighten(base, position_margin, velocity_scale, acceleration_scale, jerk_scale)
+
+
+@dataclass(frozen=True)
+class Violations:
+    """Counts of commands outside each limit, and the worst excess of each (0 when none)."""
+
+    commands: int
+    nonfinite: int
+    position: int
+    velocity: int
+    acceleration: int
+    worst_position: float
+    worst_velocity_ratio: float
+    worst_acceleration_ratio: float
+
+    @property
+    def total(self) -> int:
+        return self.nonfinite + self.position + self.velocity + self.acceleration
+
+    def __str__(self) -> str:
+        return (f"{self.commands} commands: {self.nonfinite} non-finite, {self.position} outside "
+                f"the position range (worst by {self.worst_position:.2e} rad), {self.velocity} "
+                f"too fast (worst {self.worst_velocity_ratio:.4f} x limit), {self.acceleration} "
+                f"accelerating too hard (worst {self.worst_acceleration_ratio:.4f} x limit)")
+
+
+def limit_violations(q: np.ndarray, limits: JointLimits, dt: float, rel_tol: float = 1e-3,
+                     abs_tol: float = 1e-9) -> Violations:
+    """Check consecutive commands `q` [N, J], published every `dt` s, against `limits`.
+
+    Velocity is the first difference over dt, acceleration the second over dt^2 (the filter
+    integrates its state once per tick, so a missed tick does not widen a step). `rel_tol` absorbs
+    floating-point rounding in those differences only.
+    """
+    q = np.asarray(q, dtype=np.float64).reshape(-1, len(limits.names))
+    n = q.shape[0]
+    finite = np.all(np.isfinite(q), axis=1)
+    qf = q[finite]
+    below = np.maximum(limits.lower - qf, 0.0)
+    above = np.maximum(qf - limits.upper, 0.0)
+    excess = np.maximum(below, above)
+    pos_bad = int(np.count_nonzero(np.any(excess > abs_tol, axis=1)))
+    v_ratio = np.zeros(0)
+    a_ratio = np.zeros(0)
+    if qf.shape[0] > 1:
+        v = np.diff(qf, axis=0) / dt
+        v_ratio = np.max(np.abs(v) / limits.velocity, axis=1)
+    if qf.shape[0] > 2:
+        a = np.diff(qf, n=2, axis=0) / dt**2
+        a_ratio = np.max(np.abs(a) / limits.acceleration, axis=1)
+    return Violations(
+        commands=n,
+        nonfinite=int(n - np.count_nonzero(finite)),
+        position=pos_bad,
+        velocity=int(np.count_nonzero(v_ratio > 1.0 + rel_tol)),
+        acceleration=int(np.count_nonzero(a_ratio > 1.0 + rel_tol)),
+        worst_position=float(np.max(excess)) if excess.size else 0.0,
+        worst_velocity_ratio=float(np.max(v_ratio)) if v_ratio.size else 0.0,
+        worst_acceleration_ratio=float(np.max(a_ratio)) if a_ratio.size else 0.0,
+    )
+
+
+def rest_start(times: np.ndarray, q: np.ndarray, t_from: float, min_still: int = 5,
+               still: float = STILL) -> float | None:
+    """Arrival time of the first command at or after `t_from` that begins a run of `min_still`
+    unchanged commands (to `still`): when the arm came to rest. If it was already at rest at
+    `t_from` (the run started earlier and covers it), `t_from`. None if it never rested."""
+    times = np.asarray(times, dtype=np.float64)
+    q = np.asarray(q, dtype=np.float64)
+    if times.size <= min_still:
+        return None
+    still_step = np.max(np.abs(np.diff(q, axis=0)), axis=1) <= still  # command i -> i + 1
+    run = np.ones(still_step.size - min_still + 1, dtype=bool)
+    for k in range(min_still):
+        run &= still_step[k:k + run.size]
+    # run[i]: commands i .. i + min_still are all equal
+    for i in np.flatnonzero(run):
+        if times[i + min_still] < t_from:
+            continue  # this rest ended before t_from
+        return float(max(times[i], t_from))
+    return None
+
+
+def is_moving(times: np.ndarray, q: np.ndarray, t0: float, t1: float,
+              still: float = STILL) -> bool:
+    sel = (np.asarray(times) >= t0) & (np.asarray(times) < t1)
+    w = np.asarray(q)[sel]
+    return bool(w.shape[0] > 1 and np.max(np.abs(np.diff(w, axis=0))) > still)
