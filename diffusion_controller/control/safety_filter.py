@@ -253,47 +253,38 @@ class SafetyFilter:
         self._dd_shift = np.stack([b * dt, 2.0 * b * dt])
         self._dd_const = -0.375 * b * dt * dt
         self._dd = np.empty((2, n))
-        # per-sphere [lever arms | curvature / 2] (and a zero dummy sphere): one product with
-        # [per-joint reach; outer(dd0); outer(dd1)] gives each sphere's screening reach and the
-        # linearisation error bounds for this tick and the next
-        k = np.zeros((s + 1, n + n * n))
-        k[:s, :n] = self.robot.lever
-        k[:s, n:] = 0.5 * self.robot.curvature.reshape(s, -1)
+        # per-sphere curvature / 2 (and a zero dummy sphere): one product with outer(dd0) and
+        # outer(dd1) gives each sphere's linearisation error bounds for this tick and the next
+        k = np.zeros((s + 1, n * n))
+        k[:s] = 0.5 * self.robot.curvature.reshape(s, -1)
         self._sph_k = k
-        self._sph_x = np.zeros((3, n + n * n))
-        self._sph_outer = self._sph_x[1:, n:].reshape(2, n, n)
-        if not np.shares_memory(self._sph_outer, self._sph_x):
-            raise RuntimeError("internal: outer-product buffer is not a view")
-        self._sph_y = np.empty((s + 1, 3))
-        self._m2 = np.zeros((3 * n, 2))  # [g | |g| | w] @ m2 -> (braking reach, rhs part)
+        self._sph_x = np.zeros((2, n * n))
+        self._sph_outer = self._sph_x.reshape(2, n, n)
+        self._sph_y = np.empty((2, s + 1))
+        self._jp_sq = np.empty((s + 1, 3, n))
+        self._jp_norm = np.empty((s + 1, n))
+        self._pj = np.empty(n)
+        self._m2 = np.zeros((2, 3 * n))  # m2 @ [g; |g|; w] -> (braking reach, rhs part)
         self._gamma_seen = math.nan
-        self._lh = np.empty((2, 2 * n))
+        self._lh = np.empty((2, 2 * n, 1))
         self._uu = np.empty(2 * n)
-        self._rows_cap = -1
 
     def _set_gamma(self, gamma: float) -> None:
         """Refresh the constants that depend on barrier_gamma (a live setting)."""
         n, dt = self.n, self.dt
         self._gamma_seen = gamma
-        self._t_comb = np.array([1.0, 1.0 - 1.0 / gamma, 1.0 / gamma])
+        self._t_comb = np.array([1.0 - 1.0 / gamma, 1.0 / gamma])
         self._c_gamma = 2.0 * gamma / (dt * dt)
         self._pj_const = self._k8 + self._amax * dt * dt / gamma
-        self._m2[n:2 * n, 0] = self._k8
-        self._m2[n:2 * n, 1] = self._c_gamma * self._k8
+        self._m2[0, n:2 * n] = self._k8
+        self._m2[1, n:2 * n] = self._c_gamma * self._k8
 
     def _alloc_rows(self, count: int) -> None:
         """Per-row buffers for `count` barrier rows (again whenever obstacle slots grow)."""
-        n = self.n
-        self._rows_cap = count
-        self._rb_b = np.empty((count, 3, n))  # [g | |g| | w] per row
-        self._rb_b2 = self._rb_b.reshape(count, 3 * n)
-        self._rb_rs = np.empty((count, 2 * n))  # [coef_u | coef_s]
-        self._rb_p = np.empty((count, 2, 2 * n))
-        self._rb_f = np.empty((count, 2, n))
-        self._rb_w = np.empty((count, n))
         self._rb_ta = np.empty(count)
         self._rb_tb = np.empty(count)
         self._rb_mask = np.empty(count, dtype=bool)
+        self._rs = np.zeros((2 * self.n, 0))
 
     # ------------------------------------------------------------------ public state
     @property
@@ -487,9 +478,10 @@ class SafetyFilter:
                  + cfg.mpc_acceleration_weight * np.eye(N)
                  + cfg.jerk_weight * diff.T @ diff)
         self._phi_q, self._phi_v, self._mpc_diff = phi_q, phi_v, diff
+        self._mpc_block = block
+        self._mpc_rho = math.nan  # the linear-cost matrices follow the live jerk_weight
+        self._mpc_z = np.empty((5 + N, n))
         blocks = [2.0 * self._weights[i] * block for i in range(n)]
-        # first step of the unconstrained optimum (for the intervention flag)
-        self._pinv_first = np.stack([np.linalg.inv(b)[0] for b in blocks])  # [n, N]
         # as in CBF mode, move half of u_0's own curvature onto s (s = |u_0| at the optimum)
         eps_s = np.array([0.5 * b[0, 0] for b in blocks])
         for i, b in enumerate(blocks):
@@ -566,6 +558,53 @@ class SafetyFilter:
         self._qvec = np.zeros(nvar)
         self._qvec[sig] = 1e3  # linear price of violating the soft terminal rows
         self._u_index = u0
+        # bounds that never change (the first step's box is written every tick)
+        amax = self._limits.acceleration
+        self._lo[:nu] = np.repeat(-amax, N)
+        self._up[:nu] = np.repeat(amax, N)
+        self._mpc_relaxed = None  # jerk rows: set by the first tick
+        m1 = n * (N - 1)
+        steps = np.arange(2, N + 1)
+        self._mpc_vel_drop = (steps - 1)[None, :] * amax[:, None] * dt  # braking from step 1
+        self._mpc_step_dt = steps * dt
+        self._mpc_buf = np.empty((n, N - 1))
+        v0, p0 = self._vel_row0, self._pos_row0
+        self._mpc_vlo = self._lo[v0:v0 + m1].reshape(n, N - 1)
+        self._mpc_vup = self._up[v0:v0 + m1].reshape(n, N - 1)
+        self._mpc_plo = self._lo[p0:p0 + m1].reshape(n, N - 1)
+        self._mpc_pup = self._up[p0:p0 + m1].reshape(n, N - 1)
+        self._mpc_qvec = self._qvec[:nu].reshape(n, N)
+        self._w_all_one = bool(np.all(self._weights == 1.0))
+
+    def _mpc_objective_matrices(self, rho: float) -> None:
+        """The MPC's linear cost is linear in Z = [q; v; a; v_ref s; a_ref s; references]
+        (rows of [5 + N, J], or [6, J] when only q_ref is known): lin = C @ Z, and the first
+        step of the unconstrained optimum is -f @ Z. C and f are built once (again when the
+        live jerk_weight changes), so a tick spends two products on the objective."""
+        cfg, dt, N = self.config, self.dt, self._N
+        wq, wv = cfg.mpc_position_weight, cfg.mpc_velocity_weight
+        pq, pv = self._phi_q, self._phi_v
+        ones = np.ones(N)
+        e0 = np.zeros(N)
+        e0[0] = 1.0
+        kk = dt * np.arange(1, N + 1)  # the current motion's prediction q + k dt v
+        kk0 = dt * np.arange(N)  # extrapolated references qr + k dt v_ref
+        alpha = wq * pq.T @ ones
+        beta = wq * pq.T @ kk + wv * pv.T @ ones
+        delta = -rho * self._mpc_diff.T @ e0  # previous acceleration, through the jerk cost
+        a_col = -cfg.mpc_acceleration_weight * e0
+        diff = np.zeros((N, N))  # velocity references from consecutive future references
+        idx = np.arange(1, N)
+        diff[idx, idx] = 1.0 / dt
+        diff[idx, idx - 1] = -1.0 / dt
+        c_fut = np.column_stack([alpha, beta, delta, -wv * pv.T @ e0, a_col,
+                                 -(wq * pq.T + wv * pv.T @ diff)])
+        c_hold = np.column_stack([alpha, beta, delta, -(wq * pq.T @ kk0 + wv * pv.T @ ones),
+                                  a_col, -wq * pq.T @ ones])
+        first = np.linalg.inv(self._mpc_block)[0]  # row of the per-joint inverse (same block)
+        self._mpc_c_fut, self._mpc_c_hold = 2.0 * c_fut.T, 2.0 * c_hold.T  # -> [.., N]
+        self._mpc_f_fut, self._mpc_f_hold = c_fut.T @ first, c_hold.T @ first
+        self._mpc_rho = rho
 
     # ------------------------------------------------------------------ the tick
     def step(
@@ -799,8 +838,8 @@ class SafetyFilter:
 
             coef_u . u + coef_s . |u| >= rhs   (scaled by 2/dt^2: accelerations)
 
-        into self._rb_rs[:count] ([coef_u | coef_s]), self._rhs, self._strict (rhs plus the
-        reserve for the next tick's estimate) and self._bval; returns count.
+        into self._rs ([coef_u; coef_s], joint-major [2J, count]), self._rhs, self._strict (rhs
+        plus the reserve for the next tick's estimate) and self._bval; returns count.
 
         B(x) = h - margin - sum_i w_i v_i^2/(2b_i) - sum_i |G_i| b_i dt^2/8 - E is the clearance
         left after braking from x; w_i = |G_i| counts joints that may move towards the barrier
@@ -832,20 +871,27 @@ class SafetyFilter:
         # tick |v| dt - v^2/(2b) (>= v^2/(2b)), the value the row's bound gives braking; with it
         # braking always satisfies the row whenever B(x) >= 0
         turning = av <= self._bdt  # the velocity can change sign within the tick
-        reach = m2[2 * n:, 0]
+        reach = m2[0, 2 * n:]
         np.multiply(v, v, out=reach)
         reach *= self._inv2b
         np.copyto(reach, av * dt - reach, where=turning)
-        np.multiply(reach, self._c_gamma, out=m2[2 * n:, 1])
-        np.multiply(v, -2.0 / dt, out=m2[:n, 1])
+        np.multiply(reach, self._c_gamma, out=m2[1, 2 * n:])
+        np.multiply(v, -2.0 / dt, out=m2[1, :n])
         # Rows no admissible u can bring near their bound are left out (exactly: with |G_i|
-        # bounded by the lever arms, the row holds over the whole acceleration box).
-        pj = self._sph_x[0, :n]
+        # bounded by the norms of the point Jacobians' columns at this q, the row holds over
+        # the whole acceleration box).
+        pj = self._pj
         np.multiply(av, 2.0 * dt / gamma, out=pj)
         pj += reach
         pj += self._pj_const
-        y = np.matmul(self._sph_k, self._sph_x.T, out=self._sph_y)  # [S+1: reach, e0, e1]
-        t = np.dot(y, self._t_comb)
+        y = np.matmul(self._sph_x, self._sph_k.T, out=self._sph_y)  # [e0, e1] per sphere
+        t = np.dot(self._t_comb, y)
+        sq, norm = self._jp_sq, self._jp_norm
+        np.multiply(kin.jp, kin.jp, out=sq)
+        np.add(sq[:, 0], sq[:, 1], out=norm)
+        norm += sq[:, 2]
+        np.sqrt(norm, out=norm)
+        t += np.dot(norm, pj)
         h_all = bars.distances(kin.pos)
         self._h_all = h_all
         ta, tb = self._rb_ta, self._rb_tb
@@ -861,31 +907,33 @@ class SafetyFilter:
             return 0
         ra = bars.row_sphere.take(cand)
         rb = bars.row_other.take(cand)
-        e = y.take(ra, axis=0)
-        e += y.take(rb, axis=0)
-        b3 = self._rb_b[:count]
-        bars.gradients(cand, kin.jp, ra, rb, out=b3[:, 0:1, :])
-        g, ag, wgt = b3[:, 0], b3[:, 1], b3[:, 2]
+        e = y.take(ra, axis=1)
+        e += y.take(rb, axis=1)
+        # joint-major [g; |g|; w] [3, J, R]: per-joint factors broadcast along whole rows
+        gaw = np.empty((3, n, count))
+        bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
+        g, ag, wgt = gaw
         np.abs(g, out=ag)
-        np.multiply(g, np.sign(-v), out=wgt)
+        np.multiply(g, np.sign(-v)[:, None], out=wgt)
         np.maximum(wgt, 0.0, out=wgt)
-        np.copyto(wgt, ag, where=turning)
-        # [g | |g| | w] @ m2: column 0 is w . reach + |G| . b dt^2/8, column 1 the rest of rhs
-        y2 = np.dot(self._rb_b2[:count], m2)
+        np.copyto(wgt, ag, where=turning[:, None])
+        # m2 @ [g; |g|; w]: row 0 is w . reach + |G| . b dt^2/8, row 1 the rest of rhs
+        y2 = np.dot(m2, gaw.reshape(3 * n, count))
         base = h_all.take(cand)
         base -= margin
-        base -= e[:, 1]
-        self._bval = base - y2[:, 0]
+        base -= e[0]
+        self._bval = base - y2[0]
         base *= self._c_gamma
-        self._rhs = rhs = np.subtract(y2[:, 1], base, out=base)
+        self._rhs = rhs = np.subtract(y2[1], base, out=base)
         # growth of the error bound by the next tick, kept in reserve by the strict rows
-        growth = np.subtract(e[:, 2], e[:, 1], out=e[:, 2])
+        growth = np.subtract(e[1], e[0], out=e[1])
         growth *= 2.0 / (dt * dt)
         self._strict = rhs + growth
-        rs = self._rb_rs[:count]
-        np.multiply(wgt, np.multiply(v, self._c_u), out=rs[:, :n])
-        np.subtract(g, rs[:, :n], out=rs[:, :n])
-        np.negative(wgt, out=rs[:, n:])
+        # the rows, joint-major: [coef_u; coef_s] [2J, R]
+        self._rs = rs = np.empty((2 * n, count))
+        np.multiply(wgt, np.multiply(v, self._c_u)[:, None], out=rs[:n])
+        np.subtract(g, rs[:n], out=rs[:n])
+        np.negative(wgt, out=rs[n:])
         return count
 
     def _corners(self, count: int, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -896,17 +944,18 @@ class SafetyFilter:
             return _EMPTY, _EMPTY
         n = self.n
         lh = self._lh
-        lh[0, :n] = lo
-        lh[1, :n] = hi
+        lh[0, :n, 0] = lo
+        lh[1, :n, 0] = hi
         np.abs(lh[:, :n], out=lh[:, n:])
-        p = np.multiply(self._rb_rs[:count, None, :], lh, out=self._rb_p[:count])
-        f = np.add(p[:, :, :n], p[:, :, n:], out=self._rb_f[:count])  # [R, corner, joint]
-        each = np.minimum(f[:, 0], f[:, 1], out=self._rb_w[:count])
-        worst = np.dot(each, self._ones_n)
-        np.maximum(f[:, 0], f[:, 1], out=each)
+        p = self._rs * lh  # [corner, 2J, R]
+        f = np.add(p[:, :n], p[:, n:], out=p[:, :n])  # [corner, J, R]
+        each = np.minimum(f[0], f[1])
+        worst = np.dot(self._ones_n, each)
+        np.maximum(f[0], f[1], out=each)
         if not (max(lo.tolist()) <= 0.0 <= min(hi.tolist())):
-            np.maximum(each, np.where((lo <= 0.0) & (hi >= 0.0), 0.0, -np.inf), out=each)
-        return worst, np.dot(each, self._ones_n)
+            floor = np.where((lo <= 0.0) & (hi >= 0.0), 0.0, -np.inf)
+            np.maximum(each, floor[:, None], out=each)
+        return worst, np.dot(self._ones_n, each)
 
     def _lost_certificate(self) -> str:
         """Why a tick can be infeasible: the stop from here is no longer certified clear of a
@@ -928,30 +977,39 @@ class SafetyFilter:
         return lin
 
     def _objective_mpc(self, q, v, a, qr, vr, ar, fut, scale) -> np.ndarray:
-        cfg, dt, n, N = self.config, self.dt, self.n, self._N
-        if fut is not None:
-            refs = np.empty((N, n))
-            m = min(N, fut.shape[0])
-            refs[:m] = fut[:m]
-            refs[m:] = fut[m - 1]
-            refs[0] = qr
-            vrefs = np.empty((N, n))
-            vrefs[1:] = (refs[1:] - refs[:-1]) / dt
+        """Linear cost of tracking over the horizon (into qvec) and the first step of the
+        unconstrained optimum: the references are the future ones when given (the first
+        replaced by q_ref, the last held), else q_ref extrapolated with v_ref."""
+        rho = self.config.jerk_weight
+        if rho != self._mpc_rho:
+            self._mpc_objective_matrices(rho)
+        N = self._N
+        z = self._mpc_z
+        z[0] = q
+        z[1] = v
+        z[2] = a
+        if vr is None:
+            z[3] = 0.0
         else:
-            refs = qr[None, :] + (np.arange(N)[:, None] * dt) * (vr * scale)[None, :]
-            vrefs = np.repeat((vr * scale)[None, :], N, axis=0)
-        vrefs[0] = vr * scale
-        arefs = np.zeros((N, n))
-        arefs[0] = ar * scale
-        cq = q[None, :] + (np.arange(1, N + 1)[:, None] * dt) * v[None, :]
-        d0 = np.zeros((N, n))
-        d0[0] = a
-        lin = (cfg.mpc_position_weight * self._phi_q.T @ (cq - refs)
-               + cfg.mpc_velocity_weight * self._phi_v.T @ (v[None, :] - vrefs)
-               - cfg.mpc_acceleration_weight * arefs - cfg.jerk_weight * self._mpc_diff.T @ d0)
-        lin = (2.0 * lin * self._weights[None, :]).T  # [n, N]
-        self._qvec[:n * N] = lin.reshape(-1)
-        return -np.einsum("in,in->i", self._pinv_first, lin)
+            np.multiply(vr, scale, out=z[3])
+        if ar is None:
+            z[4] = 0.0
+        else:
+            np.multiply(ar, scale, out=z[4])
+        z[5] = qr
+        if fut is not None:
+            m = min(N, fut.shape[0])
+            z[6:5 + m] = fut[1:m]
+            z[5 + m:] = fut[m - 1]
+            c, f = self._mpc_c_fut, self._mpc_f_fut
+        else:
+            z = z[:6]
+            c, f = self._mpc_c_hold, self._mpc_f_hold
+        qvec = np.dot(z.T, c, out=self._mpc_qvec)  # [J, N], joint-major like u
+        if not self._w_all_one:
+            qvec *= self._weights[:, None]
+        u_free = np.dot(z.T, f)
+        return np.negative(u_free, out=u_free)
 
     def _select(
         self, rhs: np.ndarray, worst: np.ndarray, lo: np.ndarray, hi: np.ndarray,
@@ -966,7 +1024,7 @@ class SafetyFilter:
             uu = self._uu
             np.minimum(np.maximum(u_free, lo), hi, out=uu[:n])
             np.abs(uu[:n], out=uu[n:])
-            at_guess = np.dot(self._rb_rs[sel], uu) - rhs[sel]
+            at_guess = np.dot(uu, self._rs.take(sel, axis=1)) - rhs[sel]
             sel = sel[np.argpartition(at_guess, self._slots)[:self._slots]]
         return sel
 
@@ -979,10 +1037,10 @@ class SafetyFilter:
         slot = self._slot_vals
         r0 = self._slot_row0
         if used:
-            rs = self._rb_rs.take(sel, axis=0)
-            norm = np.abs(rs[:, :n]).max(axis=1)
+            rs = self._rs.take(sel, axis=1)  # [2J, used]
+            norm = np.abs(rs[:n]).max(axis=0)
             np.maximum(norm, 1e-9, out=norm)
-            np.divide(rs, norm[:, None], out=slot[:used])
+            np.divide(rs, norm, out=slot[:used].T)
             np.divide(rhs.take(sel), norm, out=self._lo[r0:r0 + used])
         if self._slots_used > used:  # switch off what the last tick used and this one does not
             slot[used:self._slots_used] = 0.0
@@ -1001,26 +1059,30 @@ class SafetyFilter:
 
     def _bounds_mpc(self, q, v, lo, hi, relax: bool) -> None:
         cfg, lim, dt, n, N, k = self.config, self._limits, self.dt, self.n, self._N, self._slots
-        amax = lim.acceleration
         lo_all, up_all = self._lo, self._up
-        lo_all[:n * N] = np.repeat(-amax, N)
-        up_all[:n * N] = np.repeat(amax, N)
-        lo_all[self._u_index] = lo
+        lo_all[self._u_index] = lo  # the first step's box; later steps keep +-amax
         up_all[self._u_index] = hi
-        m1 = n * (N - 1)
-        j0, v0, p0 = self._jerk_row0, self._vel_row0, self._pos_row0
-        jd = np.repeat(lim.jerk * dt, N - 1)
-        lo_all[j0:j0 + m1] = -np.inf if relax else -jd
-        up_all[j0:j0 + m1] = np.inf if relax else jd
-        steps = np.arange(2, N + 1)[None, :]
-        vmax = lim.velocity[:, None] * self._last_scale
-        # later velocity bounds never ask for more than braking can do from the first step
-        vb = np.maximum(vmax, np.abs(v)[:, None] - (steps - 1) * amax[:, None] * dt)
-        lo_all[v0:v0 + m1] = (-vb - v[:, None]).reshape(-1)
-        up_all[v0:v0 + m1] = (vb - v[:, None]).reshape(-1)
-        base = q[:, None] + steps * dt * v[:, None]
-        lo_all[p0:p0 + m1] = (lim.lower[:, None] - base).reshape(-1)
-        up_all[p0:p0 + m1] = (lim.upper[:, None] - base).reshape(-1)
+        if relax is not self._mpc_relaxed:
+            m1 = n * (N - 1)
+            j0 = self._jerk_row0
+            jd = np.repeat(lim.jerk * dt, N - 1)
+            lo_all[j0:j0 + m1] = -np.inf if relax else -jd
+            up_all[j0:j0 + m1] = np.inf if relax else jd
+            self._mpc_relaxed = relax
+        # velocity at steps 2..N: within the (scaled) limit, but never asking for more than
+        # braking can do from the first step
+        buf = self._mpc_buf
+        np.subtract(np.abs(v)[:, None], self._mpc_vel_drop, out=buf)
+        np.maximum(buf, (lim.velocity * self._last_scale)[:, None], out=buf)
+        vcol = v[:, None]
+        np.subtract(buf, vcol, out=self._mpc_vup)
+        np.add(buf, vcol, out=self._mpc_vlo)
+        np.negative(self._mpc_vlo, out=self._mpc_vlo)
+        # position at steps 2..N (the increments from q + k dt v)
+        np.multiply(vcol, self._mpc_step_dt, out=buf)
+        buf += q[:, None]
+        np.subtract(lim.lower[:, None], buf, out=self._mpc_plo)
+        np.subtract(lim.upper[:, None], buf, out=self._mpc_pup)
         # soft terminal rows on the most critical barriers (first-order, planning aid only)
         t0 = self._term_row0
         if relax:
@@ -1028,14 +1090,21 @@ class SafetyFilter:
             return
         h_all = self._h_all
         sel = np.argpartition(h_all, k)[:k] if len(h_all) > k else np.arange(len(h_all))
-        sel = sel[h_all[sel] < INACTIVE / 2]
-        h = h_all
-        gs = self._barriers.gradients(sel, self._kin.jp)
-        norm = np.maximum(np.abs(gs).max(axis=1), 1e-9) if len(sel) else np.ones(0)
-        self._term_vals[:len(sel), :n] = gs / norm[:, None]
-        self._term_vals[len(sel):, :n] = 0.0
-        lo_all[t0:t0 + len(sel)] = (cfg.sphere_margin - h[sel] - (gs @ v) * (N * dt)) / norm
-        lo_all[t0 + len(sel):t0 + k] = -np.inf
+        sel = sel[h_all.take(sel) < INACTIVE / 2]
+        used = len(sel)
+        term = self._term_vals
+        if used:
+            gs = self._barriers.gradients(sel, self._kin.jp)
+            norm = np.abs(gs).max(axis=1)
+            np.maximum(norm, 1e-9, out=norm)
+            np.divide(gs, norm[:, None], out=term[:used, :n])
+            bound = np.dot(gs, v)
+            bound *= -N * dt
+            bound += cfg.sphere_margin
+            bound -= h_all.take(sel)
+            np.divide(bound, norm, out=lo_all[t0:t0 + used])
+        term[used:, :n] = 0.0
+        lo_all[t0 + used:t0 + k] = -np.inf
 
     def _binding_reason(self, ay: np.ndarray) -> str:
         """Name what bound the solution, from the QP's multipliers (|y|)."""
@@ -1065,11 +1134,11 @@ class SafetyFilter:
         uu = self._uu
         uu[:n] = u
         np.abs(u, out=uu[n:])
-        rs = self._rb_rs[:count]
-        short = np.subtract(self._rhs, np.dot(rs, uu))
+        rs = self._rs
+        short = np.subtract(self._rhs, np.dot(uu, rs))
         if short.max() <= 0.0:
             return u, 0.0
-        return _repair(u, v, self._amax, self.dt, rs[:, :n], rs[:, n:], self._rhs)
+        return _repair(u, v, self._amax, self.dt, rs[:n].T, rs[n:].T, self._rhs)
 
     # ------------------------------------------------------------------ braking and commit
     def brake(self, reason: str = "brake requested") -> FilterResult:
