@@ -88,6 +88,9 @@ class FixedPatternQP:
         solver.setup(self.P, q, A, lo, up, verbose=False, **self.settings)
         self._solver = solver
         self._infty = float(solver.constant("OSQP_INFTY"))
+        self._lo_c = np.empty(self.m)
+        self._up_c = np.empty(self.m)
+        self._ax = np.empty(self.nnz)
         # The public wrapper spends as long in Python (bound clamping, a derivative cache, an
         # info namespace) as OSQP spends solving these small problems; when the compiled solver
         # it wraps is there, talk to it directly. Otherwise use the public API.
@@ -115,9 +118,13 @@ class FixedPatternQP:
             self._setup(q, a_values[self._gather], lo, up)
         elif self._core is not None:
             core = self._core
-            core.update_data_vec(q, np.maximum(lo, -self._infty), np.minimum(up, self._infty))
+            lo_c, up_c = self._lo_c, self._up_c
+            np.maximum(lo, -self._infty, out=lo_c)
+            np.minimum(up, self._infty, out=up_c)
+            core.update_data_vec(q, lo_c, up_c)
             if a_changed:
-                core.update_data_mat(None, None, a_values[self._gather], None)
+                a_values.take(self._gather, out=self._ax, mode="clip")
+                core.update_data_mat(None, None, self._ax, None)
             core.solve()
             info, sol = core.info, core.solution
             return QPResult(

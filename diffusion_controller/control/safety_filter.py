@@ -218,6 +218,7 @@ class SafetyFilter:
         self._sel = np.zeros(0, dtype=np.int64)
         self._cand = np.zeros(0, dtype=np.int64)
         self._bval = np.zeros(0)
+        self._screen = True
         self._slots_used = 0
         self._n_selected = 0
         self._build()
@@ -242,8 +243,18 @@ class SafetyFilter:
         self._q2 = np.empty(2 * n)
         self._v2 = np.empty(2 * n)
         self._box2 = np.empty(2 * n)
-        self._lim2 = np.concatenate((lim.velocity, b))  # |v+| and |u| bounds, for _commit
-        self._chk2 = np.empty(2 * n)
+        # _commit checks [|v+|, |u|, q+, -q+] against [velocity, acceleration, upper, -lower]
+        self._lim4 = np.concatenate((lim.velocity, b, lim.upper, -lim.lower))
+        self._chk4 = np.empty(4 * n)
+        # a joint this far inside its limits can take a full tick of acceleration and still
+        # stop in time (|v| <= the velocity limit, the state the filter commands): then the
+        # viability bound is above the acceleration limit and need not be computed. With
+        # X = v_max + b dt (the fastest v+), the stop after such a tick needs at most
+        # v_max dt/2 + X^2/(2b) + X dt + b dt^2/8 (both forms in braking.UpperBounds).
+        fastest = lim.velocity + b * dt
+        reach = (0.5 * lim.velocity * dt + fastest * fastest / (2.0 * b) + fastest * dt
+                 + b * dt * dt / 8.0)
+        self._far2 = np.concatenate((lim.upper - reach, -lim.lower - reach))
         self._ones_n = np.ones(n)
         # barrier-row constants (see _barrier_rows)
         self._bdt = b * dt
@@ -264,6 +275,7 @@ class SafetyFilter:
         self._jp_sq = np.empty((s + 1, 3, n))
         self._jp_norm = np.empty((s + 1, n))
         self._pj = np.empty(n)
+        self._ones3 = np.ones(3)
         self._m2 = np.zeros((2, 3 * n))  # m2 @ [g; |g|; w] -> (braking reach, rhs part)
         self._gamma_seen = math.nan
         self._lh = np.empty((2, 2 * n, 1))
@@ -284,7 +296,7 @@ class SafetyFilter:
         self._rb_ta = np.empty(count)
         self._rb_tb = np.empty(count)
         self._rb_mask = np.empty(count, dtype=bool)
-        self._rs = np.zeros((2 * self.n, 0))
+        self._rs_empty = self._rs = np.zeros((2 * self.n, 0))
 
     # ------------------------------------------------------------------ public state
     @property
@@ -694,7 +706,7 @@ class SafetyFilter:
         v_goal = np.copysign(fb, err, out=fb)
         if vr is not None:
             v_goal += vr
-        scale = self._speed_scale(q, w, v_goal)
+        scale = 1.0 if w >= cfg.singularity[0] else self._speed_scale(q, w, v_goal)
         self._last_scale = scale
         if scale == 1.0:
             vmax = self._vel
@@ -794,7 +806,8 @@ class SafetyFilter:
         np.negative(q, out=q2[n:])
         v2[:n] = v
         np.negative(v, out=v2[n:])
-        pos2 = self._viable(q2, v2)  # position viability: a stop inside the limits
+        # position viability (a stop inside the limits), unless every joint is far inside
+        pos2 = self._b2 if (self._far2 - q2).min() >= 0.0 else self._viable(q2, v2)
         vmax2 = self._vel2 if vmax is self._vel else np.concatenate((vmax, vmax))
         np.subtract(vmax2, v2, out=box)
         np.multiply(box, 1.0 / dt, out=box)  # velocity
@@ -888,8 +901,7 @@ class SafetyFilter:
         t = np.dot(self._t_comb, y)
         sq, norm = self._jp_sq, self._jp_norm
         np.multiply(kin.jp, kin.jp, out=sq)
-        np.add(sq[:, 0], sq[:, 1], out=norm)
-        norm += sq[:, 2]
+        np.matmul(self._ones3, sq, out=norm)
         np.sqrt(norm, out=norm)
         t += np.dot(norm, pj)
         h_all = bars.distances(kin.pos)
@@ -900,10 +912,13 @@ class SafetyFilter:
         ta += tb
         np.subtract(h_all, ta, out=ta)
         cand = np.less(ta, margin, out=self._rb_mask).nonzero()[0]
+        if not self._screen:  # (tests: build every row, to check what the screen leaves out)
+            cand = np.arange(len(h_all))
         self._cand = cand
         count = len(cand)
         if not count:
             self._bval = self._rhs = self._strict = _EMPTY
+            self._rs = self._rs_empty
             return 0
         ra = bars.row_sphere.take(cand)
         rb = bars.row_other.take(cand)
@@ -912,7 +927,7 @@ class SafetyFilter:
         # joint-major [g; |g|; w] [3, J, R]: per-joint factors broadcast along whole rows
         gaw = np.empty((3, n, count))
         bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
-        g, ag, wgt = gaw
+        g, ag, wgt = gaw[0], gaw[1], gaw[2]
         np.abs(g, out=ag)
         np.multiply(g, np.sign(-v)[:, None], out=wgt)
         np.maximum(wgt, 0.0, out=wgt)
@@ -1181,29 +1196,31 @@ class SafetyFilter:
         assert q is not None
         n = self.n
         amax = self._amax
-        if not math.isfinite(_sum(u)):
-            u = brake_acceleration(v, amax, dt)
         v_new = u * dt
         v_new += v
-        chk = self._chk2
-        np.abs(v_new, out=chk[:n])
-        np.abs(u, out=chk[n:])
-        chk -= self._lim2
-        if chk.max() > 0.0:  # clamp (normally u is inside already: then this changes nothing)
-            vel_lo = np.minimum((-lim.velocity - v) / dt, 0.0)
-            vel_hi = np.maximum((lim.velocity - v) / dt, 0.0)
-            u = np.minimum(np.maximum(u, np.maximum(vel_lo, -amax)), np.minimum(vel_hi, amax))
-            v_new = v + u * dt
         q_new = v + v_new  # q + v dt + u dt^2 / 2 = q + (v + v+) dt / 2
         q_new *= 0.5 * dt
         q_new += q
-        if (q_new > lim.upper).any() or (q_new < lim.lower).any():
-            # only reachable through rounding: land exactly on the limit
+        chk = self._chk4
+        np.abs(v_new, out=chk[:n])
+        np.abs(u, out=chk[n:2 * n])
+        chk[2 * n:3 * n] = q_new
+        np.negative(q_new, out=chk[3 * n:])
+        chk -= self._lim4
+        if not chk.max() <= 0.0:  # (also for NaN) normally u is inside already: then the
+            # clamps below would change nothing
+            if not math.isfinite(_sum(u)):
+                u = brake_acceleration(v, amax, dt)
+            vel_lo = np.minimum((-lim.velocity - v) / dt, 0.0)
+            vel_hi = np.maximum((lim.velocity - v) / dt, 0.0)
+            u = np.minimum(np.maximum(u, np.maximum(vel_lo, -amax)), np.minimum(vel_hi, amax))
+            q_new = q + v * dt + 0.5 * u * dt * dt
             over = (q_new > lim.upper) | (q_new < lim.lower)
-            target = np.clip(q_new, lim.lower, lim.upper)
-            u_fix = 2.0 * (target - q - v * dt) / (dt * dt)
-            u = np.where(over, np.clip(u_fix, -amax, amax), u)
-            q_new = np.where(over, target, q + v * dt + 0.5 * u * dt * dt)
+            if over.any():  # only reachable through rounding: land exactly on the limit
+                target = np.clip(q_new, lim.lower, lim.upper)
+                u_fix = 2.0 * (target - q - v * dt) / (dt * dt)
+                u = np.where(over, np.clip(u_fix, -amax, amax), u)
+                q_new = np.where(over, target, q + v * dt + 0.5 * u * dt * dt)
             v_new = v + u * dt
         u = u.copy()
         self._q, self._v, self._a = q_new, v_new, u
