@@ -67,6 +67,21 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
                    help="pin the loop thread to this core (-1: no pinning)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="extra node parameter (YAML value), repeatable")
+    p.add_argument("--domain", type=int, default=None,
+                   help="ROS_DOMAIN_ID for the run (default: a private one in 150..229, so no "
+                        "real arm or other run hears the benchmark's fake arm)")
+
+
+def use_private_domain(args: argparse.Namespace) -> int:
+    """Run on `--domain` or a random private ROS domain (set in this process's environment, which
+    the node processes inherit and rclpy reads at init)."""
+    import random
+
+    domain = args.domain if args.domain is not None else random.randrange(150, 230)
+    if not 0 <= domain <= 232:
+        raise SystemExit(f"--domain must be in [0, 232], got {domain}")
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    return domain
 
 
 def prepare_model(args: argparse.Namespace, workdir: Path) -> tuple[str, str]:
@@ -128,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("--duration must be positive and --warmup >= 0")
     w, _, hh = args.camera.partition("x")
     camera = (int(hh), int(w))
+    domain = use_private_domain(args)
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
         workdir = Path(tmp)
         model, cache = prepare_model(args, workdir)
@@ -150,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
             if code != 0 or not result:
                 print(node.log()[-4000:])
         result["node_exit_code"] = code
+        result["ros_domain_id"] = domain
     print_result(result)
     if args.json:
         write_json(args.json, result)
