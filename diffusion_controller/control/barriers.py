@@ -127,7 +127,13 @@ class CartesianBarriers:
             s + np.repeat(np.arange(self.obstacle_slots), m), self.pair_b,
         ]).astype(np.int64)
         k = len(self._pt_a)
-        self._points = np.zeros((s + self.obstacle_slots, 3))
+        # a - b for every point row in one product: +1 for a, -1 for b where b is a sphere;
+        # obstacle centres enter as a per-row offset (refreshed when obstacles change)
+        self._incidence = np.zeros((k, s))
+        self._incidence[np.arange(k), self._pt_a] = 1.0
+        spheres_b = self._pt_b < s
+        self._incidence[np.flatnonzero(spheres_b), self._pt_b[spheres_b]] -= 1.0
+        self._pt_offset = np.zeros((k, 3))
         self._da = np.empty((k, 3))
         self._db = np.empty((k, 3))
         self._dist = np.empty(k)
@@ -147,8 +153,8 @@ class CartesianBarriers:
         m = len(self.moving)
         self._face_const = (self._face_sign_rows * np.tile(self._bounds, m)
                             + self._face_radius)
-        s = len(self.robot.sphere_radii)
-        self._points[s:] = self._centers
+        n_obs = self.obstacle_slots * len(self.moving)
+        self._pt_offset[:n_obs] = -np.repeat(self._centers, len(self.moving), axis=0)
         self._pt_rsum = np.concatenate([
             (self._oradii[:, None] + self.radii[None, :]).reshape(-1), self.pair_r,
         ])
@@ -227,12 +233,9 @@ class CartesianBarriers:
         np.multiply(h, self._face_sign_rows, out=h)
         np.subtract(h, self._face_const, out=h)
         if len(self._pt_a):
-            pts = self._points
-            pts[:len(pos)] = pos
             da, db, dist = self._da, self._db, self._dist
-            pts.take(self._pt_a, axis=0, out=da, mode="clip")
-            pts.take(self._pt_b, axis=0, out=db, mode="clip")
-            np.subtract(da, db, out=da)
+            np.matmul(self._incidence, pos, out=da)
+            da += self._pt_offset
             np.multiply(da, da, out=db)
             np.dot(db, self._ones3, out=dist)
             np.sqrt(dist, out=dist)

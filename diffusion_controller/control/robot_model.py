@@ -469,8 +469,8 @@ class TickKinematics:
         """Kinematics at q (finite, caller's joint order; the filter has checked it)."""
         data = self._data
         pin.computeJointJacobians(self._model, data, q if self._ordered else q[self._inv])
-        if self._ordered:
-            np.copyto(self.jw, data.J)
+        if self._ordered:  # pinocchio's own array, which only this kernel's updates rewrite
+            self.jw = data.J
         else:
             data.J.take(self._perm, axis=1, out=self.jw, mode="clip")
         # (array methods with mode="clip": np.take buffers `out` and costs several times more)

@@ -264,17 +264,21 @@ class SafetyFilter:
         self._dd_shift = np.stack([b * dt, 2.0 * b * dt])
         self._dd_const = -0.375 * b * dt * dt
         self._dd = np.empty((2, n))
-        # per-sphere curvature / 2 (and a zero dummy sphere): one product with outer(dd0) and
-        # outer(dd1) gives each sphere's linearisation error bounds for this tick and the next
-        k = np.zeros((s + 1, n * n))
-        k[:s] = 0.5 * self.robot.curvature.reshape(s, -1)
+        # per sphere (and a zero dummy sphere last): [|point Jacobian columns| | curvature / 2],
+        # the first block refreshed every tick. One product with
+        # [[per-joint reach, 0], [0, outer(dd0)], [0, outer(dd1)]] gives each sphere's screening
+        # reach and its linearisation error bounds for this tick and the next.
+        k = np.zeros((s + 1, n + n * n))
+        k[:s, n:] = 0.5 * self.robot.curvature.reshape(s, -1)
         self._sph_k = k
-        self._sph_x = np.zeros((2, n * n))
-        self._sph_outer = self._sph_x.reshape(2, n, n)
-        self._sph_y = np.empty((2, s + 1))
+        self._jp_norm = k[:, :n]
+        self._sph_x = np.zeros((3, n + n * n))
+        self._pj = self._sph_x[0, :n]
+        self._sph_outer = self._sph_x[1:, n:].reshape(2, n, n)
+        if not np.shares_memory(self._sph_outer, self._sph_x):
+            raise RuntimeError("internal: outer-product buffer is not a view")
+        self._sph_y = np.empty((3, s + 1))
         self._jp_sq = np.empty((s + 1, 3, n))
-        self._jp_norm = np.empty((s + 1, n))
-        self._pj = np.empty(n)
         self._ones3 = np.ones(3)
         self._m2 = np.zeros((2, 3 * n))  # m2 @ [g; |g|; w] -> (braking reach, rhs part)
         self._gamma_seen = math.nan
@@ -285,7 +289,7 @@ class SafetyFilter:
         """Refresh the constants that depend on barrier_gamma (a live setting)."""
         n, dt = self.n, self.dt
         self._gamma_seen = gamma
-        self._t_comb = np.array([1.0 - 1.0 / gamma, 1.0 / gamma])
+        self._t_comb = np.array([1.0, 1.0 - 1.0 / gamma, 1.0 / gamma])
         self._c_gamma = 2.0 * gamma / (dt * dt)
         self._pj_const = self._k8 + self._amax * dt * dt / gamma
         self._m2[0, n:2 * n] = self._k8
@@ -897,13 +901,12 @@ class SafetyFilter:
         np.multiply(av, 2.0 * dt / gamma, out=pj)
         pj += reach
         pj += self._pj_const
-        y = np.matmul(self._sph_x, self._sph_k.T, out=self._sph_y)  # [e0, e1] per sphere
-        t = np.dot(self._t_comb, y)
         sq, norm = self._jp_sq, self._jp_norm
         np.multiply(kin.jp, kin.jp, out=sq)
         np.matmul(self._ones3, sq, out=norm)
         np.sqrt(norm, out=norm)
-        t += np.dot(norm, pj)
+        y = np.matmul(self._sph_x, self._sph_k.T, out=self._sph_y)  # [reach, e0, e1]
+        t = np.dot(self._t_comb, y)
         h_all = bars.distances(kin.pos)
         self._h_all = h_all
         ta, tb = self._rb_ta, self._rb_tb
@@ -922,8 +925,8 @@ class SafetyFilter:
             return 0
         ra = bars.row_sphere.take(cand)
         rb = bars.row_other.take(cand)
-        e = y.take(ra, axis=1)
-        e += y.take(rb, axis=1)
+        e = y[1:].take(ra, axis=1)
+        e += y[1:].take(rb, axis=1)
         # joint-major [g; |g|; w] [3, J, R]: per-joint factors broadcast along whole rows
         gaw = np.empty((3, n, count))
         bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
