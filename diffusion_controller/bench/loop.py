@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", default="640x480",
                    help="feeder camera size WxH (default 640x480, bgr8)")
     p.add_argument("--camera-rate", type=float, default=30.0, help="feeder camera rate (Hz)")
+    p.add_argument("--baseline", type=float, default=0.0,
+                   help="first measure for this many seconds how late a bare SCHED_FIFO thread "
+                        "in an idle process wakes (the platform's floor; default 0: skip)")
     p.add_argument("--json", help="write the result to this file")
     p.set_defaults(func=run)
 
@@ -144,6 +147,12 @@ def run(args: argparse.Namespace) -> int:
     w, _, hh = args.camera.partition("x")
     camera = (int(hh), int(w))
     domain = use_private_domain(args)
+    baseline: dict[str, Any] = {}
+    if args.baseline > 0:
+        from diffusion_controller.reliability.rt import wakeup_jitter
+
+        baseline = wakeup_jitter(args.baseline, args.rate,
+                                 priority=None if args.no_realtime else 80)
     with tempfile.TemporaryDirectory(prefix="bench_loop_") as tmp:
         workdir = Path(tmp)
         model, cache = prepare_model(args, workdir)
@@ -167,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
                 print(node.log()[-4000:])
         result["node_exit_code"] = code
         result["ros_domain_id"] = domain
+        result.update({f"baseline_{k}": v for k, v in baseline.items()})
     print_result(result)
     if args.json:
         write_json(args.json, result)

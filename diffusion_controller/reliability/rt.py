@@ -73,3 +73,45 @@ def lower_python_threads(exclude: tuple[str, ...] = ("control-loop",)) -> None:
     for t in threading.enumerate():
         if t.name not in exclude and t.native_id is not None:
             set_other(t.native_id)
+
+
+def wakeup_jitter(duration_s: float, rate_hz: float = 100.0, priority: int | None = 80,
+                  spin_s: float = 0.0005) -> dict[str, Any]:
+    """The platform's floor: a bare thread (SCHED_FIFO `priority` if granted, None: default
+    policy) waking on absolute deadlines at `rate_hz` with the control loop's sleep-then-spin,
+    in a process doing nothing else. Lateness percentiles in ms; what the OS and the machine
+    (a VM's stolen time included) add before any Python contention."""
+    import time
+
+    import numpy as np
+
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        out["sched_fifo"] = priority is not None and set_fifo(0, priority) is None
+        period = 1.0 / rate_hz
+        n = max(1, int(duration_s * rate_hz))
+        late = np.empty(n)
+        start = time.monotonic()
+        for k in range(n):
+            deadline = start + k * period
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0.0:
+                    break
+                if remaining > spin_s:
+                    time.sleep(remaining - spin_s)
+                else:
+                    while time.monotonic() < deadline:
+                        pass
+                    break
+            late[k] = time.monotonic() - deadline
+        ms = late * 1e3
+        out.update(n=n, p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),
+                   p999_ms=float(np.percentile(ms, 99.9)), max_ms=float(np.max(ms)),
+                   over_1ms=int(np.count_nonzero(ms > 1.0)))
+
+    t = threading.Thread(target=run, name="jitter-baseline", daemon=True)
+    t.start()
+    t.join()
+    return out
