@@ -664,8 +664,10 @@ class SafetyFilter:
                 total += _sum(ar)
             if not math.isfinite(total):  # name the culprit (or pass a huge but finite sum)
                 for value, name in ((qr, "q_ref"), (vr, "v_ref"), (ar, "a_ref")):
-                    if value is not None and _vec(value, n, name)[0] is None:
-                        return self._brake(_vec(value, n, name)[1])
+                    if value is not None:
+                        arr, why = _vec(value, n, name)
+                        if arr is None:
+                            return self._brake(why)
             fut = None
             if future_ref is not None and self.config.mode == "mpc":
                 try:
@@ -742,9 +744,7 @@ class SafetyFilter:
         if cfg.mode == "cbf":
             u_free = self._objective_cbf(u_des, a)
         else:
-            vr0 = vr if vr is not None else np.zeros(self.n)
-            ar0 = ar if ar is not None else np.zeros(self.n)
-            u_free = self._objective_mpc(q, v, a, qr, vr0, ar0, fut, scale)
+            u_free = self._objective_mpc(q, v, a, qr, vr, ar, fut, scale)
         # the rows keep in reserve what the next tick's estimate may add (so the next tick is
         # certified too); that reserve, jerk and the MPC planning rows yield before braking does
         res = None
