@@ -80,6 +80,7 @@ _WORKER_FIELDS = {
     "uncertainty_threshold": "uncertainty_threshold",
     "uncertainty_action": "uncertainty_action",
     "uncertainty_scale": "uncertainty_scale",
+    "inference_frame_wait": "frame_wait",
 }
 _WATCHDOG_PARAMS = ("joint_state_timeout", "image_timeout", "chunk_timeout",
                     "tracking_error_limit", "stamp_tolerance")
@@ -591,6 +592,7 @@ class ControllerNode(LifecycleNode):
             uncertainty_threshold=float(v["uncertainty_threshold"]),
             uncertainty_action=str(v["uncertainty_action"]),
             uncertainty_scale=float(v["uncertainty_scale"]),
+            frame_wait=float(v["inference_frame_wait"]),
         )
 
     # ------------------------------------------------------------------ parameters

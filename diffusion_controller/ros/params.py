@@ -133,6 +133,10 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("prefix_steps", INT, 2, "At most this many first actions of a new chunk are pinned to the "
        "executing chunk (inpainting) to cover inference latency; must be below the horizon.",
        when=LIVE, min=0, max=64, group="sampling"),
+    _p("inference_frame_wait", DOUBLE, 0.07, "At each inference period, wait up to this long "
+       "(at most half the period) for a new camera frame and start on it, so the observation is "
+       "fresh (0: start at once on the newest frame).", when=LIVE, min=0.0, max=0.5, unit="s",
+       group="sampling"),
     _p("num_samples", INT, 1, "Chunks sampled per inference (one batch); more than one enables "
        "the uncertainty monitor.", when=LIVE, min=1, max=32, group="sampling"),
     _p("uncertainty_threshold", DOUBLE, 0.2, "Spread (std across samples of the first actions, "

@@ -50,6 +50,7 @@ class ObservationBuffer:
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.max_joint_gap = float(max_joint_gap)
         self._lock = threading.Lock()
+        self._new_frame = threading.Condition(self._lock)  # a frame of the first camera arrived
         j = len(self.joint_names)
         self._jcap = int(joint_capacity)
         self._jstamps = np.full(self._jcap, -np.inf)
@@ -109,7 +110,24 @@ class ObservationBuffer:
                 self.last_reason = reason
                 return reason
             self._images[camera].append((float(stamp), img))
+            if camera == self.cameras[0]:
+                self._new_frame.notify_all()
         return None
+
+    def wait_for_frame(self, after: float | None, timeout: float) -> bool:
+        """Block up to `timeout` s until the first camera has a frame stamped after `after`
+        (None: any frame); True if it has. Lets inference start as a frame lands instead of
+        using one that is already most of a camera period old."""
+        if timeout <= 0:
+            return False
+        cam = self.cameras[0]
+
+        def fresh() -> bool:
+            frames = self._images[cam]
+            return bool(frames) and (after is None or frames[-1][0] > after)
+
+        with self._new_frame:
+            return self._new_frame.wait_for(fresh, timeout)
 
     def clear(self) -> None:
         with self._lock:

@@ -48,6 +48,7 @@ class WorkerSettings:
     uncertainty_threshold: float = 0.2  # rad; <= 0 disables the monitor
     uncertainty_action: str = "scale"
     uncertainty_scale: float = 0.5  # speed factor for uncertain chunks ("scale")
+    frame_wait: float = 0.0  # at each period, wait up to this long for a new camera frame
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rate_hz) and self.rate_hz > 0):
@@ -67,6 +68,8 @@ class WorkerSettings:
             raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
         if not (self.max_observation_age > 0):
             raise ValueError("max_observation_age must be positive")
+        if not (math.isfinite(self.frame_wait) and self.frame_wait >= 0):
+            raise ValueError(f"frame_wait must be >= 0, got {self.frame_wait}")
 
 
 @dataclass(frozen=True)
@@ -238,7 +241,14 @@ Callbacks run in the worker thread.
                 with self._lock:
                     self._counts["overruns"] += missed
                 next_t += missed * period
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
+            if self._stop.wait(max(0.0, next_t - time.monotonic())):
+                break
+            wait = min(self._settings.frame_wait, 0.5 / self._settings.rate_hz)
+            if wait > 0:
+                # Start on a frame that has just landed: the observation is then only as old as
+                # its transport, not up to a whole camera period older (end-to-end latency).
+                self.buffer.wait_for_frame(self.buffer.newest_image_stamp(
+                    self.buffer.cameras[0]), wait)
 
     # --- one inference -----------------------------------------------------------------------
 
