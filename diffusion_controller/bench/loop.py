@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
-    from diffusion_controller.reliability.harness import diag_float, diag_realtime
+    from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
     def running() -> bool:
         if not node.alive:
@@ -199,6 +199,7 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
         raise RuntimeError(f"reset_statistics: {reply.message}")
     t0 = time.monotonic()
     cpu0, load0 = node.cpu_s(), load_average()
+    faults0, steal0 = node.major_faults(), stolen_s()
     rss: list[float] = [node.rss_mb()]
     next_print = t0 + 60.0
     while time.monotonic() - t0 < args.duration:
@@ -214,6 +215,7 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
             next_print += 60.0
     t1 = time.monotonic()
     cpu1, load1 = node.cpu_s(), load_average()
+    faults1, steal1 = node.major_faults(), stolen_s()
     feeder.wait_diag_after(t1 + 0.05, timeout=10.0)
     _, loop = feeder.entry("control loop")
     _, inf = feeder.entry("inference")
@@ -258,6 +260,9 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
         "receiver_gaps_over_2_periods": int(np.count_nonzero(gaps > 2 * period)),
         "gc_collections": nodev.get("gc_collections", ""),
         "gc_max_pause_ms": nodev.get("gc_max_pause_ms", ""),
+        "memory_locked": nodev.get("memory_locked", ""),
+        "node_major_faults": faults1 - faults0,
+        "vm_stolen_s": round(steal1 - steal0, 2),
         "node_cpu_percent": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1),
         "node_rss_mb_start": round(rss[0], 1),
         "node_rss_mb_end": round(rss[-1], 1),

@@ -94,6 +94,14 @@ class NodeProcess:
         except (OSError, IndexError, ValueError):
             return float("nan")
 
+    def major_faults(self, pid: int | None = None) -> int:
+        """Page faults that had to read from disk, so far (-1 when gone)."""
+        try:
+            with open(f"/proc/{pid or self.pid}/stat", encoding="ascii") as fh:
+                return int(fh.read().rsplit(")", 1)[1].split()[9])
+        except (OSError, IndexError, ValueError):
+            return -1
+
     def stop(self, timeout: float = 15.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
@@ -121,6 +129,16 @@ def start_sim(workdir: Path, params: Mapping[str, Any] | None = None) -> NodePro
         text = str(v).lower() if isinstance(v, bool) else str(v)
         args += ["-p", f"{k}:={text}"]
     return NodeProcess(SIM_MODULE, args, workdir / "sim_arm.log")
+
+
+def stolen_s() -> float:
+    """CPU time the hypervisor took from this (virtual) machine so far, all CPUs (/proc/stat)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def diag_float(values: Mapping[str, str], key: str) -> float:

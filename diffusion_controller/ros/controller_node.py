@@ -230,6 +230,13 @@ class ControllerNode(LifecycleNode):
         # are short: a full one over the live heap holds the GIL for tens of ms.
         frozen = freeze_heap()
         self._gc.frozen = int(frozen["frozen"])
+        if core.values["realtime"]:
+            # No page of this process may be paged out and faulted back from disk mid-tick.
+            err = rt.lock_memory()
+            self._rt_threads["memory_locked"] = err is None
+            if err:
+                self._rt_threads.setdefault("errors", []).append(err)
+                self.get_logger().warning(f"realtime: {err}")
         self.get_logger().info(f"heap frozen: {frozen['frozen']} objects, collect "
                                f"{frozen['collect_ms']:.1f} ms")
         if self._estop_latched:
@@ -440,6 +447,7 @@ class ControllerNode(LifecycleNode):
             setup = lambda: rt.set_fifo(0, helper_prio)  # noqa: E731 (the worker thread's own)
         elif self._rt_threads:
             rt.lower_python_threads()
+            rt.unlock_memory()
             self._rt_threads = {}
         core.worker = InferenceWorker(
             backend, buffer, self._submit_chunk, self._now, self._worker_settings(v),
@@ -875,6 +883,7 @@ class ControllerNode(LifecycleNode):
         gc_summary = self._gc.summary()
         if self._rt_threads:
             node_values.append(("realtime_threads", self._rt_threads.get("threads", {})))
+            node_values.append(("memory_locked", self._rt_threads.get("memory_locked", False)))
             if self._rt_threads.get("errors"):
                 node_values.append(("realtime_errors", self._rt_threads["errors"]))
         node_values += [("gc_collections", gc_summary["collections"]),
