@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint install
+.PHONY: demo test test-py310 lint install
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,19 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The deployment target runs Python 3.10 (JetPack 6 / Humble). This checks the package's torch-free
+# core there: no torch, onnx or ROS wheels exist for that interpreter here, so those tests skip.
+PY310 ?= python3.10
+VENV310 ?= .venv310
+$(VENV310)/.installed: setup.py
+	$(PY310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install --upgrade pip
+	$(VENV310)/bin/python -m pip install -e ".[sim]" pytest pytest-timeout hypothesis
+	touch $@
+
+test-py310: $(VENV310)/.installed
+	$(VENV310)/bin/python -m pytest test/unit test/integration $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check diffusion_controller test launch
