@@ -407,6 +407,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True, help="socket inherited from the parent")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when this process ends
+    # A restart is spawned from the node's real-time worker thread, whose policy a child
+    # inherits: the network runs as an ordinary process, below every thread of the node.
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
     conn = Connection(args.fd)
     try:
         return _serve(conn)

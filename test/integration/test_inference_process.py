@@ -88,7 +88,7 @@ def test_parity_restart_after_kill_and_close(model_dir: str, fault_file: Path) -
         assert np.all(np.isfinite(again.actions))
 
         # A child dying inside a request: that call fails; after a short back-off a new child.
-        shm_path = proc._shm.path  # noqa: SLF001 (checking the clean-up)
+        shm_path = proc._shm.path  # checking the clean-up
         fault_file.write_text(json.dumps({"exit": True}))
         with pytest.raises(InferenceCrashed):
             proc.infer(obs, steps=4, seed=3)
@@ -118,7 +118,7 @@ def test_stall_is_killed_and_raise_keeps_process(model_dir: str, fault_file: Pat
         proc.infer(obs, steps=2, seed=0)
         proc.timeout = 0.5
         pid = proc.pid
-        shm = proc._shm.path  # noqa: SLF001 (checking the clean-up)
+        shm = proc._shm.path  # checking the clean-up
         fault_file.write_text(json.dumps({"raise": "no convergence"}))
         with pytest.raises(InferenceFailed, match="injected fault: no convergence"):
             proc.infer(obs, steps=2, seed=0)
@@ -152,3 +152,32 @@ def test_corrupt_weights_fail_start_with_reason(model_dir: str, tmp_path: Path) 
         proc.start()
     assert proc.pid is None
     proc.close()
+
+
+def test_child_runs_as_an_ordinary_process(model_dir: str) -> None:
+    """Started from a real-time thread (as restarts are, from the worker), the child drops to
+    SCHED_OTHER: the network never competes at the node's real-time priority."""
+    import threading
+
+    from diffusion_controller.reliability import rt
+
+    proc = ProcessBackend(model_dir, backend="torch", threads=1, warmup_runs=0)
+    out: dict[str, object] = {}
+
+    def start() -> None:
+        out["err"] = rt.set_fifo(0, 5)
+        try:
+            proc.start()
+        except Exception as exc:  # reported below
+            out["start"] = exc
+
+    t = threading.Thread(target=start)
+    t.start()
+    t.join()
+    try:
+        if out["err"] is not None:
+            pytest.skip(f"SCHED_FIFO not permitted here: {out['err']}")
+        assert "start" not in out, out.get("start")
+        assert rt.policy_of(proc.pid) == "other"
+    finally:
+        proc.close()
