@@ -235,6 +235,7 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
         "p99_err_ms": diag_float(loop, "run_tick_error_p99_ms"),
         "p999_err_ms": diag_float(loop, "run_tick_error_p999_ms"),
         "max_err_ms": diag_float(loop, "run_tick_error_max_ms"),
+        "last_overrun": loop.get("last_overrun", ""),
         "compute_p50_ms": diag_float(loop, "run_compute_p50_ms"),
         "compute_p99_ms": diag_float(loop, "run_compute_p99_ms"),
         "compute_max_ms": diag_float(loop, "run_compute_max_ms"),

@@ -177,6 +177,7 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
         "p50_err_ms": diag_float(loop, "run_tick_error_p50_ms"),
         "p99_err_ms": diag_float(loop, "run_tick_error_p99_ms"),
         "max_err_ms": diag_float(loop, "run_tick_error_max_ms"),
+        "last_overrun": loop.get("last_overrun", ""),
         "e2e_p50_ms": diag_float(loop, "run_e2e_p50_ms"),
         "e2e_p99_ms": diag_float(loop, "run_e2e_p99_ms"),
         "node_rss_mb_ref": ref[0]["node_rss_mb"] if ref else None,

@@ -106,6 +106,7 @@ class LoopStatus:
     last_e2e_ms: float = float("nan")
     clock_jumps: int = 0
     run_missed: int = 0  # missed ticks since start or reset_statistics()
+    last_overrun: dict[str, float] = field(default_factory=dict)  # the latest missed deadline
 
 
 class _Ticket:
@@ -335,6 +336,7 @@ class ControlLoop:
         self._life_compute = Histogram(1e-5, 0.2)
         self._life_e2e = Histogram(1e-4, 5.0)  # 0.1 ms bins up to 5 s
         self._missed_base = 0
+        self._last_overrun: dict[str, float] = {}
 
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -502,6 +504,7 @@ class ControlLoop:
             last_e2e_ms=self._last_e2e * 1e3,
             clock_jumps=self._clock_jumps,
             run_missed=self._missed - self._missed_base,
+            last_overrun=dict(self._last_overrun),
         )
 
     def reset_statistics(self) -> None:
@@ -587,6 +590,10 @@ class ControlLoop:
             if now >= start + k * period:
                 k_next = int((now - start) / period) + 1
                 self._missed += k_next - k
+                # Why: a late start (the GIL, the OS) or a long tick (the filter, the publish).
+                self._last_overrun = {"tick": float(self._ticks), "missed": float(k_next - k),
+                                      "start_late_ms": (began - deadline) * 1e3,
+                                      "tick_ms": (now - began) * 1e3}
                 k = k_next
 
     # ------------------------------------------------------------------ the tick

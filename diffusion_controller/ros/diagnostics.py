@@ -108,6 +108,7 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
     values.append(("run_missed_ticks", getattr(status, "run_missed", status.missed_ticks)))
     values.append(("last_e2e_ms", getattr(status, "last_e2e_ms", math.nan)))
     values.append(("clock_jumps", getattr(status, "clock_jumps", 0)))
+    values.append(("last_overrun", getattr(status, "last_overrun", {}) or "none"))
     return StatusEntry(f"{prefix}: control loop", level, message, kv(values))
 
 
