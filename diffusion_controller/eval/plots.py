@@ -81,10 +81,10 @@ def plot_paths(path: Path, results: Sequence[EpisodeResult]) -> None:
         Line2D([], [], color="k", ls="-", label="success"),
         Line2D([], [], color="k", ls="--", label="failure"),
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=6, frameon=False)
+    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
     fig.suptitle("Tool paths (top view)")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    fig.savefig(path, dpi=110)
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
