@@ -21,7 +21,11 @@ from launch import LaunchDescription
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("diffusion_controller")
     args = [
-        DeclareLaunchArgument("model", description="Model artifact directory (required)."),
+        DeclareLaunchArgument(
+            "model",
+            description="Model artifact directory (required: a real arm never falls back to the "
+            "sim-trained model shipped in models/).",
+        ),
         DeclareLaunchArgument(
             "backend",
             default_value="auto",

@@ -1,6 +1,6 @@
 """Launch the simulated Panda (PyBullet) and the diffusion controller driving it.
 
-    ros2 launch diffusion_controller sim.launch.py model:=/path/to/model_dir seed:=3
+    ros2 launch diffusion_controller sim.launch.py [model:=/path/to/model_dir] seed:=3
 
 `sim_arm` publishes /joint_states, /camera/image_raw and /robot_description and tracks
 /forward_position_controller/commands, exactly like the real arm's ros2_control stack, so the
@@ -19,7 +19,11 @@ from launch import LaunchDescription
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("diffusion_controller")
     args = [
-        DeclareLaunchArgument("model", description="Model artifact directory (required)."),
+        DeclareLaunchArgument(
+            "model",
+            default_value=PathJoinSubstitution([share, "models", "panda_reach_diffusion"]),
+            description="Model artifact directory (default: the shipped Panda reaching policy).",
+        ),
         DeclareLaunchArgument(
             "backend",
             default_value="auto",
