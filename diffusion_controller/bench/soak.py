@@ -104,7 +104,7 @@ def _reset_sim(feeder: Any, seed: int) -> None:
 
 
 def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
-    from diffusion_controller.reliability.harness import diag_float, diag_realtime
+    from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
     def running() -> bool:
         if not node.alive:
@@ -118,6 +118,7 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
         raise RuntimeError(f"reset_statistics: {reply.message}")
     t0 = time.monotonic()
     load0 = load_average()
+    faults0, steal0 = node.major_faults(), stolen_s()
     samples: list[dict[str, Any]] = []
     next_sample = t0
     next_reset = t0 + args.reset_every if args.reset_every > 0 else float("inf")
@@ -152,6 +153,7 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
             raise RuntimeError("a process exited during the soak:\n" + node.log()[-3000:])
         time.sleep(0.2)
     t1 = time.monotonic()
+    faults1, steal1 = node.major_faults(), stolen_s()
     feeder.wait_diag_after(t1 + 0.05, timeout=10.0)
     _, loop = feeder.entry("control loop")
     _, nodev = feeder.entry(": node")
@@ -189,6 +191,8 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
         "inference_rss_slope_mb_per_h": inf_slope,
         "reference_after_s": ref[0]["t_s"] if ref else None,
         "sim_resets": seed - 1,
+        "node_major_faults": faults1 - faults0,
+        "vm_stolen_s": round(steal1 - steal0, 2),
         "gc_max_pause_ms": nodev.get("gc_max_pause_ms", ""),
         "sched_fifo": bool(diag_realtime(loop).get("sched_fifo", False)),
         "inference_mode": args.inference_mode,
