@@ -62,6 +62,12 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "the current ROS_DOMAIN_ID, so no real arm hears the commands)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--no-keepout",
+        action="store_true",
+        help="do not give the obstacle to the safety filter as keep-out spheres (only the "
+        "camera sees it): measures what the policy itself does",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
 
 
@@ -101,6 +107,7 @@ def config_from_args(
         timeout=args.timeout,
         domain_id=args.domain_id,
         plots=not args.no_plots,
+        keepout=not args.no_keepout,
     )
 
 

@@ -235,7 +235,7 @@ class EvalClient(Node):
     def set_params(self, node: str, values: Mapping[str, Any]) -> None:
         """Set parameters through the node's real parameter service; EvalError if refused."""
         req = SetParameters.Request()
-        req.parameters = [Parameter(k, value=v).to_parameter_msg() for k, v in values.items()]
+        req.parameters = [_parameter(k, v).to_parameter_msg() for k, v in values.items()]
         results = self.call(SetParameters, f"/{node}/set_parameters", req).results
         refused = [
             f"{k}: {r.reason}" for k, r in zip(values, results, strict=True) if not r.successful
@@ -267,3 +267,11 @@ class EvalClient(Node):
         if not isinstance(episode, int):
             raise EvalError("the simulator's reset reply carries no episode number")
         return spec, episode
+
+
+def _parameter(name: str, value: Any) -> Parameter:
+    """A Parameter whose type does not depend on luck: float lists (empty ones too, which rclpy
+    would otherwise call byte arrays) are double arrays."""
+    if isinstance(value, (list, tuple)) and all(isinstance(x, float) for x in value):
+        return Parameter(name, Parameter.Type.DOUBLE_ARRAY, [float(x) for x in value])
+    return Parameter(name, value=value)

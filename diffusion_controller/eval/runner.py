@@ -74,6 +74,9 @@ class EvalConfig:
     plots: bool = True
     sphere_margin: float = 0.005  # the controller's extra keep-out clearance (m)
     keepout_margin: float = 0.0  # growth of the obstacle's keep-out spheres (m)
+    # Tell the safety filter where the obstacle is (its keep-out spheres). Off, only the policy's
+    # camera knows: what a policy's own choices do, with no filter to rescue them.
+    keepout: bool = True
     controller_params: dict[str, Any] = field(default_factory=dict)  # extra overrides
     startup_timeout: float = 180.0  # model load, warm-up (and ONNX export) of a controller
 
@@ -320,7 +323,7 @@ class _Run:
             sim_values[key] = [float(v) for v in value] if isinstance(value, list) else float(value)
         client.set_params("sim_arm", sim_values)
         spec, episode = client.reset_sim()
-        keepout = spec.obstacle_spheres(margin=cfg.keepout_margin)
+        keepout = spec.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
         client.set_params(client.controller, {"obstacles": _flat(keepout)})
         trace = EpisodeTrace(
             policy=policy, perturbation=pert_name, seed=seed, spec=spec, control_dt=control_dt
@@ -335,7 +338,7 @@ class _Run:
         while not client.verdict.wait(0.02):
             moved = client.take_task_update()
             if moved is not None:
-                spheres = moved.obstacle_spheres(margin=cfg.keepout_margin)
+                spheres = moved.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
                 client.set_params(client.controller, {"obstacles": _flat(spheres)})
                 client.update_keepout(spheres)
                 trace.obstacle_updates.append(
