@@ -69,11 +69,16 @@ PANDA_EE_FRAME = "panda_hand"
 
 
 def panda_urdf_path() -> str:
-    """Path of the Panda URDF shipped with pybullet (pybullet_data), for tests, sim and benches."""
+    """Path of the Panda URDF shipped with pybullet (pybullet_data), for tests, sim and benches:
+    the one place that knows where it is. FileNotFoundError when pybullet_data or the file is
+    missing."""
     try:
         import pybullet_data
     except ImportError as exc:  # the control core does not need pybullet on the robot
         raise FileNotFoundError(
             "pybullet_data is not installed: pass the Panda URDF path or XML explicitly"
         ) from exc
-    return os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+    path = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Panda URDF not found at {path}")
+    return path

@@ -9,23 +9,18 @@ depend on the controller it is used to test.
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 
 import numpy as np
 import pinocchio as pin
-import pybullet_data
+
+from diffusion_controller.control.panda import panda_urdf_path
 
 ARM_JOINTS: tuple[str, ...] = tuple(f"panda_joint{i}" for i in range(1, 8))
 FINGER_JOINTS: tuple[str, ...] = ("panda_finger_joint1", "panda_finger_joint2")
 TOOL_FRAME = "panda_grasptarget"  # midpoint between the closed fingertips, 0.105 m below the flange
 # The Panda's "ready" posture: a comfortable, symmetric configuration the IK is biased toward.
 READY_Q = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
-
-
-def panda_urdf_path() -> str:
-    """The Franka Panda URDF that pybullet_data ships (meshes referenced relative to it)."""
-    return os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
 
 
 class PandaKinematics:

@@ -31,7 +31,8 @@ import numpy as np
 import pybullet as p
 import pybullet_data
 
-from diffusion_controller.sim.kinematics import ARM_JOINTS, FINGER_JOINTS, panda_urdf_path
+from diffusion_controller.control.panda import panda_urdf_path
+from diffusion_controller.sim.kinematics import ARM_JOINTS, FINGER_JOINTS
 from diffusion_controller.sim.task import TaskSpec
 
 ARM_RGBA = (0.92, 0.92, 0.92, 1.0)  # near white

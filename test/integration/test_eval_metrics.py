@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from diffusion_controller.control.loop import LoopStatus
+from diffusion_controller.control.panda import panda_urdf_path
 from diffusion_controller.control.types import Sphere
 from diffusion_controller.eval.metrics import (
     DiagSample,
@@ -26,7 +27,6 @@ from diffusion_controller.eval.metrics import (
 )
 from diffusion_controller.eval.safety_check import CommandChecker
 from diffusion_controller.ros import diagnostics as diag
-from diffusion_controller.sim.kinematics import panda_urdf_path
 from diffusion_controller.sim.task import sample_task
 
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]

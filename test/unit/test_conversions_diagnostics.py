@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 
 import numpy as np
 import pytest
@@ -17,15 +16,16 @@ from diffusion_controller.runtime.worker import WorkerStats
 @pytest.fixture(scope="module")
 def loop_status() -> LoopStatus:
     """A real status snapshot: the loop on the Panda with the real safety filter, a few ticks."""
-    pybullet_data = pytest.importorskip("pybullet_data", reason="the Panda URDF comes with it")
+    pytest.importorskip("pybullet_data", reason="the Panda URDF comes with it")
     from diffusion_controller.control.chunk_scheduler import ChunkScheduler
     from diffusion_controller.control.loop import ControlLoop
+    from diffusion_controller.control.panda import panda_urdf_path
     from diffusion_controller.control.robot_model import RobotModel
     from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
     from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
-    urdf = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
-    robot = RobotModel.from_urdf(urdf, joint_names=[f"panda_joint{i}" for i in range(1, 8)])
+    robot = RobotModel.from_urdf(panda_urdf_path(),
+                                 joint_names=[f"panda_joint{i}" for i in range(1, 8)])
     clock = [10.0]
     loop = ControlLoop(SafetyFilter(robot, SafetyConfig()), ChunkScheduler(7),
                        Watchdogs(WatchdogConfig(image_timeout=None)), lambda cmd: None,

@@ -6,7 +6,6 @@ which is how a forward position controller behaves to within a tick.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 
@@ -27,11 +26,12 @@ from diffusion_controller.control.loop import (
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
-pybullet_data = pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
-from diffusion_controller.control.robot_model import RobotModel  # noqa: E402
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter  # noqa: E402
+pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
+from diffusion_controller.control.panda import panda_urdf_path
+from diffusion_controller.control.robot_model import RobotModel
+from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
 
-PANDA_URDF = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
+PANDA_URDF = panda_urdf_path()
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 0.01
 J = 7

@@ -40,11 +40,11 @@ def test_histogram_percentiles_and_max() -> None:
 
 @pytest.fixture(scope="module")
 def robot():
-    pybullet_data = pytest.importorskip("pybullet_data", reason="pybullet_data has the URDF")
+    pytest.importorskip("pybullet_data", reason="pybullet_data has the URDF")
+    from diffusion_controller.control.panda import panda_urdf_path
     from diffusion_controller.control.robot_model import RobotModel
 
-    return RobotModel.from_urdf(os.path.join(pybullet_data.getDataPath(), "franka_panda",
-                                             "panda.urdf"))
+    return RobotModel.from_urdf(panda_urdf_path())
 
 
 class Rig:
