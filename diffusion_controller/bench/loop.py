@@ -27,6 +27,7 @@ import argparse
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,47 @@ def load_average() -> list[float]:
         return []
 
 
+STOP_GRACE_S = 15.0  # the node brakes, then joins its inference process
+
+
+def supervise(feeder: Any, node: Any, sim: Any, body: Callable[[], dict[str, Any]]
+              ) -> tuple[dict[str, Any], int]:
+    """(body's result, the node's exit code): the node, the sim (if any) and the feeder are
+    stopped whatever happened, and the node's log is printed when it failed or nothing came."""
+    result: dict[str, Any] = {}
+    try:
+        result = body()
+    finally:
+        code = node.stop(STOP_GRACE_S)
+        if sim is not None:
+            sim.stop(STOP_GRACE_S)
+        feeder.close()
+        if code != 0 or not result:
+            print(node.log()[-4000:])
+    return result, code
+
+
+def start_measuring(feeder: Any, node: Any, timeout: float, what: str, warmup: float = 0.0
+                    ) -> None:
+    """Wait until the node runs on accepted chunks, `warmup` seconds more, then restart its
+    whole-run statistics (~/reset_statistics) so they cover only what follows."""
+    from diffusion_controller.reliability.harness import diag_float
+
+    def running() -> bool:
+        if not node.alive:
+            raise RuntimeError("the controller node exited:\n" + node.log()[-3000:])
+        msg, values = feeder.entry("control loop")
+        return msg == "running" and diag_float(values, "chunks_accepted") > 0
+
+    feeder.wait_for(running, timeout, what)
+    time.sleep(warmup)
+    reply = feeder.trigger("reset_statistics")
+    if not reply.success:
+        raise RuntimeError(f"reset_statistics: {reply.message}")
+
+
 def run(args: argparse.Namespace) -> int:
+    from diffusion_controller.control.panda import panda_urdf_path
     from diffusion_controller.reliability import harness as h
 
     if args.duration <= 0 or args.warmup < 0:
@@ -161,19 +202,10 @@ def run(args: argparse.Namespace) -> int:
                           image_size=camera)
         if args.source == "sim":
             sim = h.start_sim(workdir, {"image_width": 96, "image_height": 96})
-        urdf = h.panda_urdf_path() if args.source == "feeder" else None
+        urdf = panda_urdf_path() if args.source == "feeder" else None
         params = node_params(args, model, cache, urdf)
         node = h.start_controller(params, workdir)
-        result: dict[str, Any] = {}
-        try:
-            result = measure(args, feeder, node, sim)
-        finally:
-            code = node.stop()
-            if sim is not None:
-                sim.stop()
-            feeder.close()
-            if code != 0 or not result:
-                print(node.log()[-4000:])
+        result, code = supervise(feeder, node, sim, lambda: measure(args, feeder, node, sim))
         result["node_exit_code"] = code
         result["ros_domain_id"] = domain
         result.update({f"baseline_{k}": v for k, v in baseline.items()})
@@ -186,17 +218,7 @@ def run(args: argparse.Namespace) -> int:
 def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
     from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
-    def running() -> bool:
-        if not node.alive:
-            raise RuntimeError("the controller node exited:\n" + node.log()[-3000:])
-        msg, values = feeder.entry("control loop")
-        return msg == "running" and diag_float(values, "chunks_accepted") > 0
-
-    feeder.wait_for(running, 180.0, "the controller to run on chunks")
-    time.sleep(args.warmup)
-    reply = feeder.trigger("reset_statistics")
-    if not reply.success:
-        raise RuntimeError(f"reset_statistics: {reply.message}")
+    start_measuring(feeder, node, 180.0, "the controller to run on chunks", args.warmup)
     t0 = time.monotonic()
     cpu0, load0 = node.cpu_s(), load_average()
     faults0, steal0 = node.major_faults(), stolen_s()

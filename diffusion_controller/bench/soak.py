@@ -28,6 +28,8 @@ from diffusion_controller.bench.loop import (
     load_average,
     node_params,
     prepare_model,
+    start_measuring,
+    supervise,
     use_private_domain,
 )
 from diffusion_controller.report import format_table, write_json
@@ -60,15 +62,7 @@ def run(args: argparse.Namespace) -> int:
         params = node_params(args, model, cache, urdf=None)
         params["urdf_path"] = ""
         node = h.start_controller(params, workdir)
-        result: dict[str, Any] = {}
-        try:
-            result = soak(args, feeder, node, sim)
-        finally:
-            code = node.stop()
-            sim.stop()
-            feeder.close()
-            if code != 0 or not result:
-                print(node.log()[-4000:])
+        result, code = supervise(feeder, node, sim, lambda: soak(args, feeder, node, sim))
         result["node_exit_code"] = code
         result["ros_domain_id"] = domain
     samples = result.pop("samples", [])
@@ -106,16 +100,7 @@ def _reset_sim(feeder: Any, seed: int) -> None:
 def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
     from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
-    def running() -> bool:
-        if not node.alive:
-            raise RuntimeError("the controller node exited:\n" + node.log()[-3000:])
-        msg, values = feeder.entry("control loop")
-        return msg == "running" and diag_float(values, "chunks_accepted") > 0
-
-    feeder.wait_for(running, 240.0, "the controller to drive the sim")
-    reply = feeder.trigger("reset_statistics")
-    if not reply.success:
-        raise RuntimeError(f"reset_statistics: {reply.message}")
+    start_measuring(feeder, node, 240.0, "the controller to drive the sim")
     t0 = time.monotonic()
     load0 = load_average()
     faults0, steal0 = node.major_faults(), stolen_s()

@@ -11,6 +11,7 @@ Modules, from the bottom up (only client and runner import ROS):
 - artifact, plots: the run directory (config.json, seeds.json, episodes.csv/json, summary.json,
   PNG plots).
 - paths: where the shipped models and config/sim.yaml are.
-- processes, client, runner: the `sim_arm` and `controller` processes, the evaluation's rclpy node,
-  and the episode loop (`run_eval`). The `eval` and `demo` commands are thin layers over run_eval.
+- client, runner: the evaluation's rclpy node and the episode loop (`run_eval`), which runs
+  `sim_arm` and `controller` as processes (diffusion_controller/node_process.py). The `eval` and
+  `demo` commands are thin layers over run_eval.
 """

@@ -51,6 +51,13 @@ from diffusion_controller.eval.perturbations import (
     describe,
     perturbation_for,
 )
+from diffusion_controller.node_process import (
+    CONTROLLER_MODULE,
+    SIM_MODULE,
+    NodeProcess,
+    child_env,
+    write_params_file,
+)
 
 TRAINING_SEEDS = range(0, 300)  # the shipped demonstrations (data/demos) used these
 Progress = Callable[[str], None]
@@ -144,14 +151,6 @@ def controller_params(model_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
     return base
 
 
-def write_params_file(path: Path, node: str, values: dict[str, Any]) -> Path:
-    import yaml
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump({f"/{node}": {"ros__parameters": values}}), encoding="utf-8")
-    return path
-
-
 def _model_facts(model_dir: Path) -> dict[str, Any]:
     from diffusion_controller.policy.artifact import load_config
 
@@ -224,20 +223,16 @@ class _Run:
         if self.spin_thread is not None:
             self.spin_thread.join(timeout=2.0)
 
-    def start_sim(self, logs: Path, env: dict[str, str]) -> Any:
+    def start_sim(self, logs: Path, env: dict[str, str]) -> NodeProcess:
         from diffusion_controller.eval.client import EvalError
-        from diffusion_controller.eval.processes import SIM_MODULE, NodeProcess
 
         params = write_params_file(
             logs / "sim_params.yaml",
-            "sim_arm",
-            {
-                "seed": int(self.cfg.first_seed),
-                "contacts_rate_hz": 25.0,
-            },
+            {"seed": int(self.cfg.first_seed), "contacts_rate_hz": 25.0},
+            node="/sim_arm",
         )
         proc = NodeProcess(
-            "sim_arm", SIM_MODULE, ["--params-file", str(params)], logs / "sim_arm.log", env
+            SIM_MODULE, ["--params-file", str(params)], logs / "sim_arm.log", env, name="sim_arm"
         )
         self.procs.append(proc)
         deadline = time.monotonic() + 60.0
@@ -253,16 +248,15 @@ class _Run:
 
     def start_controller(
         self, name: str, params_file: Path, logs: Path, env: dict[str, str]
-    ) -> Any:
+    ) -> NodeProcess:
         from diffusion_controller.eval.client import ACTIVE, EvalError
-        from diffusion_controller.eval.processes import CONTROLLER_MODULE, NodeProcess
 
         proc = NodeProcess(
-            f"controller_{name}",
             CONTROLLER_MODULE,
             ["--params-file", str(params_file)],
             logs / f"controller_{name}.log",
             env,
+            name=f"controller_{name}",
         )
         self.procs.append(proc)
         self.client.node_message = ""
@@ -369,7 +363,6 @@ class _Run:
     # ------------------------------------------------------------------ the run
     def run(self) -> RunOutcome:
         from diffusion_controller.eval.client import EvalError
-        from diffusion_controller.eval.processes import child_env
         from diffusion_controller.eval.safety_check import CommandChecker
         from diffusion_controller.ros import params as ros_params
         from diffusion_controller.sim.task import sample_task
@@ -461,7 +454,7 @@ class _Run:
                 )
                 self.client.checker = checker
                 params_file = write_params_file(
-                    logs / f"controller_{name}.yaml", "diffusion_controller", values
+                    logs / f"controller_{name}.yaml", values, node="/diffusion_controller"
                 )
                 self.progress(
                     f"starting the {name} controller ({path.name}, backend {cfg.backend})"

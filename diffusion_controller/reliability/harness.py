@@ -1,7 +1,7 @@
 """Run the real controller node as its own process and feed it, for benchmarks and soak runs.
 
-- `NodeProcess`: a ROS executable (`python -m <module> --ros-args ...`) as a child process, with
-  its log in a file, its resident memory and CPU time read from /proc, and a braking SIGINT stop.
+- `start_controller` / `start_sim`: the real nodes as child processes
+  (diffusion_controller.node_process.NodeProcess: log file, /proc readings, braking SIGINT stop).
 - `Feeder`: an rclpy node that plays the arm and the camera the way a robot driver does:
   /joint_states at `joint_rate_hz` (a perfect position tracker: measured = last command, velocity
   its difference) and camera frames of a chosen size and encoding at `camera_rate_hz`; it records
@@ -15,9 +15,6 @@ Used by `bench loop` and `bench soak`; it needs rclpy and the message packages.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,102 +22,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-CONTROLLER_MODULE = "diffusion_controller.ros.controller_node"
-SIM_MODULE = "diffusion_controller.sim.sim_node"
+from diffusion_controller.node_process import (
+    CONTROLLER_MODULE,
+    SIM_MODULE,
+    NodeProcess,
+    child_env,
+    write_params_file,
+)
+
 NODE = "diffusion_controller"
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 
 
-def panda_urdf_path() -> str:
-    """The Panda URDF shipped with pybullet_data (the same robot the sim simulates)."""
-    import pybullet_data
-
-    path = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"Panda URDF not found at {path}")
-    return path
-
-
-def write_params_file(path: Path, values: Mapping[str, Any]) -> Path:
-    """A `--params-file` YAML for every node (`/**: ros__parameters:`)."""
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": dict(values)}}), encoding="utf-8")
-    return path
-
-
-class NodeProcess:
-    """A ROS executable as a child process, its output in `log_path`."""
-
-    def __init__(self, module: str, ros_args: Sequence[str], log_path: Path,
-                 env: Mapping[str, str] | None = None) -> None:
-        self.log_path = Path(log_path)
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1")
-        full_env.setdefault("OMP_NUM_THREADS", "1")
-        full_env.update(env or {})
-        self._log = open(self.log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--ros-args", *ros_args],
-            env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-        self.pid = self.proc.pid
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def rss_mb(self, pid: int | None = None) -> float:
-        """Resident memory (MiB) of this process (or `pid`), NaN when gone."""
-        try:
-            with open(f"/proc/{pid or self.pid}/status", encoding="ascii") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        return float(line.split()[1]) / 1024.0
-        except OSError:
-            pass
-        return float("nan")
-
-    def cpu_s(self, pid: int | None = None) -> float:
-        """User + system CPU seconds used so far (NaN when gone)."""
-        try:
-            with open(f"/proc/{pid or self.pid}/stat", encoding="ascii") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, IndexError, ValueError):
-            return float("nan")
-
-    def major_faults(self, pid: int | None = None) -> int:
-        """Page faults that had to read from disk, so far (-1 when gone)."""
-        try:
-            with open(f"/proc/{pid or self.pid}/stat", encoding="ascii") as fh:
-                return int(fh.read().rsplit(")", 1)[1].split()[9])
-        except (OSError, IndexError, ValueError):
-            return -1
-
-    def stop(self, timeout: float = 15.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if not self._log.closed:
-            self._log.close()
-        return int(self.proc.returncode)
-
-
 def start_controller(params: Mapping[str, Any], workdir: Path,
                      env: Mapping[str, str] | None = None, name: str = "controller"
                      ) -> NodeProcess:
+    """The controller node with `params`; `env` adds to (or overrides) `child_env()`."""
     pfile = write_params_file(workdir / f"{name}_params.yaml", params)
     return NodeProcess(CONTROLLER_MODULE, ["--params-file", str(pfile)],
-                       workdir / f"{name}.log", env)
+                       workdir / f"{name}.log", {**child_env(), **(env or {})}, name=name)
 
 
 def start_sim(workdir: Path, params: Mapping[str, Any] | None = None) -> NodeProcess:

@@ -8,10 +8,6 @@ velocity its finite difference), which is all the controller's checks need; it p
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,7 +17,13 @@ from typing import Any
 
 import numpy as np
 import pytest
-import yaml
+
+from diffusion_controller.node_process import (
+    CONTROLLER_MODULE,
+    NodeProcess,
+    child_env,
+    write_params_file,
+)
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 
@@ -46,11 +48,13 @@ NODE = "diffusion_controller"
 
 
 def panda_urdf() -> str:
-    pybullet_data = pytest.importorskip("pybullet_data", reason="pybullet_data has the Panda URDF")
-    path = os.path.join(pybullet_data.getDataPath(), "franka_panda", "panda.urdf")
-    if not os.path.exists(path):
-        pytest.skip(f"Panda URDF not found at {path}")
-    return path
+    """The Panda URDF path; skips the test when pybullet_data or the file is missing."""
+    from diffusion_controller.control.panda import panda_urdf_path
+
+    try:
+        return panda_urdf_path()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -100,47 +104,20 @@ def write_params(path: Path, **values: Any) -> Path:
         "diagnostics_rate": 2.0,
     }
     base.update(values)
-    path.write_text(yaml.safe_dump({"/**": {"ros__parameters": base}}), encoding="utf-8")
-    return path
-
-
-class ControllerProcess:
-    """The `controller` executable as a subprocess (its own ROS process, real DDS)."""
-
-    def __init__(self, params_file: Path, log_path: Path) -> None:
-        self.log_path = log_path
-        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
-        self._log = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "diffusion_controller.ros.controller_node",
-             "--ros-args", "--params-file", str(params_file)],
-            cwd=str(ROOT), env=env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._log.close()
-        return int(self.proc.returncode)
+    return write_params_file(path, base)
 
 
 @pytest.fixture
-def start_controller(tmp_path: Path) -> Iterator[Callable[..., ControllerProcess]]:
-    procs: list[ControllerProcess] = []
+def start_controller(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
+    """Starts the `controller` executable (its own ROS process, real DDS) with test parameters;
+    every one started is stopped at teardown."""
+    procs: list[NodeProcess] = []
+    env = {**child_env(), "OMP_NUM_THREADS": "1"}  # one math thread even if the shell sets more
 
-    def start(**values: Any) -> ControllerProcess:
+    def start(**values: Any) -> NodeProcess:
         params_file = write_params(tmp_path / f"params{len(procs)}.yaml", **values)
-        proc = ControllerProcess(params_file, tmp_path / f"controller{len(procs)}.log")
+        proc = NodeProcess(CONTROLLER_MODULE, ["--params-file", str(params_file)],
+                           tmp_path / f"controller{len(procs)}.log", env, cwd=ROOT)
         procs.append(proc)
         return proc
 
