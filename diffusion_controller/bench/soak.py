@@ -16,6 +16,7 @@ it when the machine is quiet, and record the load average it ran under (it is re
 from __future__ import annotations
 
 import argparse
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -119,7 +120,8 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
         if now >= next_sample:
             _, loop = feeder.entry("control loop")
             _, inf = feeder.entry("inference")
-            child = int(diag_float(inf, "process_pid") or 0) if inf else 0
+            pid = diag_float(inf, "process_pid")  # NaN with inference in a thread
+            child = int(pid) if math.isfinite(pid) else 0
             samples.append({
                 "t_s": round(now - t0, 1),
                 "node_rss_mb": round(node.rss_mb(), 2),
