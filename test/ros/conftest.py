@@ -112,9 +112,11 @@ def start_controller(tmp_path: Path) -> Iterator[Callable[..., NodeProcess]]:
     """Starts the `controller` executable (its own ROS process, real DDS) with test parameters;
     every one started is stopped at teardown."""
     procs: list[NodeProcess] = []
-    env = {**child_env(), "OMP_NUM_THREADS": "1"}  # one math thread even if the shell sets more
 
     def start(**values: Any) -> NodeProcess:
+        # The environment is read now, not at fixture setup, so that what later fixtures put in it
+        # (the fault-hook file) reaches the node; one math thread even if the shell sets more.
+        env = {**child_env(), "OMP_NUM_THREADS": "1"}
         params_file = write_params(tmp_path / f"params{len(procs)}.yaml", **values)
         proc = NodeProcess(CONTROLLER_MODULE, ["--params-file", str(params_file)],
                            tmp_path / f"controller{len(procs)}.log", env, cwd=ROOT)
