@@ -834,9 +834,11 @@ class ControllerNode(LifecycleNode):
         core = self._core
         if core is not None:
             core.loop.estop()
+        # The node-clock time of latching lets a caller tell its own call latency from the stop.
+        stamp = self.get_clock().now().nanoseconds * 1e-9
         self.get_logger().warning("e-stop latched: braking to a stop; ~/reset clears it")
         resp.success = True
-        resp.message = "e-stop latched"
+        resp.message = f"e-stop latched at {stamp:.6f} s (node clock)"
         return resp
 
     def _srv_reset(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
