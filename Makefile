@@ -32,7 +32,7 @@ PY310 ?= python3.10
 VENV310 ?= .venv310
 $(VENV310)/.installed: setup.py
 	$(PY310) -m venv $(VENV310)
-	$(VENV310)/bin/python -m pip install --upgrade pip
+	$(VENV310)/bin/python -m pip install --upgrade pip setuptools wheel
 	$(VENV310)/bin/python -m pip install -e ".[sim]" pytest pytest-timeout hypothesis
 	touch $@
 
