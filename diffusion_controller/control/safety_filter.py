@@ -427,7 +427,10 @@ class SafetyFilter:
             "warm_starting": True,
             "check_termination": 5,
             "adaptive_rho": True,
-            "scaling": 10,
+            # OSQP redoes its Ruiz equilibration at every matrix update (every tick with a
+            # barrier row); 3 passes cost half of what 10 do and converge as fast (MPC: mean
+            # iterations 15.7 vs 19.3, p50 solve 0.12 vs 0.18 ms)
+            "scaling": 3,
         }
 
     # ------------------------------------------------------------------ QP layout
@@ -530,19 +533,23 @@ class SafetyFilter:
         add(r + np.repeat(np.arange(k), 2 * n), np.tile(np.concatenate([u0, sv]), k),
             np.zeros(k * 2 * n))
         r += k
-        # 4. jerk rows u_k - u_{k-1} (k >= 1), 5. velocity rows v_k and 6. position rows q_k
-        #    (k = 2..N), all per joint
+        # 4. velocity rows v_k and 5. position rows q_k (k = 2..N), per joint; 6. jerk rows
+        #    u_k - u_{k-1} (k >= 1) only where they can bind: when jerk dt >= 2 amax for every
+        #    joint (the Panda at 100 Hz), any two accelerations inside the u boxes satisfy them,
+        #    and 63 redundant rows would only make every factorisation slower
         m1 = n * (N - 1)
-        self._jerk_row0, self._vel_row0, self._pos_row0 = r, r + m1, r + 2 * m1
+        self._jerk_rows = not self._jerk_free
+        self._vel_row0, self._pos_row0, self._jerk_row0 = r, r + m1, r + 2 * m1
         for i in range(n):
             for step in range(1, N):
                 row = i * (N - 1) + step - 1
-                add([r + row] * 2, [i * N + step, i * N + step - 1], [1.0, -1.0])
-                add([r + m1 + row] * (step + 1), i * N + np.arange(step + 1),
+                add([r + row] * (step + 1), i * N + np.arange(step + 1),
                     np.full(step + 1, dt))
-                add([r + 2 * m1 + row] * (step + 1), i * N + np.arange(step + 1),
+                add([r + m1 + row] * (step + 1), i * N + np.arange(step + 1),
                     dt * dt * (step + 1 - np.arange(step + 1) - 0.5))
-        r += 3 * m1
+                if self._jerk_rows:
+                    add([r + 2 * m1 + row] * 2, [i * N + step, i * N + step - 1], [1.0, -1.0])
+        r += (3 if self._jerk_rows else 2) * m1
         # 7. Delta_i = q_N - q0 - N dt v0 as an equality, so terminal rows stay sparse
         self._delta_row0 = r
         for i in range(n):
@@ -1080,7 +1087,7 @@ class SafetyFilter:
         lo_all, up_all = self._lo, self._up
         lo_all[self._u_index] = lo  # the first step's box; later steps keep +-amax
         up_all[self._u_index] = hi
-        if relax is not self._mpc_relaxed:
+        if relax is not self._mpc_relaxed and self._jerk_rows:
             m1 = n * (N - 1)
             j0 = self._jerk_row0
             jd = np.repeat(lim.jerk * dt, N - 1)

@@ -332,3 +332,20 @@ def test_mpc_tracks_with_future_reference(robot: RobotModel) -> None:
         assert r.status == "ok", r.reason
         errs.append(np.max(np.abs(r.positions - qr[k])))
     assert max(errs[50:]) < 5e-3
+
+
+def test_mpc_jerk_rows_only_where_they_can_bind(robot: RobotModel) -> None:
+    # At 100 Hz the Panda's jerk limit exceeds 2 amax / dt: two accelerations inside their boxes
+    # always satisfy it, so the horizon carries no jerk rows. With a tight jerk limit it does.
+    # (Jerk yields where it conflicts with stopping inside the limits, so it is not asserted.)
+    loose = make(robot, mode="mpc", table_z=None)
+    assert np.all(loose.limits.jerk * DT >= 2 * loose.limits.acceleration)
+    tight = make(robot, mode="mpc", table_z=None, jerk_scale=0.02)
+    assert np.any(tight.limits.jerk * DT < 2 * tight.limits.acceleration)
+    extra = robot.nq * (tight.config.horizon - 1)
+    assert tight.qp_rows == loose.qp_rows + extra
+    target = READY + np.array([0.5, -0.3, 0.4, 0.3, -0.5, 0.3, 0.6])
+    res = run(tight, [target] * 300)
+    assert_within_limits(tight, res)
+    assert all(s == "ok" for s in res["status"])
+    np.testing.assert_allclose(res["q"][-1], target, atol=2e-3)
