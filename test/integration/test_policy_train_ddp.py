@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -33,8 +34,11 @@ def test_two_process_ddp_run_writes_one_artifact(tmp_path) -> None:
         r = train(toy_episodes(2), toy_config("diffusion"),
                   TrainConfig(steps=6, batch_size=4, log_every=3, checkpoint_every=3,
                               warmup_steps=1), sys.argv[1], progress=False)
-        print("RESULT", json.dumps({{"steps": r.steps, "loss": r.final_loss,
-                                     "sha": r.weights_sha256}}))
+        # one write per line: the ranks share torchrun's stdout (unbuffered output would
+        # otherwise write the text and the newline apart, and the ranks' lines interleave)
+        sys.stdout.write("RESULT " + json.dumps({{"steps": r.steps, "loss": r.final_loss,
+                                                 "sha": r.weights_sha256}}) + "\\n")
+        sys.stdout.flush()
     """)
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -56,9 +60,9 @@ def test_two_process_ddp_run_writes_one_artifact(tmp_path) -> None:
         env=env,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = [line for line in proc.stdout.splitlines() if line.startswith("RESULT")]
-    assert len(results) == 2
-    parsed = [json.loads(r.split(" ", 1)[1]) for r in results]
+    results = re.findall(r"RESULT (\{[^{}]*\})", proc.stdout)
+    assert len(results) == 2, proc.stdout
+    parsed = [json.loads(r) for r in results]
     assert all(p["steps"] == 6 for p in parsed)
     assert parsed[0]["loss"] == pytest.approx(parsed[1]["loss"])  # all-reduced
     assert sum(bool(p["sha"]) for p in parsed) == 1  # only rank 0 writes the artifact
