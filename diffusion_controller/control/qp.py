@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import osqp
@@ -126,28 +127,23 @@ class FixedPatternQP:
                 a_values.take(self._gather, out=self._ax, mode="clip")
                 core.update_data_mat(None, None, self._ax, None)
             core.solve()
-            info, sol = core.info, core.solution
-            return QPResult(
-                x=np.array(sol.x, dtype=np.float64),
-                y=np.array(sol.y, dtype=np.float64),
-                status=str(info.status),
-                status_val=int(info.status_val),
-                iterations=int(info.iter),
-                solve_ms=(time.perf_counter() - t0) * 1e3,
-                prim_res=float(info.prim_res),
-            )
+            return _result(core.solution, core.info, t0)
         elif a_changed:
             self._solver.update(q=q, l=lo, u=up, Ax=a_values[self._gather])
         else:
             self._solver.update(q=q, l=lo, u=up)
         res = self._solver.solve(raise_error=False)
-        info = res.info
-        return QPResult(
-            x=np.array(res.x, dtype=np.float64),
-            y=np.array(res.y, dtype=np.float64),
-            status=str(info.status),
-            status_val=int(info.status_val),
-            iterations=int(info.iter),
-            solve_ms=(time.perf_counter() - t0) * 1e3,
-            prim_res=float(info.prim_res),
-        )
+        return _result(res, res.info, t0)
+
+
+def _result(sol: Any, info: Any, t0: float) -> QPResult:
+    """A QPResult from OSQP's solution (x, y) and info, copied out of the solver's buffers."""
+    return QPResult(
+        x=np.array(sol.x, dtype=np.float64),
+        y=np.array(sol.y, dtype=np.float64),
+        status=str(info.status),
+        status_val=int(info.status_val),
+        iterations=int(info.iter),
+        solve_ms=(time.perf_counter() - t0) * 1e3,
+        prim_res=float(info.prim_res),
+    )
