@@ -11,9 +11,8 @@ without the baseline unless asked for.
 from __future__ import annotations
 
 import argparse
-import sys
 
-from diffusion_controller.commands.eval import add_common, config_from_args, execute
+from diffusion_controller.commands.eval import add_common, run_episodes
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,9 +31,4 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        cfg = config_from_args(args, "demo", args.episodes, args.baseline)
-    except ValueError as exc:
-        print(f"demo: {exc}", file=sys.stderr)
-        return 2
-    return execute(cfg, args.json, "demo")
+    return run_episodes(args, "demo", args.episodes, "demo")

@@ -156,9 +156,15 @@ def execute(cfg: Any, json_path: str | None, title: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    return run_episodes(args, "eval", args.seeds, "closed-loop evaluation")
+
+
+def run_episodes(args: argparse.Namespace, command: str, count: int, title: str) -> int:
+    """`eval` and `demo`: the configuration from the arguments (exit 2 with the reason when it is
+    invalid), then the run."""
     try:
-        cfg = config_from_args(args, "eval", args.seeds, args.baseline)
+        cfg = config_from_args(args, command, count, args.baseline)
     except ValueError as exc:
-        print(f"eval: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
-    return execute(cfg, args.json, "closed-loop evaluation")
+    return execute(cfg, args.json, title)

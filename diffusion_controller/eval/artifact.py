@@ -25,6 +25,10 @@ from diffusion_controller.report import write_json
 
 FILES = ("config.json", "seeds.json", "episodes.csv", "episodes.json", "summary.json")
 PLOTS = ("paths.png", "latency_hist.png", "success_by_perturbation.png")
+# The summary's fields that scripts may rely on (the rest may grow); "baseline" holds the
+# baseline policy's summary when one ran
+SUMMARY_FIELDS = ("episodes", "success_rate", "mode_fractions", "safety_violations", "collisions",
+                  "p50_inference_ms", "p99_tick_error_ms", "baseline")
 
 
 def default_run_dir(root: str | os.PathLike[str] = "runs", prefix: str = "eval") -> Path:

@@ -10,7 +10,13 @@ import math
 import numpy as np
 import pytest
 
-from diffusion_controller.eval.artifact import FILES, PLOTS, default_run_dir, write_run
+from diffusion_controller.eval.artifact import (
+    FILES,
+    PLOTS,
+    SUMMARY_FIELDS,
+    default_run_dir,
+    write_run,
+)
 from diffusion_controller.eval.metrics import (
     DiagSample,
     EpisodeResult,
@@ -26,17 +32,6 @@ from diffusion_controller.eval.perturbations import (
 )
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
 from diffusion_controller.sim.task import sample_task
-
-SUMMARY_FIELDS = (
-    "episodes",
-    "success_rate",
-    "mode_fractions",
-    "safety_violations",
-    "collisions",
-    "p50_inference_ms",
-    "p99_tick_error_ms",
-    "baseline",
-)
 
 
 def _result(policy: str, pert: str, seed: int, success: bool, side: str) -> EpisodeResult:

@@ -14,18 +14,8 @@ pytest.importorskip("pybullet", reason="the simulated arm needs pybullet")
 
 from diffusion_controller import cli
 from diffusion_controller.eval import paths
-from diffusion_controller.eval.artifact import FILES, PLOTS
+from diffusion_controller.eval.artifact import FILES, PLOTS, SUMMARY_FIELDS
 
-SUMMARY_FIELDS = (
-    "episodes",
-    "success_rate",
-    "mode_fractions",
-    "safety_violations",
-    "collisions",
-    "p50_inference_ms",
-    "p99_tick_error_ms",
-    "baseline",
-)
 DOMAIN = os.environ.get("ROS_DOMAIN_ID", "42")  # test/conftest.py gives each session its own
 
 
