@@ -73,6 +73,7 @@ class FixedPatternQP:
         self.fast = fast
         self._solver: osqp.OSQP | None = None
         self._core = None
+        self.matrix_updates = 0  # solves that handed OSQP new A values (each refactorises)
 
     def update_settings(self, **settings: float | int | bool) -> None:
         self.settings.update(settings)
@@ -124,11 +125,13 @@ class FixedPatternQP:
             np.minimum(up, self._infty, out=up_c)
             core.update_data_vec(q, lo_c, up_c)
             if a_changed:
+                self.matrix_updates += 1
                 a_values.take(self._gather, out=self._ax, mode="clip")
                 core.update_data_mat(None, None, self._ax, None)
             core.solve()
             return _result(core.solution, core.info, t0)
         elif a_changed:
+            self.matrix_updates += 1
             self._solver.update(q=q, l=lo, u=up, Ax=a_values[self._gather])
         else:
             self._solver.update(q=q, l=lo, u=up)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, fields, replace
 import numpy as np
 import scipy.sparse as sp
 
-from diffusion_controller.control.barriers import INACTIVE, CartesianBarriers
+from diffusion_controller.control.barriers import CartesianBarriers
 from diffusion_controller.control.braking import (
     UpperBounds,
     brake_acceleration,
@@ -56,6 +56,9 @@ class SafetyConfig:
     """"cbf": one-step QP over the next acceleration; "mpc": QP over `horizon` accelerations."""
     horizon: int = 10
     """MPC horizon in ticks (ignored in CBF mode)."""
+    mpc_inputs: int = 5
+    """MPC: distinct accelerations per joint over the horizon (move blocking): the first tick's
+    own, then blocks that share one; `horizon` gives one per tick. Fewer make a smaller QP."""
     position_margin: float = 0.03
     """Radians kept clear of each URDF position limit."""
     velocity_scale: float = 0.9
@@ -126,6 +129,9 @@ class SafetyConfig:
             raise ValueError(f"SafetyConfig.mode must be 'cbf' or 'mpc', got {self.mode!r}")
         if not isinstance(self.horizon, int) or not 2 <= self.horizon <= 100:
             raise ValueError(f"SafetyConfig.horizon must be an int in [2, 100], got {self.horizon}")
+        if not isinstance(self.mpc_inputs, int) or not 2 <= self.mpc_inputs <= self.horizon:
+            raise ValueError(f"SafetyConfig.mpc_inputs must be an int in [2, horizon], "
+                             f"got {self.mpc_inputs}")
         if not isinstance(self.barrier_slots, int) or not 1 <= self.barrier_slots <= 1000:
             raise ValueError("SafetyConfig.barrier_slots must be an int in [1, 1000]")
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
@@ -163,6 +169,15 @@ LIVE_FIELDS = frozenset({
     "singularity", "tracking_kp", "tracking_kd", "jerk_weight", "eps_abs", "eps_rel", "max_iter",
     "time_limit", "intervention_tolerance",
 })
+
+
+def mpc_blocks(horizon: int, inputs: int) -> np.ndarray:
+    """Ticks per MPC acceleration block: the first tick alone (it is the command), the other
+    horizon - 1 ticks split as evenly as they go, the longer blocks last (the far future needs
+    the least resolution)."""
+    rest = inputs - 1
+    base, extra = divmod(horizon - 1, rest)
+    return np.array([1] + [base + (i >= rest - extra) for i in range(rest)], dtype=np.int64)
 
 
 def _vec(value: object, n: int, name: str) -> tuple[np.ndarray | None, str]:
@@ -301,6 +316,7 @@ class SafetyFilter:
         self._rb_tb = np.empty(count)
         self._rb_mask = np.empty(count, dtype=bool)
         self._rs_empty = self._rs = np.zeros((2 * self.n, 0))
+        self._g_empty = self._g = np.zeros((self.n, 0))
 
     # ------------------------------------------------------------------ public state
     @property
@@ -482,31 +498,41 @@ class SafetyFilter:
         cfg = self.config
         n, N, k, dt = self.n, cfg.horizon, self._slots, self.dt
         self._N = N
-        nu = n * N  # u, joint-major: index i * N + step
+        # move blocking: M accelerations per joint over the N ticks, the first tick's (the
+        # command) alone, the rest held over blocks (see mpc_blocks)
+        blocks = mpc_blocks(N, cfg.mpc_inputs)
+        M = len(blocks)
+        self._M = M
+        expand = np.zeros((N, M))  # tick k's acceleration from the block variables
+        expand[np.arange(N), np.repeat(np.arange(M), blocks)] = 1.0
+        checks = np.cumsum(blocks)[1:]  # ticks where the horizon rows check v and q: block ends
+        R = len(checks)
+        nu = n * M  # u, joint-major: index i * M + block
         s0, d0, sig = nu, nu + n, nu + 2 * n
         nvar = nu + 2 * n + 1
-        u0 = np.arange(n) * N
+        u0 = np.arange(n) * M
         # condensed dynamics per joint: q_k - q0 - k dt v0 = dt^2 sum_{j<k} (k-j-1/2) u_j
         kk = np.arange(1, N + 1)[:, None]
         jj = np.arange(N)[None, :]
-        phi_q = np.where(jj < kk, dt * dt * (kk - jj - 0.5), 0.0)  # [N, N]
-        phi_v = np.where(jj < kk, dt, 0.0)
-        diff = np.eye(N) - np.eye(N, k=-1)  # u_k - u_{k-1}; the first uses the previous a
+        phi_q = np.where(jj < kk, dt * dt * (kk - jj - 0.5), 0.0) @ expand  # [N, M]
+        phi_v = np.where(jj < kk, dt, 0.0) @ expand
+        diff = (np.eye(N) - np.eye(N, k=-1)) @ expand  # u_k - u_{k-1}; the first uses a_prev
         block = (cfg.mpc_position_weight * phi_q.T @ phi_q
                  + cfg.mpc_velocity_weight * phi_v.T @ phi_v
-                 + cfg.mpc_acceleration_weight * np.eye(N)
+                 + cfg.mpc_acceleration_weight * expand.T @ expand
                  + cfg.jerk_weight * diff.T @ diff)
         self._phi_q, self._phi_v, self._mpc_diff = phi_q, phi_v, diff
+        self._mpc_expand = expand
         self._mpc_block = block
         self._mpc_rho = math.nan  # the linear-cost matrices follow the live jerk_weight
         self._mpc_z = np.empty((5 + N, n))
-        blocks = [2.0 * self._weights[i] * block for i in range(n)]
+        blocks_p = [2.0 * self._weights[i] * block for i in range(n)]
         # as in CBF mode, move half of u_0's own curvature onto s (s = |u_0| at the optimum)
-        eps_s = np.array([0.5 * b[0, 0] for b in blocks])
-        for i, b in enumerate(blocks):
+        eps_s = np.array([0.5 * b[0, 0] for b in blocks_p])
+        for i, b in enumerate(blocks_p):
             b[0, 0] -= eps_s[i]
         extra = np.concatenate([eps_s, np.full(n, 1e-8), [2.0]])
-        P = sp.block_diag([*blocks, sp.diags(extra)], format="csc")
+        P = sp.block_diag([*blocks_p, sp.diags(extra)], format="csc")
         rows: list[np.ndarray] = []
         cols: list[np.ndarray] = []
         vals: list[np.ndarray] = []
@@ -517,7 +543,11 @@ class SafetyFilter:
             cols.append(np.asarray(cc, dtype=np.int64).reshape(-1))
             vals.append(np.asarray(vv, dtype=np.float64).reshape(-1))
 
-        # 1. u boxes: first step gets the merged joint box, later steps the acceleration limit
+        def add_row(row: int, joint: int, coef: np.ndarray) -> None:
+            nz = np.flatnonzero(coef)
+            add(np.full(len(nz), row), joint * M + nz, coef[nz])
+
+        # 1. u boxes: first step gets the merged joint box, later blocks the acceleration limit
         add(np.arange(nu), np.arange(nu), np.ones(nu))
         r = nu
         # 2. split rows s - u_0 >= 0, s + u_0 >= 0
@@ -533,28 +563,29 @@ class SafetyFilter:
         add(r + np.repeat(np.arange(k), 2 * n), np.tile(np.concatenate([u0, sv]), k),
             np.zeros(k * 2 * n))
         r += k
-        # 4. velocity rows v_k and 5. position rows q_k (k = 2..N), per joint; 6. jerk rows
-        #    u_k - u_{k-1} (k >= 1) only where they can bind: when jerk dt >= 2 amax for every
-        #    joint (the Panda at 100 Hz), any two accelerations inside the u boxes satisfy them,
-        #    and 63 redundant rows would only make every factorisation slower
-        m1 = n * (N - 1)
+        # 4. velocity rows and 5. position rows at the block ends after the first, per joint
+        #    (velocity is linear within a block, so its ends bound it); 6. jerk rows between
+        #    consecutive blocks only where they can bind: when jerk dt >= 2 amax for every joint
+        #    (the Panda at 100 Hz), any two accelerations inside the u boxes satisfy them
+        m1 = n * R
         self._jerk_rows = not self._jerk_free
         self._vel_row0, self._pos_row0, self._jerk_row0 = r, r + m1, r + 2 * m1
+        jerk_m = n * (M - 1)
         for i in range(n):
-            for step in range(1, N):
-                row = i * (N - 1) + step - 1
-                add([r + row] * (step + 1), i * N + np.arange(step + 1),
-                    np.full(step + 1, dt))
-                add([r + m1 + row] * (step + 1), i * N + np.arange(step + 1),
-                    dt * dt * (step + 1 - np.arange(step + 1) - 0.5))
-                if self._jerk_rows:
-                    add([r + 2 * m1 + row] * 2, [i * N + step, i * N + step - 1], [1.0, -1.0])
-        r += (3 if self._jerk_rows else 2) * m1
+            for c, step in enumerate(checks):
+                add_row(r + i * R + c, i, phi_v[step - 1])
+                add_row(r + m1 + i * R + c, i, phi_q[step - 1])
+            if self._jerk_rows:
+                for b in range(1, M):
+                    row = r + 2 * m1 + i * (M - 1) + b - 1
+                    add([row] * 2, [i * M + b, i * M + b - 1], [1.0, -1.0])
+        r += 2 * m1 + (jerk_m if self._jerk_rows else 0)
         # 7. Delta_i = q_N - q0 - N dt v0 as an equality, so terminal rows stay sparse
         self._delta_row0 = r
         for i in range(n):
-            add([r + i] * (N + 1), np.concatenate([[d0 + i], i * N + np.arange(N)]),
-                np.concatenate([[1.0], -dt * dt * (N - np.arange(N) - 0.5)]))
+            nz = np.flatnonzero(phi_q[N - 1])
+            add([r + i] * (len(nz) + 1), np.concatenate([[d0 + i], i * M + nz]),
+                np.concatenate([[1.0], -phi_q[N - 1, nz]]))
         r += n
         # 8. soft terminal barrier slots: G . Delta + sigma >= margin - h - G . N dt v0
         self._term_row0 = r
@@ -570,6 +601,7 @@ class SafetyFilter:
         self._slot_vals = self._vals[slot_start:slot_start + k * 2 * n].reshape(k, 2 * n)
         self._term_vals = self._vals[term_start:term_start + k * (n + 1)].reshape(k, n + 1)
         self._term_vals[:, n] = 1.0
+        self._term_used = 0
         self._qp = FixedPatternQP(P, np.concatenate(rows), np.concatenate(cols), r,
                                   self._osqp_settings())
         self._lo = np.full(r, -np.inf)
@@ -583,20 +615,20 @@ class SafetyFilter:
         self._u_index = u0
         # bounds that never change (the first step's box is written every tick)
         amax = self._limits.acceleration
-        self._lo[:nu] = np.repeat(-amax, N)
-        self._up[:nu] = np.repeat(amax, N)
+        self._lo[:nu] = np.repeat(-amax, M)
+        self._up[:nu] = np.repeat(amax, M)
         self._mpc_relaxed = None  # jerk rows: set by the first tick
-        m1 = n * (N - 1)
-        steps = np.arange(2, N + 1)
-        self._mpc_vel_drop = (steps - 1)[None, :] * amax[:, None] * dt  # braking from step 1
-        self._mpc_step_dt = steps * dt
-        self._mpc_buf = np.empty((n, N - 1))
+        self._mpc_vel_drop = (checks - 1)[None, :] * amax[:, None] * dt  # braking from step 1
+        self._mpc_step_dt = checks * dt
+        self._mpc_horizon_dt = N * dt
+        self._mpc_dmax = amax * phi_q[N - 1].sum()  # the largest |Delta_i| the u boxes allow
+        self._mpc_buf = np.empty((n, R))
         v0, p0 = self._vel_row0, self._pos_row0
-        self._mpc_vlo = self._lo[v0:v0 + m1].reshape(n, N - 1)
-        self._mpc_vup = self._up[v0:v0 + m1].reshape(n, N - 1)
-        self._mpc_plo = self._lo[p0:p0 + m1].reshape(n, N - 1)
-        self._mpc_pup = self._up[p0:p0 + m1].reshape(n, N - 1)
-        self._mpc_qvec = self._qvec[:nu].reshape(n, N)
+        self._mpc_vlo = self._lo[v0:v0 + m1].reshape(n, R)
+        self._mpc_vup = self._up[v0:v0 + m1].reshape(n, R)
+        self._mpc_plo = self._lo[p0:p0 + m1].reshape(n, R)
+        self._mpc_pup = self._up[p0:p0 + m1].reshape(n, R)
+        self._mpc_qvec = self._qvec[:nu].reshape(n, M)
         self._w_all_one = bool(np.all(self._weights == 1.0))
 
     def _mpc_objective_matrices(self, rho: float) -> None:
@@ -604,18 +636,20 @@ class SafetyFilter:
         (rows of [5 + N, J], or [6, J] when only q_ref is known): lin = C @ Z, and the first
         step of the unconstrained optimum is -f @ Z. C and f are built once (again when the
         live jerk_weight changes), so a tick spends two products on the objective."""
-        cfg, dt, N = self.config, self.dt, self._N
+        cfg, dt, N, M = self.config, self.dt, self._N, self._M
         wq, wv = cfg.mpc_position_weight, cfg.mpc_velocity_weight
-        pq, pv = self._phi_q, self._phi_v
+        pq, pv = self._phi_q, self._phi_v  # [N, M]
         ones = np.ones(N)
-        e0 = np.zeros(N)
+        e0 = np.zeros(N)  # the first tick
         e0[0] = 1.0
+        u0 = np.zeros(M)  # its acceleration, the first block
+        u0[0] = 1.0
         kk = dt * np.arange(1, N + 1)  # the current motion's prediction q + k dt v
         kk0 = dt * np.arange(N)  # extrapolated references qr + k dt v_ref
         alpha = wq * pq.T @ ones
         beta = wq * pq.T @ kk + wv * pv.T @ ones
         delta = -rho * self._mpc_diff.T @ e0  # previous acceleration, through the jerk cost
-        a_col = -cfg.mpc_acceleration_weight * e0
+        a_col = -cfg.mpc_acceleration_weight * u0
         diff = np.zeros((N, N))  # velocity references from consecutive future references
         idx = np.arange(1, N)
         diff[idx, idx] = 1.0 / dt
@@ -625,7 +659,7 @@ class SafetyFilter:
         c_hold = np.column_stack([alpha, beta, delta, -(wq * pq.T @ kk0 + wv * pv.T @ ones),
                                   a_col, -wq * pq.T @ ones])
         first = np.linalg.inv(self._mpc_block)[0]  # row of the per-joint inverse (same block)
-        self._mpc_c_fut, self._mpc_c_hold = 2.0 * c_fut.T, 2.0 * c_hold.T  # -> [.., N]
+        self._mpc_c_fut, self._mpc_c_hold = 2.0 * c_fut.T, 2.0 * c_hold.T  # -> [.., M]
         self._mpc_f_fut, self._mpc_f_hold = c_fut.T @ first, c_hold.T @ first
         self._mpc_rho = rho
 
@@ -929,6 +963,7 @@ class SafetyFilter:
         if not count:
             self._bval = self._rhs = self._strict = _EMPTY
             self._rs = self._rs_empty
+            self._g = self._g_empty
             return 0
         ra = bars.row_sphere.take(cand)
         rb = bars.row_other.take(cand)
@@ -938,6 +973,7 @@ class SafetyFilter:
         gaw = np.empty((3, n, count))
         bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
         g, ag, wgt = gaw[0], gaw[1], gaw[2]
+        self._g = g
         np.abs(g, out=ag)
         np.multiply(g, np.sign(-v)[:, None], out=wgt)
         np.maximum(wgt, 0.0, out=wgt)
@@ -1076,26 +1112,28 @@ class SafetyFilter:
             # A only changes through the slots: nothing in them now or last tick, no change
             changed = bool(used or self._slots_used)
         else:
-            self._bounds_mpc(q, v, lo, hi, relax)
-            changed = True
+            # A changes through the slots and the terminal rows: nothing in either, no change
+            changed = self._bounds_mpc(q, v, lo, hi, relax) or bool(used or self._slots_used)
         self._slots_used = used
         assert self._qp is not None
         return self._qp.solve(self._qvec, self._vals, self._lo, self._up, a_changed=changed)
 
-    def _bounds_mpc(self, q, v, lo, hi, relax: bool) -> None:
-        cfg, lim, dt, n, N, k = self.config, self._limits, self.dt, self.n, self._N, self._slots
+    def _bounds_mpc(self, q, v, lo, hi, relax: bool) -> bool:
+        """The horizon's bounds for this tick, and its soft terminal rows; True when the
+        terminal rows' coefficients changed (or must be switched off)."""
+        cfg, lim, dt, n, M, k = self.config, self._limits, self.dt, self.n, self._M, self._slots
         lo_all, up_all = self._lo, self._up
-        lo_all[self._u_index] = lo  # the first step's box; later steps keep +-amax
+        lo_all[self._u_index] = lo  # the first step's box; later blocks keep +-amax
         up_all[self._u_index] = hi
         if relax is not self._mpc_relaxed and self._jerk_rows:
-            m1 = n * (N - 1)
+            m1 = n * (M - 1)
             j0 = self._jerk_row0
-            jd = np.repeat(lim.jerk * dt, N - 1)
+            jd = np.repeat(lim.jerk * dt, M - 1)
             lo_all[j0:j0 + m1] = -np.inf if relax else -jd
             up_all[j0:j0 + m1] = np.inf if relax else jd
             self._mpc_relaxed = relax
-        # velocity at steps 2..N: within the (scaled) limit, but never asking for more than
-        # braking can do from the first step
+        # velocity at the checked ticks: within the (scaled) limit, but never asking for more
+        # than braking can do from the first step
         buf = self._mpc_buf
         np.subtract(np.abs(v)[:, None], self._mpc_vel_drop, out=buf)
         np.maximum(buf, (lim.velocity * self._last_scale)[:, None], out=buf)
@@ -1103,33 +1141,37 @@ class SafetyFilter:
         np.subtract(buf, vcol, out=self._mpc_vup)
         np.add(buf, vcol, out=self._mpc_vlo)
         np.negative(self._mpc_vlo, out=self._mpc_vlo)
-        # position at steps 2..N (the increments from q + k dt v)
+        # position at the checked ticks (the increments from q + k dt v)
         np.multiply(vcol, self._mpc_step_dt, out=buf)
         buf += q[:, None]
         np.subtract(lim.lower[:, None], buf, out=self._mpc_plo)
         np.subtract(lim.upper[:, None], buf, out=self._mpc_pup)
-        # soft terminal rows on the most critical barriers (first-order, planning aid only)
-        t0 = self._term_row0
-        if relax:
-            lo_all[t0:t0 + k] = -np.inf
-            return
-        h_all = self._h_all
-        sel = np.argpartition(h_all, k)[:k] if len(h_all) > k else np.arange(len(h_all))
-        sel = sel[h_all.take(sel) < INACTIVE / 2]
-        used = len(sel)
-        term = self._term_vals
-        if used:
-            gs = self._barriers.gradients(sel, self._kin.jp)
-            norm = np.abs(gs).max(axis=1)
-            np.maximum(norm, 1e-9, out=norm)
-            np.divide(gs, norm[:, None], out=term[:used, :n])
-            bound = np.dot(gs, v)
-            bound *= -N * dt
-            bound += cfg.sphere_margin
-            bound -= h_all.take(sel)
-            np.divide(bound, norm, out=lo_all[t0:t0 + used])
-        term[used:, :n] = 0.0
-        lo_all[t0 + used:t0 + k] = -np.inf
+        # soft terminal rows (first-order, a planning aid): this tick's barrier candidates that
+        # some admissible horizon could bring within the margin, the most critical first
+        t0, before = self._term_row0, self._term_used
+        used = 0
+        if not relax and len(self._cand):
+            g = self._g  # [J, rows] gradients of the candidates' distances
+            pred = np.dot(v, g)
+            pred *= self._mpc_horizon_dt
+            pred += self._h_all.take(self._cand)  # first-order distance after the horizon
+            reach = np.dot(self._mpc_dmax, np.abs(g))  # the most the accelerations can take
+            sel = (pred - reach < cfg.sphere_margin).nonzero()[0]
+            if len(sel) > k:
+                sel = sel[np.argpartition(pred.take(sel), k)[:k]]
+            used = len(sel)
+            if used:
+                gs = g.take(sel, axis=1)
+                norm = np.abs(gs).max(axis=0)
+                np.maximum(norm, 1e-9, out=norm)
+                np.divide(gs, norm, out=self._term_vals[:used, :n].T)
+                bound = np.subtract(cfg.sphere_margin, pred.take(sel))
+                np.divide(bound, norm, out=lo_all[t0:t0 + used])
+        if before > used:
+            self._term_vals[used:before, :n] = 0.0
+            lo_all[t0 + used:t0 + before] = -np.inf
+        self._term_used = used
+        return bool(used or before)
 
     def _binding_reason(self, ay: np.ndarray) -> str:
         """Name what bound the solution, from the QP's multipliers (|y|)."""

@@ -545,6 +545,7 @@ class ControllerNode(LifecycleNode):
             rate_hz=float(v["control_rate_hz"]),
             mode=str(v["safety_mode"]),
             horizon=int(v["mpc_horizon"]),
+            mpc_inputs=int(v["mpc_inputs"]),
             position_margin=float(v["position_margin"]),
             velocity_scale=float(v["velocity_scale"]),
             acceleration_scale=float(v["acceleration_scale"]),

@@ -159,6 +159,9 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("safety_mode", STRING, "cbf", "Safety filter: one-step CBF QP or MPC over "
        "`mpc_horizon` ticks.", choices=("cbf", "mpc"), group="safety"),
     _p("mpc_horizon", INT, 10, "MPC horizon in control ticks.", min=2, max=50, group="safety"),
+    _p("mpc_inputs", INT, 5, "Distinct accelerations per joint over the MPC horizon (move "
+       "blocking: the first tick's own, then blocks sharing one); at most `mpc_horizon`, which "
+       "gives one per tick. Fewer make a smaller, faster QP.", min=2, max=50, group="safety"),
     _p("position_margin", DOUBLE, 0.05, "Joint position limits are tightened by this margin.",
        when=LIVE, min=0.0, max=0.5, unit="rad", group="safety"),
     _p("velocity_scale", DOUBLE, 0.5, "Fraction of the URDF velocity limits allowed.", when=LIVE,
@@ -300,6 +303,9 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         )
     elif any(r <= 0 for r in obstacles[3::4]):
         errors.append("obstacles: every radius must be positive")
+    if int(v["mpc_inputs"]) > int(v["mpc_horizon"]):
+        errors.append(f"mpc_inputs {v['mpc_inputs']} must not exceed mpc_horizon "
+                      f"{v['mpc_horizon']}")
     names = list(v["joint_names"])
     if not names:
         errors.append("joint_names must not be empty")

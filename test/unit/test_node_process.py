@@ -15,12 +15,15 @@ import yaml
 
 from diffusion_controller.node_process import NodeProcess, child_env, write_params_file
 
-# Prints its arguments, then waits; exits 0 on SIGINT (as the nodes do), or ignores it.
+# Prints its arguments, then waits; exits 0 on SIGINT (as the nodes do, which install their own
+# handlers: a child of a background shell job inherits SIGINT ignored), or ignores it.
 NODE_SOURCE = """
 import signal, sys, time
 print("args", sys.argv[1:], flush=True)
 if "--ignore-sigint" in sys.argv:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+else:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 try:
     print("ready", flush=True)
     while True:

@@ -72,6 +72,7 @@ def test_required_parameters_present() -> None:
         ({"joint_names": ["a", "a"]}, "unique"),
         ({"joint_names": []}, "must not be empty"),
         ({"image_topics": []}, "at least one"),
+        ({"mpc_horizon": 4, "mpc_inputs": 5}, "must not exceed mpc_horizon"),
         ({"nonexistent": 3}, "unknown parameter"),
     ],
 )

@@ -7,7 +7,7 @@ import pytest
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter, mpc_blocks
 from diffusion_controller.control.types import Sphere
 
 READY = panda.PANDA_READY_Q
@@ -342,10 +342,46 @@ def test_mpc_jerk_rows_only_where_they_can_bind(robot: RobotModel) -> None:
     assert np.all(loose.limits.jerk * DT >= 2 * loose.limits.acceleration)
     tight = make(robot, mode="mpc", table_z=None, jerk_scale=0.02)
     assert np.any(tight.limits.jerk * DT < 2 * tight.limits.acceleration)
-    extra = robot.nq * (tight.config.horizon - 1)
+    extra = robot.nq * (tight.config.mpc_inputs - 1)  # one row between consecutive blocks
     assert tight.qp_rows == loose.qp_rows + extra
     target = READY + np.array([0.5, -0.3, 0.4, 0.3, -0.5, 0.3, 0.6])
     res = run(tight, [target] * 300)
     assert_within_limits(tight, res)
     assert all(s == "ok" for s in res["status"])
     np.testing.assert_allclose(res["q"][-1], target, atol=2e-3)
+
+
+def test_mpc_move_blocks() -> None:
+    assert mpc_blocks(10, 5).tolist() == [1, 2, 2, 2, 3]
+    assert mpc_blocks(10, 10).tolist() == [1] * 10
+    for horizon in range(2, 25):
+        for inputs in range(2, horizon + 1):
+            b = mpc_blocks(horizon, inputs)
+            # the command's tick alone; every tick in exactly one block; longer blocks last
+            assert len(b) == inputs and b.sum() == horizon and b[0] == 1
+            assert np.all(np.diff(b[1:]) >= 0)
+
+
+@pytest.mark.parametrize("inputs", [5, 10])
+def test_mpc_keep_out_sphere_and_refactorisation(robot: RobotModel, inputs: int) -> None:
+    """Far from every barrier the MPC's matrix stays as it is (no OSQP refactorisation); near
+    the mug its barrier rows engage, and the mug is kept out with both input layouts."""
+    far = Sphere(np.array([0.0, 0.0, 2.5]), 0.05, "far")
+    f = make(robot, mode="mpc", mpc_inputs=inputs, table_z=None, obstacles=[far])
+    base = f._qp.matrix_updates
+    res = run(f, [READY + 0.1] * 60)
+    assert_within_limits(f, res)
+    assert f._qp.matrix_updates == base
+    mug = Sphere(np.array([0.55, 0.0, 0.5]), 0.08, "mug")
+    f.set_obstacles([mug])
+    target = READY.copy()
+    target[1] = 0.6
+    target[3] = -1.6  # extend towards x = 0.6 through the mug
+    terminal = 0
+    out = []
+    for _ in range(250):
+        r = f.step(target)
+        terminal = max(terminal, f._term_used)
+        out.append(r.positions)
+    assert f._qp.matrix_updates > base and terminal > 0
+    assert min(min_clearance(robot, q, obstacles=[mug]) for q in out) >= -1e-3

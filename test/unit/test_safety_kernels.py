@@ -189,12 +189,16 @@ def test_preallocated_viability_bounds_match() -> None:
         assert fast[3] == np.inf
 
 
-def test_mpc_objective_products(robot: RobotModel) -> None:
+@pytest.mark.parametrize("inputs", [5, 10])
+def test_mpc_objective_products(robot: RobotModel, inputs: int) -> None:
     """The precomputed products give the horizon's tracking cost and the unconstrained first
-    step that the explicit construction gives."""
-    f = SafetyFilter(robot, SafetyConfig(mode="mpc", joint_weights=(1, 2, 1, 1, 3, 1, 1)))
+    step that the explicit construction gives (with move blocking, and one input per tick)."""
+    f = SafetyFilter(robot, SafetyConfig(mode="mpc", joint_weights=(1, 2, 1, 1, 3, 1, 1),
+                                         mpc_inputs=inputs))
     f.reset(panda.PANDA_READY_Q)
-    cfg, dt, n, N = f.config, f.dt, f.n, f._N
+    cfg, dt, n, N, M = f.config, f.dt, f.n, f._N, f._M
+    expand = f._mpc_expand  # [N, M]: tick k's acceleration from the block variables
+    assert inputs == M and np.all(expand.sum(axis=1) == 1.0)
     rng = np.random.default_rng(11)
     w = np.asarray(cfg.joint_weights, dtype=float)
     for fut_len in (None, 1, 4, N, N + 3):
@@ -202,7 +206,7 @@ def test_mpc_objective_products(robot: RobotModel) -> None:
         fut = None if fut_len is None else rng.normal(size=(fut_len, n))
         scale = rng.choice([1.0, 0.4])
         u_free = f._objective_mpc(q, v, a, qr, vr, ar, fut, scale)
-        lin_vec = f._qvec[:n * N].reshape(n, N).copy()
+        lin_vec = f._qvec[:n * M].reshape(n, M).copy()
         if fut is not None:
             refs = np.empty((N, n))
             m = min(N, len(fut))
@@ -221,7 +225,8 @@ def test_mpc_objective_products(robot: RobotModel) -> None:
         cq = q + np.arange(1, N + 1)[:, None] * dt * v
         lin = (cfg.mpc_position_weight * f._phi_q.T @ (cq - refs)
                + cfg.mpc_velocity_weight * f._phi_v.T @ (v - vrefs)
-               - cfg.mpc_acceleration_weight * arefs - cfg.jerk_weight * f._mpc_diff.T @ d0)
+               - cfg.mpc_acceleration_weight * expand.T @ arefs
+               - cfg.jerk_weight * f._mpc_diff.T @ d0)
         expected = (2.0 * lin * w).T
         np.testing.assert_allclose(lin_vec, expected, rtol=1e-9, atol=1e-9 * np.abs(expected).max())
         first = np.stack([np.linalg.inv(2 * w[i] * f._mpc_block)[0] for i in range(n)])
