@@ -88,6 +88,8 @@ class FixedPatternQP:
         A = sp.csc_matrix((data, self._indices, self._indptr), shape=(self.m, self.n))
         solver = osqp.OSQP()
         solver.setup(self.P, q, A, lo, up, verbose=False, **self.settings)
+        if np.any(ax == 0.0):  # then the real values, zeros included: a tick may leave A as is
+            solver.update(Ax=ax)
         self._solver = solver
         self._infty = float(solver.constant("OSQP_INFTY"))
         self._lo_c = np.empty(self.m)
