@@ -620,15 +620,22 @@ class SafetyFilter:
         self._up[:nu] = np.repeat(amax, M)
         self._mpc_relaxed = None  # jerk rows: set by the first tick
         self._mpc_vel_drop = (checks - 1)[None, :] * amax[:, None] * dt  # braking from step 1
-        self._mpc_step_dt = checks * dt
         self._mpc_horizon_dt = N * dt
         self._mpc_dmax = amax * phi_q[N - 1].sum()  # the largest |Delta_i| the u boxes allow
-        self._mpc_buf = np.empty((n, R))
-        v0, p0 = self._vel_row0, self._pos_row0
-        self._mpc_vlo = self._lo[v0:v0 + m1].reshape(n, R)
-        self._mpc_vup = self._up[v0:v0 + m1].reshape(n, R)
-        self._mpc_plo = self._lo[p0:p0 + m1].reshape(n, R)
-        self._mpc_pup = self._up[p0:p0 + m1].reshape(n, R)
+        self._mpc_w2 = np.concatenate([np.zeros(n), -self._mpc_dmax])
+        self._vel_col = self._limits.velocity[:, None]
+        # [velocity; position] rows at the checked ticks: bound - x (see _bounds_mpc)
+        self._mpc_lo_b = np.empty((2, n, R))
+        self._mpc_up_b = np.empty((2, n, R))
+        self._mpc_lo_b[1] = self._limits.lower[:, None]
+        self._mpc_up_b[1] = self._limits.upper[:, None]
+        self._mpc_x = np.empty((2, n, R))
+        self._mpc_x_dt = np.stack([np.ones(R), checks * dt])[:, None, :]  # x = q_sel + v * this
+        v0 = self._vel_row0
+        if self._pos_row0 != v0 + m1:
+            raise RuntimeError("internal: velocity and position rows are not adjacent")
+        self._mpc_vplo = self._lo[v0:v0 + 2 * m1].reshape(2, n, R)
+        self._mpc_vpup = self._up[v0:v0 + 2 * m1].reshape(2, n, R)
         self._mpc_qvec = self._qvec[:nu].reshape(n, M)
         self._w_all_one = bool(np.all(self._weights == 1.0))
 
@@ -974,7 +981,7 @@ class SafetyFilter:
         gaw = np.empty((3, n, count))
         bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
         g, ag, wgt = gaw[0], gaw[1], gaw[2]
-        self._g = g
+        self._g, self._gaw = g, gaw
         np.abs(g, out=ag)
         np.multiply(g, np.sign(-v)[:, None], out=wgt)
         np.maximum(wgt, 0.0, out=wgt)
@@ -1134,41 +1141,45 @@ class SafetyFilter:
             up_all[j0:j0 + m1] = np.inf if relax else jd
             self._mpc_relaxed = relax
         # velocity at the checked ticks: within the (scaled) limit, but never asking for more
-        # than braking can do from the first step
-        buf = self._mpc_buf
-        np.subtract(np.abs(v)[:, None], self._mpc_vel_drop, out=buf)
-        np.maximum(buf, (lim.velocity * self._last_scale)[:, None], out=buf)
-        vcol = v[:, None]
-        np.subtract(buf, vcol, out=self._mpc_vup)
-        np.add(buf, vcol, out=self._mpc_vlo)
-        np.negative(self._mpc_vlo, out=self._mpc_vlo)
-        # position at the checked ticks (the increments from q + k dt v)
-        np.multiply(vcol, self._mpc_step_dt, out=buf)
-        buf += q[:, None]
-        np.subtract(lim.lower[:, None], buf, out=self._mpc_plo)
-        np.subtract(lim.upper[:, None], buf, out=self._mpc_pup)
+        # than braking can do from the first step; position: the increments from q + k dt v.
+        # Both as bound - x on [velocity; position] x [J, checks], the rows' order in lo / up
+        lo_b, up_b, x = self._mpc_lo_b, self._mpc_up_b, self._mpc_x
+        cap = up_b[0]
+        np.subtract(np.abs(v)[:, None], self._mpc_vel_drop, out=cap)
+        np.maximum(cap, self._vel_col if self._last_scale == 1.0
+                   else (lim.velocity * self._last_scale)[:, None], out=cap)
+        np.negative(cap, out=lo_b[0])
+        np.multiply(v[:, None], self._mpc_x_dt, out=x)
+        x[1] += q[:, None]
+        np.subtract(lo_b, x, out=self._mpc_vplo)
+        np.subtract(up_b, x, out=self._mpc_vpup)
         # soft terminal rows (first-order, a planning aid): this tick's barrier candidates that
         # some admissible horizon could bring within the margin, the most critical first
         t0, before = self._term_row0, self._term_used
         used = 0
         if not relax and len(self._cand):
             g = self._g  # [J, rows] gradients of the candidates' distances
-            pred = np.dot(v, g)
-            pred *= self._mpc_horizon_dt
-            pred += self._h_all.take(self._cand)  # first-order distance after the horizon
-            reach = np.dot(self._mpc_dmax, np.abs(g))  # the most the accelerations can take
-            sel = (pred - reach < cfg.sphere_margin).nonzero()[0]
-            kt = self._term_slots
-            if len(sel) > kt:
-                sel = sel[np.argpartition(pred.take(sel), kt)[:kt]]
+            h = self._h_all.take(self._cand)
+            # lowest first-order distance after the horizon: h + N dt v . G - |G| . Delta_max
+            w2 = self._mpc_w2
+            np.multiply(v, self._mpc_horizon_dt, out=w2[:n])
+            low = np.dot(w2, self._gaw[:2].reshape(2 * n, -1))
+            low += h
+            sel = (low < cfg.sphere_margin).nonzero()[0]
             used = len(sel)
             if used:
+                pred = np.dot(w2[:n], g.take(sel, axis=1))  # with the current motion alone
+                pred += h.take(sel)
+                kt = self._term_slots
+                if used > kt:
+                    keep = np.argpartition(pred, kt)[:kt]
+                    sel, pred, used = sel.take(keep), pred.take(keep), kt
                 gs = g.take(sel, axis=1)
                 norm = np.abs(gs).max(axis=0)
                 np.maximum(norm, 1e-9, out=norm)
                 np.divide(gs, norm, out=self._term_vals[:used, :n].T)
-                bound = np.subtract(cfg.sphere_margin, pred.take(sel))
-                np.divide(bound, norm, out=lo_all[t0:t0 + used])
+                np.subtract(cfg.sphere_margin, pred, out=pred)
+                np.divide(pred, norm, out=lo_all[t0:t0 + used])
         if before > used:
             self._term_vals[used:before, :n] = 0.0
             lo_all[t0 + used:t0 + before] = -np.inf
