@@ -353,6 +353,7 @@ def test_mpc_jerk_rows_only_where_they_can_bind(robot: RobotModel) -> None:
 
 def test_mpc_move_blocks() -> None:
     assert mpc_blocks(10, 5).tolist() == [1, 2, 2, 2, 3]
+    assert mpc_blocks(10, 4).tolist() == [1, 3, 3, 3]
     assert mpc_blocks(10, 10).tolist() == [1] * 10
     for horizon in range(2, 25):
         for inputs in range(2, horizon + 1):
