@@ -441,7 +441,9 @@ class SafetyFilter:
             "time_limit": cfg.time_limit if cfg.time_limit > 0 else 1e10,
             "polishing": False,
             "warm_starting": True,
-            "check_termination": 5,
+            # convergence checked every 3 iterations: warm-started solves mostly need 6-9, so
+            # checking every 5 ran 10 (solve p50 0.074 vs 0.083 ms in MPC, 0.048 vs 0.052 CBF)
+            "check_termination": 3,
             "adaptive_rho": True,
             # OSQP redoes its Ruiz equilibration at every matrix update (every tick with a
             # barrier row); 3 passes cost half of what 10 do and converge as fast (MPC: mean
