@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from diffusion_controller.reliability.canary import attribution_table
 from diffusion_controller.report import format_table, write_json
 
 
@@ -67,6 +68,9 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="backend CPU threads (default 1)")
     p.add_argument("--no-realtime", action="store_true",
                    help="do not ask for SCHED_FIFO for the loop thread")
+    p.add_argument("--no-canary", action="store_true",
+                   help="do not run the per-CPU canary processes that tell platform stalls "
+                        "from the node's own misses (reliability/canary.py)")
     p.add_argument("--cpu", type=int, default=-1,
                    help="pin the loop thread to this core (-1: no pinning)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
@@ -205,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
         urdf = panda_urdf_path() if args.source == "feeder" else None
         params = node_params(args, model, cache, urdf)
         node = h.start_controller(params, workdir)
-        result, code = supervise(feeder, node, sim, lambda: measure(args, feeder, node, sim))
+        result, code = supervise(feeder, node, sim,
+                                 lambda: measure(args, feeder, node, sim, workdir))
         result["node_exit_code"] = code
         result["ros_domain_id"] = domain
         result.update({f"baseline_{k}": v for k, v in baseline.items()})
@@ -215,10 +220,13 @@ def run(args: argparse.Namespace) -> int:
     return 0 if code == 0 else 1
 
 
-def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
+def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any, workdir: Path
+            ) -> dict[str, Any]:
+    from diffusion_controller.reliability.canary import PlatformWatch, platform_report
     from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
     start_measuring(feeder, node, 180.0, "the controller to run on chunks", args.warmup)
+    watch = None if args.no_canary else PlatformWatch(args.duration, workdir)
     t0 = time.monotonic()
     cpu0, load0 = node.cpu_s(), load_average()
     faults0, steal0 = node.major_faults(), stolen_s()
@@ -242,6 +250,7 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
     _, loop = feeder.entry("control loop")
     _, inf = feeder.entry("inference")
     _, nodev = feeder.entry(": node")
+    platform = platform_report(watch, loop)
     times, _ = feeder.commands_since(t0)
     times = times[times <= t1]
     gaps = np.diff(times) if times.size > 1 else np.zeros(0)
@@ -295,6 +304,7 @@ def measure(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[
         "source": args.source,
         "camera": args.camera if args.source == "feeder" else "sim 96x96",
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        **platform,
     }
     return result
 
@@ -304,3 +314,6 @@ def print_result(result: dict[str, Any]) -> None:
             if not isinstance(v, (list, dict)) and k != "e2e_definition"]
     print(format_table(rows, ["metric", "value"], title="bench loop"))
     print(f"end-to-end latency: {result.get('e2e_definition', '')}")
+    table = attribution_table(result)
+    if table:
+        print(table)

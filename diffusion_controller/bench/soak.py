@@ -33,6 +33,7 @@ from diffusion_controller.bench.loop import (
     supervise,
     use_private_domain,
 )
+from diffusion_controller.reliability.canary import attribution_table
 from diffusion_controller.report import format_table, write_json
 
 
@@ -63,12 +64,16 @@ def run(args: argparse.Namespace) -> int:
         params = node_params(args, model, cache, urdf=None)
         params["urdf_path"] = ""
         node = h.start_controller(params, workdir)
-        result, code = supervise(feeder, node, sim, lambda: soak(args, feeder, node, sim))
+        result, code = supervise(feeder, node, sim,
+                                 lambda: soak(args, feeder, node, sim, workdir))
         result["node_exit_code"] = code
         result["ros_domain_id"] = domain
     samples = result.pop("samples", [])
     rows = [{"metric": k, "value": v} for k, v in result.items() if not isinstance(v, (list, dict))]
     print(format_table(rows, ["metric", "value"], title="bench soak"))
+    table = attribution_table(result)
+    if table:
+        print(table)
     if args.json:
         write_json(args.json, {**result, "samples": samples})
     return 0 if code == 0 else 1
@@ -98,10 +103,13 @@ def _reset_sim(feeder: Any, seed: int) -> None:
         node.destroy_client(reset)
 
 
-def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str, Any]:
+def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any, workdir: Path
+         ) -> dict[str, Any]:
+    from diffusion_controller.reliability.canary import PlatformWatch, platform_report
     from diffusion_controller.reliability.harness import diag_float, diag_realtime, stolen_s
 
     start_measuring(feeder, node, 240.0, "the controller to drive the sim")
+    watch = None if args.no_canary else PlatformWatch(args.duration, workdir)
     t0 = time.monotonic()
     load0 = load_average()
     faults0, steal0 = node.major_faults(), stolen_s()
@@ -144,6 +152,7 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
     feeder.wait_diag_after(t1 + 0.05, timeout=10.0)
     _, loop = feeder.entry("control loop")
     _, nodev = feeder.entry(": node")
+    platform = platform_report(watch, loop)
     ref = [s for s in samples if s["t_s"] >= min(args.warmup, 0.5 * args.duration)]
     ref = ref or samples
     t = np.array([s["t_s"] for s in ref])
@@ -187,5 +196,6 @@ def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any) -> dict[str
         "load_avg_start": load0,
         "load_avg_end": load_average(),
         "date": time.strftime("%Y-%m-%d %H:%M"),
+        **platform,
         "samples": samples,
     }

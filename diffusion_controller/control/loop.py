@@ -36,6 +36,7 @@ and resumes only with a chunk accepted after the jump, once the arm has stopped.
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -49,6 +50,8 @@ import numpy as np
 from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler, SubmitResult
 from diffusion_controller.control.types import Chunk, Command, FilterResult
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+
+OVERRUN_LOG = 64  # missed deadlines kept with their times (a 30-minute soak has had up to 7)
 
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
@@ -107,6 +110,8 @@ class LoopStatus:
     clock_jumps: int = 0
     run_missed: int = 0  # missed ticks since start or reset_statistics()
     last_overrun: dict[str, float] = field(default_factory=dict)  # the latest missed deadline
+    # the latest OVERRUN_LOG missed deadlines, oldest first (t_mono: when the late tick began)
+    recent_overruns: list[dict[str, float]] = field(default_factory=list)
 
 
 class _Ticket:
@@ -337,6 +342,8 @@ class ControlLoop:
         self._life_e2e = Histogram(1e-4, 5.0)  # 0.1 ms bins up to 5 s
         self._missed_base = 0
         self._last_overrun: dict[str, float] = {}
+        self._overruns: deque[dict[str, float]] = deque(maxlen=OVERRUN_LOG)
+        self._sections = (0.0, 0.0, 0.0)
 
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -505,6 +512,7 @@ class ControlLoop:
             clock_jumps=self._clock_jumps,
             run_missed=self._missed - self._missed_base,
             last_overrun=dict(self._last_overrun),
+            recent_overruns=[dict(o) for o in list(self._overruns)],
         )
 
     def reset_statistics(self) -> None:
@@ -591,9 +599,13 @@ class ControlLoop:
                 k_next = int((now - start) / period) + 1
                 self._missed += k_next - k
                 # Why: a late start (the GIL, the OS) or a long tick (the filter, the publish).
+                body, filt, out = self._sections
                 self._last_overrun = {"tick": float(self._ticks), "missed": float(k_next - k),
                                       "start_late_ms": (began - deadline) * 1e3,
-                                      "tick_ms": (now - began) * 1e3}
+                                      "tick_ms": (now - began) * 1e3, "t_mono": began,
+                                      "body_ms": body * 1e3, "filter_ms": filt * 1e3,
+                                      "output_ms": out * 1e3}
+                self._overruns.append(self._last_overrun)
                 k = k_next
 
     # ------------------------------------------------------------------ the tick
@@ -622,12 +634,18 @@ class ControlLoop:
             self._exceptions += 1
             self._last_error = f"exception in tick: {type(exc).__name__}: {exc}"
             result = self._fault_brake(now, self._last_error)
+        t_body = time.perf_counter()
         if result is not None:
             if not np.isfinite(now):  # the clock itself failed: stamp from the last good reading
                 now = self._last_now + self.period
                 self._last_now = now
             cmd = self._publish(now, result, t_start)
-        elapsed = time.perf_counter() - t_start
+        t_end = time.perf_counter()
+        # where the tick went, kept for an overrun's record: everything up to the command
+        # (filter included), the filter alone, the hand-over to the output
+        self._sections = (t_body - t_start, result.details.get("tick_ms", math.nan) * 1e-3
+                          if result is not None else 0.0, t_end - t_body)
+        elapsed = t_end - t_start
         self._compute.push(elapsed)
         self._life_compute.add(elapsed)
         return cmd

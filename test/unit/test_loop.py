@@ -370,7 +370,12 @@ def test_thread_keeps_absolute_deadlines_and_counts_missed_ticks(robot) -> None:
     assert gaps[9] >= 0.035  # the overrun tick's successor waited for a future deadline ...
     assert gaps[10] > 0.005  # ... and was not followed by back-to-back catch-up ticks
     assert st.tick_error_ms["n"] == st.ticks
-    assert st.realtime["requested"] is True
+    # the overrun is logged with when it began (monotonic) and why: a long tick, not a late start
+    assert st.recent_overruns and st.recent_overruns[-1] == st.last_overrun
+    over = st.recent_overruns[0]
+    assert over["tick_ms"] >= 35.0 and over["start_late_ms"] < 35.0 and over["missed"] >= 3
+    assert abs(over["t_mono"] - stamps[9]) < 0.035
+    assert over["output_ms"] >= 35.0 and over["body_ms"] < 35.0  # the output callback was slow
     assert "sched_fifo" in st.realtime and "errors" in st.realtime
     assert st.state == INACTIVE
     assert st.since_last_tick_s > 0.0
