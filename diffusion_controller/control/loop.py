@@ -343,7 +343,7 @@ class ControlLoop:
         self._missed_base = 0
         self._last_overrun: dict[str, float] = {}
         self._overruns: deque[dict[str, float]] = deque(maxlen=OVERRUN_LOG)
-        self._sections = (0.0, 0.0, 0.0)
+        self._sections = (0.0, 0.0, 0.0, 0.0)
 
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -599,12 +599,12 @@ class ControlLoop:
                 k_next = int((now - start) / period) + 1
                 self._missed += k_next - k
                 # Why: a late start (the GIL, the OS) or a long tick (the filter, the publish).
-                body, filt, out = self._sections
+                body, filt, out, cpu = self._sections
                 self._last_overrun = {"tick": float(self._ticks), "missed": float(k_next - k),
                                       "start_late_ms": (began - deadline) * 1e3,
                                       "tick_ms": (now - began) * 1e3, "t_mono": began,
                                       "body_ms": body * 1e3, "filter_ms": filt * 1e3,
-                                      "output_ms": out * 1e3}
+                                      "output_ms": out * 1e3, "cpu_ms": cpu * 1e3}
                 self._overruns.append(self._last_overrun)
                 k = k_next
 
@@ -616,6 +616,7 @@ class ControlLoop:
         clock's reading at the start of the tick plus one period.
         """
         t_start = time.perf_counter()
+        c_start = time.thread_time()
         if now_mono is None:
             now_mono = time.monotonic()
         self._prev_tick_mono = self._last_tick_mono
@@ -642,9 +643,12 @@ class ControlLoop:
             cmd = self._publish(now, result, t_start)
         t_end = time.perf_counter()
         # where the tick went, kept for an overrun's record: everything up to the command
-        # (filter included), the filter alone, the hand-over to the output
+        # (filter included), the filter alone, the hand-over to the output, and the CPU time
+        # this thread got meanwhile (much less than the wall time: it was not running, because
+        # the CPU was taken or it waited for the GIL)
         self._sections = (t_body - t_start, result.details.get("tick_ms", math.nan) * 1e-3
-                          if result is not None else 0.0, t_end - t_body)
+                          if result is not None else 0.0, t_end - t_body,
+                          time.thread_time() - c_start)
         elapsed = t_end - t_start
         self._compute.push(elapsed)
         self._life_compute.add(elapsed)

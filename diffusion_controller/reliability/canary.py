@@ -139,6 +139,7 @@ def attribute(
             "tick_ms": round(float(o.get("tick_ms", 0.0)), 3),
             "filter_ms": round(float(o.get("filter_ms", math.nan)), 3),
             "output_ms": round(float(o.get("output_ms", math.nan)), 3),
+            "cpu_ms": round(float(o.get("cpu_ms", math.nan)), 3),
             "canary_stall_ms": round(best_ms, 3),
             "canary_cpu": best_cpu,
             "stolen_s": stolen,
@@ -247,7 +248,7 @@ def attribution_table(result: Mapping[str, Any]) -> str:
     rows = result.get("overrun_attribution") or []
     if not rows:
         return ""
-    cols = ["t_mono", "missed", "start_late_ms", "tick_ms", "filter_ms", "output_ms",
+    cols = ["t_mono", "missed", "start_late_ms", "tick_ms", "filter_ms", "output_ms", "cpu_ms",
             "canary_stall_ms", "canary_cpu", "stolen_s", "platform"]
     return format_table(rows, cols, title="missed deadlines and the platform at the time")
 

@@ -114,13 +114,13 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
 
 
 _OVERRUN_FIELDS = ("t_mono", "missed", "start_late_ms", "tick_ms", "body_ms", "filter_ms",
-                   "output_ms")
+                   "output_ms", "cpu_ms")
 
 
 def format_overruns(overruns: Sequence[Mapping[str, float]]) -> str:
-    """Missed deadlines as `t_mono:missed:start_late_ms:tick_ms:body_ms:filter_ms:output_ms`
-    joined by `;` (t_mono: CLOCK_MONOTONIC seconds, shared by every process on the machine, so
-    a harness can line them up with its own measurements); see `parse_overruns`."""
+    """Missed deadlines, `;`-joined `t_mono:missed:start_late_ms:tick_ms:body_ms:filter_ms:
+    output_ms:cpu_ms` (t_mono: CLOCK_MONOTONIC seconds, shared by every process on the machine,
+    so a harness can line them up with its own measurements); see `parse_overruns`."""
     return ";".join(":".join(f"{float(o.get(k, math.nan)):.4f}" for k in _OVERRUN_FIELDS)
                     for o in overruns)
 

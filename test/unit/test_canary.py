@@ -45,13 +45,13 @@ def test_stall_outside_the_overrun_does_not_count() -> None:
 
 
 def test_overrun_log_text_round_trip() -> None:
-    extra = {"body_ms": 2.5, "filter_ms": 0.25, "output_ms": 0.5}
+    extra = {"body_ms": 2.5, "filter_ms": 0.25, "output_ms": 0.5, "cpu_ms": 2.75}
     log = [{"t_mono": 12.5, "missed": 4.0, "start_late_ms": 40.4, "tick_ms": 3.0, **extra},
            {"t_mono": 13.25, "missed": 1.0, "start_late_ms": 0.005, "tick_ms": 15.2, **extra}]
     text = format_overruns(log)
     assert parse_overruns(text) == log
     assert format_overruns([]) == "" and parse_overruns("") == []
-    assert parse_overruns("garbage;1:2:3;1:x:3:4:5:6:7") == []
+    assert parse_overruns("garbage;1:2:3;1:x:3:4:5:6:7:8") == []
 
 
 def test_stolen_time_per_cpu_reads_proc_stat() -> None:

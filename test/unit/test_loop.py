@@ -376,6 +376,7 @@ def test_thread_keeps_absolute_deadlines_and_counts_missed_ticks(robot) -> None:
     assert over["tick_ms"] >= 35.0 and over["start_late_ms"] < 35.0 and over["missed"] >= 3
     assert abs(over["t_mono"] - stamps[9]) < 0.035
     assert over["output_ms"] >= 35.0 and over["body_ms"] < 35.0  # the output callback was slow
+    assert over["cpu_ms"] < 30.0  # ... and did not run meanwhile (it slept)
     assert "sched_fifo" in st.realtime and "errors" in st.realtime
     assert st.state == INACTIVE
     assert st.since_last_tick_s > 0.0
