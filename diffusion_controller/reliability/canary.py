@@ -230,7 +230,8 @@ def summary(rows: Sequence[Mapping[str, Any]], canaries: Sequence[Mapping[str, A
 def platform_report(watch: PlatformWatch | None, loop_values: Mapping[str, str]
                     ) -> dict[str, Any]:
     """Stop `watch` and attribute the loop's `recent_overruns` (its /diagnostics values): the
-    summary figures, plus `overrun_attribution` (one row per overrun) for the JSON."""
+    summary figures, plus `overrun_attribution` (one row per overrun) and `platform_raw` (the
+    canaries' stalls and the steal samples) for the JSON."""
     from diffusion_controller.ros.diagnostics import parse_overruns
 
     if watch is None:
@@ -238,7 +239,16 @@ def platform_report(watch: PlatformWatch | None, loop_values: Mapping[str, str]
     canaries = watch.stop()
     rows = attribute(parse_overruns(loop_values.get("recent_overruns", "")), canaries,
                      watch.steal)
-    return {**summary(rows, canaries), "overrun_attribution": rows}
+    # the raw records too, for a second look: each canary's stalls, and the steal samples where
+    # the stolen time moved (with the one before each, so every increment keeps its window)
+    steal = watch.steal
+    keep = [i for i in range(len(steal))
+            if i in (0, len(steal) - 1) or steal[i][1] != steal[i - 1][1]
+            or steal[i][1] != steal[i + 1][1]]
+    raw = {"canaries": canaries,
+           "steal": [[round(steal[i][0], 3), {str(k): v for k, v in steal[i][1].items()}]
+                     for i in keep]}
+    return {**summary(rows, canaries), "overrun_attribution": rows, "platform_raw": raw}
 
 
 def attribution_table(result: Mapping[str, Any]) -> str:

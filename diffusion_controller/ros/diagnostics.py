@@ -126,14 +126,16 @@ def format_overruns(overruns: Sequence[Mapping[str, float]]) -> str:
 
 
 def parse_overruns(text: str) -> list[dict[str, float]]:
-    """The inverse of `format_overruns` (malformed entries are skipped)."""
+    """The inverse of `format_overruns`. Entries from a node with fewer fields (an older
+    version: at least t_mono, missed, start_late_ms, tick_ms) give those; malformed ones are
+    skipped."""
     out = []
     for item in text.split(";"):
         parts = item.split(":")
-        if len(parts) != len(_OVERRUN_FIELDS):
+        if not 4 <= len(parts) <= len(_OVERRUN_FIELDS):
             continue
         try:
-            out.append({k: float(x) for k, x in zip(_OVERRUN_FIELDS, parts, strict=True)})
+            out.append({k: float(x) for k, x in zip(_OVERRUN_FIELDS, parts, strict=False)})
         except ValueError:
             continue
     return out

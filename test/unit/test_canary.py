@@ -52,6 +52,9 @@ def test_overrun_log_text_round_trip() -> None:
     assert parse_overruns(text) == log
     assert format_overruns([]) == "" and parse_overruns("") == []
     assert parse_overruns("garbage;1:2:3;1:x:3:4:5:6:7:8") == []
+    # a node of an older version sends fewer fields: those are read
+    assert parse_overruns("12.5:4:40.4:3.0") == [
+        {"t_mono": 12.5, "missed": 4.0, "start_late_ms": 40.4, "tick_ms": 3.0}]
 
 
 def test_stolen_time_per_cpu_reads_proc_stat() -> None:
