@@ -36,3 +36,21 @@ def test_platform_watch_one_canary_per_cpu(tmp_path) -> None:
     assert len(canaries) == len(os.sched_getaffinity(0))
     assert all("error" not in c and c["wakeups"] > 0 for c in canaries)
     assert len(watch.steal) >= 3 and watch.steal[0][0] < watch.steal[-1][0]
+
+
+def test_platform_report_attributes_the_loops_overruns(tmp_path) -> None:
+    from diffusion_controller.reliability.canary import platform_report
+    from diffusion_controller.ros.diagnostics import format_overruns
+
+    watch = PlatformWatch(30.0, tmp_path, sample_s=0.05)
+    time.sleep(0.3)
+    now = time.monotonic()
+    loop = {"recent_overruns": format_overruns([{"t_mono": now - 0.1, "missed": 1,
+                                                 "start_late_ms": 12.0, "tick_ms": 1.0}])}
+    report = platform_report(watch, loop)
+    assert report["overruns"] == 1 and len(report["overrun_attribution"]) == 1
+    row = report["overrun_attribution"][0]
+    assert row["missed"] == 1 and row["stolen_s"] is not None  # steal sampled around it
+    raw = report["platform_raw"]
+    assert len(raw["canaries"]) == len(os.sched_getaffinity(0)) and len(raw["steal"]) >= 2
+    assert platform_report(None, loop) == {}
