@@ -316,7 +316,6 @@ class SafetyFilter:
         self._rb_tb = np.empty(count)
         self._rb_mask = np.empty(count, dtype=bool)
         self._rs_empty = self._rs = np.zeros((2 * self.n, 0))
-        self._g_empty = self._g = np.zeros((self.n, 0))
 
     # ------------------------------------------------------------------ public state
     @property
@@ -973,7 +972,6 @@ class SafetyFilter:
         if not count:
             self._bval = self._rhs = self._strict = _EMPTY
             self._rs = self._rs_empty
-            self._g = self._g_empty
             return 0
         ra = bars.row_sphere.take(cand)
         rb = bars.row_other.take(cand)
@@ -983,7 +981,7 @@ class SafetyFilter:
         gaw = np.empty((3, n, count))
         bars.gradients(cand, kin.jp, ra, rb, out=gaw[0].T[:, None, :])
         g, ag, wgt = gaw[0], gaw[1], gaw[2]
-        self._g, self._gaw = g, gaw
+        self._gaw = gaw  # [g; |g|; w] of this tick's candidates (MPC terminal rows read it)
         np.abs(g, out=ag)
         np.multiply(g, np.sign(-v)[:, None], out=wgt)
         np.maximum(wgt, 0.0, out=wgt)
@@ -1160,7 +1158,7 @@ class SafetyFilter:
         t0, before = self._term_row0, self._term_used
         used = 0
         if not relax and len(self._cand):
-            g = self._g  # [J, rows] gradients of the candidates' distances
+            g = self._gaw[0]  # [J, rows] gradients of the candidates' distances
             h = self._h_all.take(self._cand)
             # lowest first-order distance after the horizon: h + N dt v . G - |G| . Delta_max
             w2 = self._mpc_w2
