@@ -61,9 +61,13 @@ def run_canary(duration_s: float, period_s: float = 1e-3, cpu: int | None = None
     n = 0
     start = time.monotonic()
     end = start + duration_s
-    deadline = start
-    while deadline < end and not (stop is not None and stop.is_set()):
-        deadline += period_s
+    # Deadline k is start + k * period, computed from the integer k: summing the period into a
+    # float drifts by an ulp per step and once gave a wake-up more than duration / period.
+    total = max(1, int(round(duration_s / period_s)))
+    k = 0
+    while k < total and not (stop is not None and stop.is_set()):
+        k += 1
+        deadline = start + k * period_s
         pause = deadline - time.monotonic()
         if pause > 0.0:
             time.sleep(pause)
@@ -73,7 +77,7 @@ def run_canary(duration_s: float, period_s: float = 1e-3, cpu: int | None = None
             stalls.append([round(deadline, 6), round(late * 1e3, 3)])
             worst = max(worst, late)
             # skip the deadlines the stall swallowed (one record per stall, not one per ms)
-            deadline += period_s * int(late / period_s)
+            k += int(late / period_s)
     return {"granted": granted, "period_s": period_s, "threshold_ms": threshold_ms,
             "wakeups": n, "start": start, "end": time.monotonic(),
             "max_late_ms": round(worst * 1e3, 3), "stalls": stalls}
