@@ -429,6 +429,44 @@ class ControlLoop:
         """Run `fn` in the loop thread at the start of the next tick (e.g. live filter changes)."""
         self._posted.append(fn)
 
+    def call(self, fn: Callable[[], Any], timeout: float = 1.0) -> Any:
+        """Run `fn` between two ticks and return its result (or raise its exception).
+
+        A live change must be applied whole or not at all, and the caller must learn which: so
+        it waits for the loop thread to run it (inline when the loop is not running). Raises
+        TimeoutError when the loop did not reach its next tick within `timeout`; `fn` is then
+        withdrawn if it has not started, so a late tick cannot apply a change that was refused.
+        """
+        if not self.running:
+            return fn()
+        done = threading.Event()
+        box: dict[str, Any] = {}
+        lock = threading.Lock()
+
+        def run() -> None:
+            with lock:
+                if box.get("withdrawn"):
+                    return
+                box["started"] = True
+            try:
+                box["value"] = fn()
+            except BaseException as exc:  # handed to the caller, never to the tick
+                box["error"] = exc
+            finally:
+                done.set()
+
+        self._posted.append(run)
+        if not done.wait(timeout):
+            with lock:
+                if not box.get("started"):
+                    box["withdrawn"] = True
+                    raise TimeoutError(f"the control loop did not run the change within "
+                                       f"{timeout:g} s")
+            done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("value")
+
     def set_enabled(self, enabled: bool) -> None:
         """Enable publishing; disabling brakes to a stop first, then goes quiet."""
         self._enabled = bool(enabled)

@@ -355,6 +355,21 @@ class SafetyFilter:
         Raises ValueError if q or v is malformed or non-finite, outside the effective limits, or
         not able to stop inside the position limits: the filter cannot vouch for such a state.
         """
+        self._start(q, v, None, over_speed=False)
+
+    def take_over(self, q: Sequence[float], v: Sequence[float], a: Sequence[float]) -> None:
+        """Continue from another filter's commanded (q, v, a) (a live change of limits).
+
+        Unlike reset, a velocity above this filter's (lowered) limit is accepted: the joint box
+        puts acceleration before velocity, so the first ticks decelerate at the acceleration
+        limit down to the new velocity limit. The acceleration is kept (clipped to this filter's
+        limit), so the hand-over adds no step to it. Still raises ValueError for a state outside
+        the position limits or too fast to stop inside them.
+        """
+        self._start(q, v, a, over_speed=True)
+
+    def _start(self, q: Sequence[float], v: Sequence[float] | None,
+               a: Sequence[float] | None, over_speed: bool) -> None:
         qa, why = _vec(q, self.n, "q")
         if qa is None:
             raise ValueError(f"reset: {why}")
@@ -371,13 +386,19 @@ class SafetyFilter:
             raise ValueError("reset: joints outside the safety position limits: " + "; ".join(out))
         fast = [f"{n}={x:.3f}" for n, x, vm in zip(lim.names, va, lim.velocity, strict=False)
                 if abs(x) > vm]
-        if fast:
+        if fast and not over_speed:
             raise ValueError("reset: velocities above the safety limit: " + "; ".join(fast))
         lo, hi = viability_bounds(qa, va, lim.lower, lim.upper, lim.acceleration, self.dt)
         if np.any(lo > lim.acceleration + 1e-9) or np.any(hi < -lim.acceleration - 1e-9):
             raise ValueError("reset: a joint is too fast to stop inside its position limits")
+        aa = np.zeros(self.n)
+        if a is not None:
+            a_in, why = _vec(a, self.n, "a")
+            if a_in is None:
+                raise ValueError(f"take over: {why}")
+            aa = np.clip(a_in, -lim.acceleration, lim.acceleration)
         with self._lock:
-            self._q, self._v, self._a = qa.copy(), va.copy(), np.zeros(self.n)
+            self._q, self._v, self._a = qa.copy(), va.copy(), aa
             if self._qp is not None:
                 # set OSQP up now (a millisecond or more), not in the first control tick
                 self._qp.reset()

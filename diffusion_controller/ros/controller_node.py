@@ -150,6 +150,7 @@ class ControllerNode(LifecycleNode):
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._set_parameters_as_one_request()
         self.create_service(SetBool, "~/enable", self._srv_enable,
                             callback_group=self._service_group)
         self.create_service(Trigger, "~/estop", self._srv_estop,
@@ -605,6 +606,34 @@ class ControllerNode(LifecycleNode):
         )
 
     # ------------------------------------------------------------------ parameters
+    def _set_parameters_as_one_request(self) -> None:
+        """Serve ~/set_parameters so that one request is one change.
+
+        rclpy's parameter service hands each parameter of a request to the callbacks on its own
+        (Humble to Kilted), so `ros2 param load` or a client setting [velocity_scale,
+        acceleration_scale] together would be validated and applied piecemeal. The service is
+        replaced by one that sets the whole list atomically: validated as a set, applied whole
+        or not at all, every parameter answered with that one result."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        name = self.get_fully_qualified_name().strip("/") + "/set_parameters"
+        for srv in list(self.services):
+            if srv.srv_name.strip("/") == name:  # rclpy names it without the leading slash
+                self.destroy_service(srv)
+
+        def handle(req: Any, resp: Any) -> Any:
+            try:
+                plist = [Parameter.from_parameter_msg(p) for p in req.parameters]
+                result = self.set_parameters_atomically(plist)
+            except Exception as exc:  # e.g. a read-only or undeclared parameter
+                result = SetParametersResult(successful=False, reason=str(exc))
+            resp.results = [result for _ in req.parameters]
+            return resp
+
+        self.create_service(SetParameters, "~/set_parameters", handle,
+                            callback_group=self._service_group)
+
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
         changes: dict[str, Any] = {}
         for p in changed:
@@ -641,72 +670,65 @@ class ControllerNode(LifecycleNode):
         return SetParametersResult(successful=True, reason="; ".join(notes))
 
     def _apply_live(self, core: _Core, live: dict[str, Any]) -> None:
-        """Push live changes into the running core (validated already; may still raise)."""
+        """Push one request's live changes into the running core, whole or not at all.
+
+        Everything is prepared here (a new filter when any safety setting changes, the watchdog
+        config, the worker settings) from the merged values, then the loop-side part is swapped
+        in by one function run between two ticks; only when that succeeded do the worker and the
+        backend take their part. Raises ValueError (the reason) when the change cannot be taken,
+        and then nothing has changed."""
         v = dict(self._values)
         v.update(live)
-        worker_changes = {_WORKER_FIELDS[k]: live[k] for k in live if k in _WORKER_FIELDS}
-        if worker_changes:
+        safety_keys = set(_SAFETY_LIMIT_PARAMS) | set(_WORKSPACE_PARAMS) | {
+            "obstacles", "sphere_margin"}
+        new_filter = new_robot = None
+        if safety_keys & set(live):
+            new_filter, new_robot = self._new_safety_filter(core, v)
+        watchdog = (self._watchdog_config(v) if any(k in live for k in _WATCHDOG_PARAMS)
+                    else None)
+
+        def swap() -> None:  # in the loop thread, between two ticks
+            if new_filter is not None:
+                try:
+                    q_now, v_now, a_now = core.loop.safety.state
+                except RuntimeError:
+                    pass  # never reset: the loop resets the new filter when it starts
+                else:
+                    new_filter.take_over(q_now, v_now, a_now)  # ValueError: nothing swapped
+                core.loop.safety = new_filter
+            if watchdog is not None:
+                core.loop.set_watchdog_config(watchdog)
+
+        if new_filter is not None or watchdog is not None:
+            try:
+                core.loop.call(swap, timeout=1.0)
+            except TimeoutError as exc:
+                raise ValueError(str(exc)) from exc
+            if new_filter is not None:
+                core.safety, core.robot = new_filter, new_robot
+            if watchdog is not None:
+                core.joint_filter.stamp_tolerance = float(v["stamp_tolerance"])
+        if any(k in live for k in _WORKER_FIELDS):
             core.worker.update(**dataclasses.asdict(self._worker_settings(v)))
         if "inference_timeout" in live and hasattr(core.backend, "timeout"):
             core.backend.timeout = float(live["inference_timeout"])
-        if any(k in live for k in _WATCHDOG_PARAMS):
-            core.loop.set_watchdog_config(self._watchdog_config(v))
-            core.joint_filter.stamp_tolerance = float(v["stamp_tolerance"])
-        limit_changes = {k: float(live[k]) for k in _SAFETY_LIMIT_PARAMS if k in live}
-        if limit_changes:
-            self._swap_safety_filter(core, limit_changes)
-        if "sphere_margin" in live:
-            margin = float(live["sphere_margin"])
-            self._post_to_loop(core, lambda: core.safety.update_config(sphere_margin=margin))
-        if "obstacles" in live:
-            spheres = _sphere_list(live["obstacles"])
-            self._post_to_loop(core, lambda: core.safety.set_obstacles(spheres))
-        if any(k in live for k in _WORKSPACE_PARAMS):
-            lo = np.array(v["workspace_min"], dtype=float)
-            hi = np.array(v["workspace_max"], dtype=float)
-            tz = float(v["table_z"])
-            self._post_to_loop(core, lambda: core.safety.set_workspace(lo, hi, tz))
 
-    def _swap_safety_filter(self, core: _Core, changes: dict[str, float]) -> None:
-        """New limits: a new filter (own robot model, so no pinocchio data is shared across
-        threads) takes over the commanded (q, v) between two ticks. Refused when the current
-        state is outside what the new limits can vouch for (e.g. faster than a lowered limit)."""
+    def _new_safety_filter(self, core: _Core, v: dict[str, Any]) -> tuple[Any, Any]:
+        """A filter for the merged values, with its own robot model (no pinocchio data is shared
+        across threads); checked against the commanded state now, so an impossible change is
+        refused before anything is posted to the loop."""
         from diffusion_controller.control.robot_model import RobotModel
         from diffusion_controller.control.safety_filter import SafetyFilter
 
-        old = core.loop.safety
         robot = RobotModel.from_urdf(core.urdf, joint_names=core.robot.joint_names,
                                      ee_frame=core.robot.ee_frame)
-        new = SafetyFilter(robot, dataclasses.replace(old.config, **changes))
+        new = SafetyFilter(robot, self._safety_config(v))
         try:
-            q, v, _ = old.state
+            q, qd, qdd = core.loop.safety.state
         except RuntimeError:
-            q = v = None  # never reset: the loop resets the new filter when it starts
-        if q is not None:
-            new.reset(q, v)  # ValueError (the reason) when the new limits cannot take over now
-
-        def swap() -> None:
-            try:
-                q_now, v_now, _ = core.loop.safety.state
-                new.reset(q_now, v_now)
-            except RuntimeError:
-                pass
-            except ValueError as exc:
-                self.get_logger().error(f"new safety limits not applied: {exc}")
-                return
-            core.loop.safety = new
-            core.safety = new
-            core.robot = robot
-
-        self._post_to_loop(core, swap)
-
-    @staticmethod
-    def _post_to_loop(core: _Core, fn: Any) -> None:
-        """Filter changes happen in the loop thread between ticks (or now, if it is stopped)."""
-        if core.loop.running:
-            core.loop.post(fn)
-        else:
-            fn()
+            return new, robot
+        new.take_over(q, qd, qdd)
+        return new, robot
 
     # ------------------------------------------------------------------ sensors
     def _on_joint_state(self, msg: JointState) -> None:

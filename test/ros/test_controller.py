@@ -119,6 +119,25 @@ def test_autostart_rate_limits_params_estop_stale(
         # Limits change live too (a new filter takes over the commanded state between ticks).
         assert probe.set_params(velocity_scale=0.22)[0].successful
         probe.wait_for(lambda: "applied live: velocity_scale" in ctrl.log(), 5.0, "the swap")
+        # Several parameters in one request (what `ros2 param load` sends) are one change: both
+        # reach the filter, and the arm, moving faster than the new limit, slows down to it.
+        both = probe.set_params(velocity_scale=0.1, acceleration_scale=0.3)
+        assert [r.successful for r in both] == [True, True], [r.reason for r in both]
+        t_set = time.monotonic()
+        probe.wait_for(lambda: "applied live: acceleration_scale, velocity_scale" in ctrl.log(),
+                       5.0, "one change of both scales")
+        _wait_moving(probe, 10.0)
+        time.sleep(1.0)
+        slow = _window(probe.command_log(), t_set + 0.5, time.monotonic())
+        q_slow = np.stack([c.q for c in slow])
+        assert np.all(np.abs(np.diff(q_slow, axis=0)) / 0.01 <= 0.1 * vmax + 1e-6)
+        # One bad parameter in a request refuses the whole request: nothing changes.
+        mixed = probe.set_params(velocity_scale=0.15, workspace_min=[0.0, 0.0, 2.0])
+        assert not any(r.successful for r in mixed)
+        assert all("workspace_max" in r.reason for r in mixed), [r.reason for r in mixed]
+        assert probe.get_param("velocity_scale") == 0.1
+        restore = probe.set_params(velocity_scale=0.2, acceleration_scale=1.0)
+        assert all(r.successful for r in restore), [r.reason for r in restore]
 
         # E-stop: motion stops within 100 ms and stays stopped until reset.
         _wait_moving(probe, 10.0)
