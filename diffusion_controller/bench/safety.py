@@ -30,24 +30,57 @@ def register(sub: argparse._SubParsersAction) -> None:
              "sleeping in between, as the control loop does) instead of back to back: slower "
              "to run, and closer to what a tick costs in the loop (caches go cold in between)",
     )
+    parser.add_argument(
+        "--params", metavar="FILE", default=None,
+        help="the node's parameter file the filter is built from, through the node's own path "
+             "(default: config/arm.yaml of this package); --modes overrides its safety_mode",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")
     parser.set_defaults(func=run)
 
 
-def _scene() -> dict[str, Any]:
-    from diffusion_controller.control import panda
-    from diffusion_controller.control.types import Sphere
+# Keep-out spheres the figure runs into; added when the parameter file has none (a deployment's
+# obstacles are usually set live), so the measured filter carries obstacle rows as well.
+BENCH_OBSTACLES = [0.55, 0.25, 0.35, 0.08, 0.45, -0.30, 0.55, 0.10, 0.20, 0.45, 0.75, 0.07]
+
+
+def default_params_file() -> str:
+    """config/arm.yaml: in the source tree, or where colcon/pip installed the package's share."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    candidates = [os.path.join(here, "..", "..", "config", "arm.yaml")]
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(os.path.join(get_package_share_directory("diffusion_controller"),
+                                       "config", "arm.yaml"))
+    except Exception:  # not installed through ament: the source tree only
+        pass
+    for path in candidates:
+        if os.path.isfile(path):
+            return os.path.normpath(path)
+    raise SystemExit("bench safety: config/arm.yaml not found; pass --params FILE")
+
+
+def settings(params_file: str | None, mode: str) -> dict[str, Any]:
+    """The node's settings from the parameter file, with this mode and the bench obstacles."""
+    from diffusion_controller.ros import params
+
+    values = params.load_param_file(params_file or default_params_file())
+    values["safety_mode"] = mode
+    if not values["obstacles"]:
+        values["obstacles"] = list(BENCH_OBSTACLES)
+    return values
+
+
+def _scene(values: dict[str, Any]) -> dict[str, Any]:
+    from diffusion_controller.control import assembly
 
     return {
-        "table_z": 0.0,
-        "workspace_min": (-0.85, -0.85, -0.5),
-        "workspace_max": (0.75, 0.85, 1.25),
-        "obstacles": [
-            Sphere(np.array([0.55, 0.25, 0.35]), 0.08, "bottle"),
-            Sphere(np.array([0.45, -0.30, 0.55]), 0.10, "lamp"),
-            Sphere(np.array([0.20, 0.45, 0.75]), 0.07, "shelf"),
-        ],
-        "self_collision_pairs": panda.PANDA_SELF_COLLISION_PAIRS,
+        "table_z": float(values["table_z"]),
+        "workspace_min": tuple(values["workspace_min"]),
+        "workspace_max": tuple(values["workspace_max"]),
+        "obstacles": assembly.obstacles(values["obstacles"]),
+        "self_collision_pairs": assembly.parse_pairs(values["self_collision_pairs"]),
     }
 
 
@@ -111,15 +144,14 @@ class Checker:
 
 
 def bench_mode(
-    mode: str, ticks: int, seed: int, warmup: int = 50, paced: bool = False
+    mode: str, ticks: int, seed: int, warmup: int = 50, paced: bool = False,
+    params_file: str | None = None,
 ) -> dict[str, Any]:
-    from diffusion_controller.control import panda
-    from diffusion_controller.control.robot_model import RobotModel
-    from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+    from diffusion_controller.control import assembly, panda
 
-    robot = RobotModel.from_urdf(panda.panda_urdf_path())
-    scene = _scene()
-    f = SafetyFilter(robot, SafetyConfig(mode=mode, **scene))
+    values = settings(params_file, mode)
+    robot, f = assembly.safety_filter_from_settings(panda.panda_urdf_path(), values)
+    scene = _scene(values)
     dt = f.dt
     horizon = f.config.horizon
     t = np.arange(ticks + warmup + horizon + 1) * dt
@@ -163,6 +195,7 @@ def bench_mode(
     return {
         "mode": mode + (" paced" if paced else ""),
         "constraints": f.constraint_count,
+        **f.barrier_row_counts,
         "p50_ms": float(np.percentile(times, 50)),
         "p99_ms": float(np.percentile(times, 99)),
         "max_ms": float(np.max(times)),
@@ -187,13 +220,17 @@ def run(args: argparse.Namespace) -> int:
     bad = [m for m in modes if m not in ("cbf", "mpc")]
     if bad or not modes:
         raise SystemExit(f"--modes: unknown {bad or modes}; use cbf and/or mpc")
-    rows = [bench_mode(mode, args.ticks, args.seed, paced=args.paced) for mode in modes]
-    columns = ["mode", "constraints", "qp_rows", "p50_ms", "p99_ms", "max_ms", "violations",
+    params_file = args.params or default_params_file()
+    rows = [bench_mode(mode, args.ticks, args.seed, paced=args.paced, params_file=params_file)
+            for mode in modes]
+    columns = ["mode", "constraints", "self_collision_rows", "qp_rows", "p50_ms", "p99_ms",
+               "max_ms", "violations",
                "cpu_p50_ms", "cpu_p99_ms", "iters_p50", "intervened", "braking",
                "track_rms_rad"]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     schedule = "paced at the filter's rate" if args.paced else "back to back"
-    title = (f"bench safety: Panda, {args.ticks} ticks per mode ({schedule}), "
+    title = (f"bench safety: Panda as deployed by {params_file}, {args.ticks} ticks per mode "
+             f"({schedule}), "
              f"{os.cpu_count()} CPUs, "
              f"load {load:.1f} ({GOALS}; cpu_* is the thread's own CPU time)")
     print(format_table(rows, columns, title=title))
@@ -201,5 +238,6 @@ def run(args: argparse.Namespace) -> int:
         if row["violation_kinds"]:
             print(f"{row['mode']}: violations by kind {row['violation_kinds']}")
     if args.json:
-        write_json(args.json, {"rows": rows, "ticks": args.ticks, "seed": args.seed})
+        write_json(args.json, {"rows": rows, "ticks": args.ticks, "seed": args.seed,
+                               "params": params_file})
     return 0

@@ -97,6 +97,14 @@ class CartesianBarriers:
     def count(self) -> int:
         return self._n_faces + self.obstacle_slots * len(self.moving) + len(self.pair_a)
 
+    def row_counts(self) -> dict[str, int]:
+        """Barrier rows by kind (what `bench safety` reports, so a benchmark shows which
+        constraints the measured filter carries): workspace faces and floor, keep-out slots,
+        self-collision sphere pairs."""
+        m = len(self.moving)
+        return {"workspace_rows": self._n_faces, "obstacle_rows": self.obstacle_slots * m,
+                "self_collision_rows": len(self.pair_a)}
+
     def _index_rows(self) -> None:
         """Fixed per-row index arrays, laid out once (and again when the obstacle slots grow).
 

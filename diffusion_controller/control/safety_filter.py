@@ -349,6 +349,11 @@ class SafetyFilter:
         """Cartesian barrier rows per step (workspace faces, obstacles, self-collision pairs)."""
         return self._barriers.count
 
+    @property
+    def barrier_row_counts(self) -> dict[str, int]:
+        """Cartesian barrier rows by kind: workspace_rows, obstacle_rows, self_collision_rows."""
+        return self._barriers.row_counts()
+
     def reset(self, q: Sequence[float], v: Sequence[float] | None = None) -> None:
         """Start from a measured state (v defaults to 0); clears the acceleration.
 

@@ -60,10 +60,9 @@ def run_canary(duration_s: float, period_s: float = 1e-3, cpu: int | None = None
     worst = 0.0
     n = 0
     start = time.monotonic()
-    end = start + duration_s
     # Deadline k is start + k * period, computed from the integer k: summing the period into a
     # float drifts by an ulp per step and once gave a wake-up more than duration / period.
-    total = max(1, int(round(duration_s / period_s)))
+    total = max(1, round(duration_s / period_s))
     k = 0
     while k < total and not (stop is not None and stop.is_set()):
         k += 1

@@ -54,7 +54,8 @@ from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
-from diffusion_controller.control.types import Chunk, Command, Sphere
+from diffusion_controller.control import assembly
+from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
@@ -118,11 +119,6 @@ class _Core:
     command_pub: Any = None
     chunk_pub: Any = None
     marker_pub: Any = None
-
-
-def _sphere_list(flat: Sequence[float]) -> list[Sphere]:
-    return [Sphere(center=np.array(t[:3]), radius=float(t[3]), name=f"obstacle{i}")
-            for i, t in enumerate(params.obstacle_tuples(flat))]
 
 
 class ControllerNode(LifecycleNode):
@@ -396,7 +392,6 @@ class ControllerNode(LifecycleNode):
         from diffusion_controller.control.chunk_scheduler import ChunkScheduler
         from diffusion_controller.control.loop import ControlLoop, spin_for, switch_interval_for
         from diffusion_controller.control.robot_model import RobotModel
-        from diffusion_controller.control.safety_filter import SafetyFilter
         from diffusion_controller.control.watchdogs import Watchdogs
         from diffusion_controller.runtime.observation_buffer import ObservationBuffer
         from diffusion_controller.runtime.worker import InferenceWorker
@@ -405,17 +400,16 @@ class ControllerNode(LifecycleNode):
         urdf = self._get_urdf(v)
         names = list(v["joint_names"])
         try:
-            robot = RobotModel.from_urdf(urdf, joint_names=names, ee_frame=v["ee_frame"] or None)
             viz_robot = RobotModel.from_urdf(urdf, joint_names=names,
                                              ee_frame=v["ee_frame"] or None)
         except ValueError as exc:
             raise ConfigureError(f"URDF does not fit joint_names: {exc}") from exc
         try:
-            safety = SafetyFilter(robot, self._safety_config(v))
+            robot, safety = assembly.safety_filter_from_settings(urdf, v)
         except ValueError as exc:
             raise ConfigureError(f"safety filter: {exc}") from exc
-        scheduler = ChunkScheduler(len(names), self._scheduler_config(v, safety))
-        watchdogs = Watchdogs(self._watchdog_config(v))
+        scheduler = ChunkScheduler(len(names), assembly.scheduler_config(v, safety.limits))
+        watchdogs = Watchdogs(assembly.watchdog_config(v))
         loop = ControlLoop(
             safety, scheduler, watchdogs, self._on_command, rate_hz=float(v["control_rate_hz"]),
             clock=self._now, realtime=bool(v["realtime"]), priority=int(v["realtime_priority"]),
@@ -539,52 +533,6 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ core configs
     @staticmethod
-    def _safety_config(v: dict[str, Any]) -> Any:
-        from diffusion_controller.control.safety_filter import SafetyConfig
-
-        return SafetyConfig(
-            rate_hz=float(v["control_rate_hz"]),
-            mode=str(v["safety_mode"]),
-            horizon=int(v["mpc_horizon"]),
-            mpc_inputs=int(v["mpc_inputs"]),
-            position_margin=float(v["position_margin"]),
-            velocity_scale=float(v["velocity_scale"]),
-            acceleration_scale=float(v["acceleration_scale"]),
-            jerk_scale=float(v["jerk_scale"]),
-            workspace_min=tuple(float(x) for x in v["workspace_min"]),
-            workspace_max=tuple(float(x) for x in v["workspace_max"]),
-            table_z=float(v["table_z"]),
-            obstacles=_sphere_list(v["obstacles"]),
-            sphere_margin=float(v["sphere_margin"]),
-        )
-
-    @staticmethod
-    def _scheduler_config(v: dict[str, Any], safety: Any) -> Any:
-        from diffusion_controller.control.chunk_scheduler import SchedulerConfig
-
-        limits = safety.limits
-        return SchedulerConfig(
-            latency_margin=float(v["latency_margin"]),
-            blend_window=float(v["blend_time"]),
-            max_chunk_age=float(v["chunk_timeout"]),
-            future_tolerance=float(v["stamp_tolerance"]),
-            jerk_limit=[float(x) for x in limits.jerk],
-            stop_acceleration=[float(x) for x in limits.acceleration],
-        )
-
-    @staticmethod
-    def _watchdog_config(v: dict[str, Any]) -> Any:
-        from diffusion_controller.control.watchdogs import WatchdogConfig
-
-        return WatchdogConfig(
-            joint_state_timeout=float(v["joint_state_timeout"]),
-            image_timeout=float(v["image_timeout"]),
-            chunk_timeout=float(v["chunk_timeout"]),
-            tracking_error=float(v["tracking_error_limit"]),
-            future_tolerance=float(v["stamp_tolerance"]),
-        )
-
-    @staticmethod
     def _worker_settings(v: dict[str, Any]) -> Any:
         from diffusion_controller.runtime.worker import WorkerSettings
 
@@ -684,7 +632,7 @@ class ControllerNode(LifecycleNode):
         new_filter = new_robot = None
         if safety_keys & set(live):
             new_filter, new_robot = self._new_safety_filter(core, v)
-        watchdog = (self._watchdog_config(v) if any(k in live for k in _WATCHDOG_PARAMS)
+        watchdog = (assembly.watchdog_config(v) if any(k in live for k in _WATCHDOG_PARAMS)
                     else None)
 
         def swap() -> None:  # in the loop thread, between two ticks
@@ -717,12 +665,7 @@ class ControllerNode(LifecycleNode):
         """A filter for the merged values, with its own robot model (no pinocchio data is shared
         across threads); checked against the commanded state now, so an impossible change is
         refused before anything is posted to the loop."""
-        from diffusion_controller.control.robot_model import RobotModel
-        from diffusion_controller.control.safety_filter import SafetyFilter
-
-        robot = RobotModel.from_urdf(core.urdf, joint_names=core.robot.joint_names,
-                                     ee_frame=core.robot.ee_frame)
-        new = SafetyFilter(robot, self._safety_config(v))
+        robot, new = assembly.safety_filter_from_settings(core.urdf, v)
         try:
             q, qd, qdd = core.loop.safety.state
         except RuntimeError:

@@ -18,6 +18,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from diffusion_controller.control import panda
+from diffusion_controller.control.assembly import format_spheres, parse_pairs, parse_spheres
+
 # Parameter kinds, named as the ROS parameter types they become.
 BOOL = "bool"
 INT = "integer"
@@ -180,6 +183,14 @@ PARAMS: tuple[ParamSpec, ...] = (
        "box, base frame.", when=LIVE, unit="m", group="safety"),
     _p("table_z", DOUBLE, 0.0, "Height of the table plane the link spheres must stay above "
        "(base frame).", when=LIVE, min=-2.0, max=2.0, unit="m", group="safety"),
+    _p("collision_spheres", STRING_ARRAY, format_spheres(panda.PANDA_SPHERES), "Link collision "
+       "spheres the barriers act on, one 'link: x y z r' per sphere in that link's frame "
+       "(defaults: the Panda/FR3 with its hand). Another arm needs its own.", unit="m",
+       group="safety"),
+    _p("self_collision_pairs", STRING_ARRAY, [f"{a}:{b}" for a, b in
+       panda.PANDA_SELF_COLLISION_PAIRS], "Links whose spheres must keep apart, 'link_a:link_b' "
+       "(defaults: the Panda/FR3 hand, fingers and forearm against its base links).",
+       group="safety"),
     # --- watchdogs ------------------------------------------------------------------------------
     _p("joint_state_timeout", DOUBLE, 0.1, "Brake and hold when /joint_states is older than this.",
        when=LIVE, min=0.005, max=2.0, unit="s", group="watchdogs"),
@@ -303,6 +314,16 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         )
     elif any(r <= 0 for r in obstacles[3::4]):
         errors.append("obstacles: every radius must be positive")
+    try:
+        parse_spheres(v["collision_spheres"])
+        pairs = parse_pairs(v["self_collision_pairs"])
+    except ValueError as exc:
+        errors.append(str(exc))
+    else:
+        links = set(parse_spheres(v["collision_spheres"]))
+        lonely = sorted({g for p in pairs for g in p} - links)
+        if lonely:
+            errors.append(f"self_collision_pairs names links {lonely} without collision_spheres")
     if int(v["mpc_inputs"]) > int(v["mpc_horizon"]):
         errors.append(f"mpc_inputs {v['mpc_inputs']} must not exceed mpc_horizon "
                       f"{v['mpc_horizon']}")
@@ -374,6 +395,32 @@ def check_update(
     merged = dict(current)
     merged.update(changes)
     return _check_consistency(merged, model)
+
+
+def load_param_file(path: str, node: str = "diffusion_controller") -> dict[str, Any]:
+    """Every setting from a ROS parameter file (the `/**` section and the node's own, as
+    `--ros-args --params-file` would apply them) on top of the defaults; no rclpy needed, so
+    benches and tests build the core from the very file a deployment runs.
+
+    Raises ValueError for an unknown key or an inadmissible set of values."""
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        doc = yaml.safe_load(fh) or {}
+    values = defaults()
+    for section in ("/**", node, "/" + node):
+        part = (doc.get(section) or {}).get("ros__parameters") or {}
+        for name, value in part.items():
+            if name not in SPECS:
+                raise ValueError(f"{path}: unknown parameter '{name}'")
+            if SPECS[name].kind == DOUBLE and isinstance(value, int) \
+                    and not isinstance(value, bool):
+                value = float(value)
+            values[name] = value
+    errors = validate(values)
+    if errors:
+        raise ValueError(f"{path}: " + "; ".join(errors))
+    return values
 
 
 def obstacle_tuples(flat: Sequence[float]) -> list[tuple[float, float, float, float]]:
