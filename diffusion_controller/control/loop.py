@@ -784,6 +784,8 @@ class ControlLoop:
         if result.status != "ok":
             self._fallbacks += 1
             reasons: tuple[str, ...] = (f"safety filter: {result.reason or result.status}",)
+        elif result.reason.startswith("recovering"):  # moving out of a barrier's margin
+            reasons = ("safety filter " + result.reason.split(";")[0],)
         else:
             reasons = (ref.reason,) if ref.reason else ()
         if reasons != self._reasons:

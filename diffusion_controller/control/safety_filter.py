@@ -297,6 +297,7 @@ class SafetyFilter:
         self._ones3 = np.ones(3)
         self._m2 = np.zeros((2, 3 * n))  # m2 @ [g; |g|; w] -> (braking reach, rhs part)
         self._gamma_seen = math.nan
+        self._recovering = False  # inside a barrier margin, moving out
         self._lh = np.empty((2, 2 * n, 1))
         self._uu = np.empty(2 * n)
 
@@ -813,10 +814,20 @@ class SafetyFilter:
         # coef_u are finite together: one sum catches a non-finite value anywhere in the rows
         if not math.isfinite(_sum(strict) + _sum(u_des)):
             return self._brake("non-finite barrier or reference terms")
-        if count and self._bval.min() < 0.0 and v.any():
-            # the stop from here is not certified by this tick's (more pessimistic) estimate;
-            # the previous tick certified exactly this stop, so braking is the safe answer
-            return self._brake("infeasible" + self._lost_certificate())
+        recovery = ""
+        if count and self._bval.min() < 0.0:
+            if self._recovering or not v.any():
+                # inside a barrier's margin (started there, or came to rest there after a hold):
+                # those rows ask only that their barrier not decrease, so moving out is
+                # admitted under the same limits, and moving further in is not
+                recovery = self._recover_rows()
+            else:
+                # the stop from here is not certified by this tick's (more pessimistic)
+                # estimate; the previous tick certified exactly this stop: brake
+                return self._brake("infeasible" + self._lost_certificate())
+        self._recovering = bool(recovery)
+        if recovery:
+            strict, rhs = self._strict, self._rhs
         if cfg.mode == "cbf":
             u_free = self._objective_cbf(u_des, a)
         else:
@@ -851,6 +862,8 @@ class SafetyFilter:
             notes.append("solved inaccurate")
         if scale < 1.0:
             notes.append(f"singularity slow-down x{scale:.2f}")
+        if recovery:
+            notes.insert(0, recovery)
         gap = np.subtract(u, u_free, out=u_free)
         intervened = bool(np.abs(gap, out=gap).max() > cfg.intervention_tolerance)
         ay = np.abs(res.y)
@@ -1051,6 +1064,24 @@ class SafetyFilter:
             floor = np.where((lo <= 0.0) & (hi >= 0.0), 0.0, -np.inf)
             np.maximum(each, floor[:, None], out=each)
         return worst, np.dot(self._ones_n, each)
+
+    def _recover_rows(self) -> str:
+        """Turn the rows whose barrier B is negative into 'B must not decrease' rows.
+
+        A row asks B(x+) >= (1 - gamma) B(x): from inside the margin (B < 0) that is a rise of
+        gamma |B| in one tick, which no admissible acceleration gives from rest, so every tick
+        was infeasible and the arm held forever. Dropping the gamma term for those rows keeps
+        them from getting worse while any motion that raises B (out of the margin) passes;
+        rows with B >= 0 keep their full condition. Returns the note naming the barrier."""
+        bval = self._bval
+        inside = bval < 0.0
+        # (less a nanometre, so that rounding cannot make standing still fail the row)
+        lift = self._c_gamma * np.where(inside, bval - 1e-9, 0.0)
+        self._rhs = self._rhs + lift
+        self._strict = self._strict + lift
+        r = int(np.argmin(bval))
+        label = self._barriers.row_label(int(self._cand[r]))
+        return f"recovering: inside the margin of {label} (B={bval[r]:.4f} m)"
 
     def _lost_certificate(self) -> str:
         """Why a tick can be infeasible: the stop from here is no longer certified clear of a

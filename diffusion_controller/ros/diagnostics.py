@@ -55,6 +55,9 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
     reasons = list(status.reasons)
     if state == "estopped" or estop_latched:
         level, message = ERROR, "e-stop latched: " + ("; ".join(reasons) or "stopped")
+    elif state == "running" and any(r.startswith("safety filter") for r in reasons):
+        # holding in place or recovering out of a barrier's margin: the operator must know why
+        level, message = WARN, "running, " + "; ".join(reasons)
     elif state == "running":
         level, message = OK, "running"
     elif state in ("braking", "holding"):

@@ -72,6 +72,13 @@ def test_loop_entry_levels_and_values(loop_status: LoopStatus) -> None:
     e = diag.loop_entry("dc", _loop(loop_status, "holding", ("stale joint_states (0.21 s old)",)),
                         100.0, True, False)
     assert e.level == diag.WARN and "stale joint_states" in e.message
+    # running, but the filter holds or recovers out of a margin: WARN, naming the barrier
+    why = "safety filter recovering: inside the margin of floor:panda_leftfinger (B=-0.04 m)"
+    e = diag.loop_entry("dc", _loop(loop_status, "running", (why,)), 100.0, True, False)
+    assert e.level == diag.WARN and "floor:panda_leftfinger" in e.message
+    e = diag.loop_entry("dc", _loop(loop_status, "running", ("safety filter: infeasible",)),
+                        100.0, True, False)
+    assert e.level == diag.WARN and "infeasible" in e.message
     e = diag.loop_entry("dc", _loop(loop_status, "estopped", ("e-stop latched",)), 100.0, True,
                         True)
     assert e.level == diag.ERROR and "e-stop" in e.message
