@@ -166,7 +166,7 @@ def read_episodes(
         )
         base_meta = _meta(got, plan, clock, path, jt, at, img_t)
         episodes = []
-        for k, (grid, (w0, w1)) in enumerate(zip(grids, windows)):
+        for k, (grid, (w0, w1)) in enumerate(zip(grids, windows, strict=False)):
             start = int(grid[0])
             if got.action is None:
                 actions = align.interp(grid + lead, jt, jq)
@@ -338,11 +338,11 @@ def read_task_messages(
 
 
 __all__ = [
-    "BagWriter",
     "COMPRESSED",
     "DEFAULT_CAMERAS",
     "DEFAULT_TOPICS",
     "IMAGE",
+    "BagWriter",
     "is_bag_dir",
     "read_episode",
     "read_episodes",
