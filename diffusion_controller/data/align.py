@@ -86,8 +86,8 @@ def worst_pair(offsets: Mapping[str, float]) -> tuple[str, str, float]:
     """The two topics whose offsets differ most, and by how much (s)."""
     if len(offsets) < 2:
         return ("", "", 0.0)
-    hi = max(offsets, key=lambda t: offsets[t])
-    lo = min(offsets, key=lambda t: offsets[t])
+    ranked = sorted(offsets, key=lambda t: offsets[t])
+    hi, lo = ranked[-1], ranked[0]
     return (hi, lo, offsets[hi] - offsets[lo])
 
 

@@ -100,7 +100,9 @@ def episodes_table(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: int(r["episode_index"]))
 
 
-def _columns(path: Path, info: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], keys: list[str]):
+def _columns(
+    path: Path, info: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], keys: list[str]
+) -> dict[int, dict[str, Any]]:
     """episode_index -> {column: values} for the episodes in `rows` (each data file read once)."""
     pq = _pq()
     by_file: dict[str, list[int]] = {}
