@@ -288,4 +288,3 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-

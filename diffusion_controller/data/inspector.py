@@ -37,7 +37,7 @@ def _topic_row(topic: str, msgtype: str, head: list[int], recv: list[int]) -> di
     return {
         "topic": topic,
         "type": msgtype,
-        "count": int(len(r)),
+        "count": len(r),
         "rate_hz": align.rate_hz(t),
         "duration_s": float(t[-1] - t[0]) / _NS if len(t) > 1 else 0.0,
         "stamped": stamped,
@@ -116,7 +116,9 @@ def inspect_bag(
     plan = plan_for(spec, action_dt, camera_topics(cameras) if cameras else None)
     types = {r["topic"]: r["type"] for r in scan["topics"]}
     problems.extend(check_topics(plan, types, path))
-    names, note = (list(joint_names), None) if joint_names else _default_joints(scan, plan.joint_topic)
+    names, note = (
+        (list(joint_names), None) if joint_names else _default_joints(scan, plan.joint_topic)
+    )
     if note:
         problems.append(note)
     by_topic = {r["topic"]: r for r in scan["topics"]}
@@ -134,9 +136,7 @@ def inspect_bag(
             )
         if row["median_period_s"] > 0 and row["max_gap_s"] > GAP_FACTOR * row["median_period_s"]:
             problems.append(f"{topic} has a gap of {row['max_gap_s']:.3f} s")
-    offsets = {
-        t: (by_topic[t]["clock_offset_ms"] or 0.0) / 1e3 for t in used if t in by_topic
-    }
+    offsets = {t: (by_topic[t]["clock_offset_ms"] or 0.0) / 1e3 for t in used if t in by_topic}
     a, b, diff = align.worst_pair(offsets)
     report["clock"] = {
         "offsets_ms": {t: v * 1e3 for t, v in offsets.items()},
@@ -159,7 +159,6 @@ def inspect_bag(
             eps = read_episodes(path, action_dt, names, spec=spec, cameras=plan.cameras)
         problems.extend(str(w.message) for w in caught)
         for ep in eps:
-            skipped = {k: v for k, v in ep.meta.get("skipped", {}).items() if v}
             episodes.append(
                 {
                     "frames": len(ep),
@@ -205,20 +204,28 @@ def inspect_lerobot(
                 k: {"dtype": f.get("dtype"), "shape": f.get("shape"), "names": f.get("names")}
                 for k, f in info["features"].items()
             },
-            "declared": {"episodes": info.get("total_episodes"), "frames": info.get("total_frames")},
+            "declared": {
+                "episodes": info.get("total_episodes"),
+                "frames": info.get("total_frames"),
+            },
         }
     )
     try:
         rows = lerobot.episodes_table(path)
         if info.get("total_episodes") is not None and len(rows) != int(info["total_episodes"]):
             problems.append(
-                f"info.json declares {info['total_episodes']} episodes, meta/episodes has {len(rows)}"
+                f"info.json declares {info['total_episodes']} episodes, "
+                f"meta/episodes has {len(rows)}"
             )
         state, action, cams = lerobot.plan_features(info, spec, cameras, path)
         report["plan"] = {"state": state, "action": action, "cameras": cams, "action_dt": dt}
         eps = lerobot.read_lerobot(path, dt, joint_names, cameras, spec)
         report["episode_list"] = [
-            {"episode_index": e.meta["episode_index"], "frames": len(e), "task": e.meta["task_text"]}
+            {
+                "episode_index": e.meta["episode_index"],
+                "frames": len(e),
+                "task": e.meta["task_text"],
+            }
             for e in eps
         ]
     except ValueError as exc:
