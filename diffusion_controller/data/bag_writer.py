@@ -169,7 +169,7 @@ class BagWriter:
         msg = self.ts.types[JOINT_STATE](
             header=_header(self.ts, t_ns, ""),
             name=list(names),
-            position=np.asarray(position, dtype=np.float64),
+            position=np.ascontiguousarray(position, dtype=np.float64),
             velocity=np.asarray([] if velocity is None else velocity, dtype=np.float64),
             effort=np.asarray([] if effort is None else effort, dtype=np.float64),
         )
@@ -212,7 +212,7 @@ class BagWriter:
         """A command has no header: `t_ns` is its receive time in the bag."""
         layout = self.ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
         msg = self.ts.types[FLOAT64_ARRAY](
-            layout=layout, data=np.asarray(positions, dtype=np.float64)
+            layout=layout, data=np.ascontiguousarray(positions, dtype=np.float64)
         )
         if self._cmds is None:
             raise ValueError("this writer was opened without a command topic")
@@ -254,7 +254,7 @@ class BagWriter:
         duration = self.ts.types["builtin_interfaces/msg/Duration"]
         empty = np.zeros(0, dtype=np.float64)
         point = self.ts.types["trajectory_msgs/msg/JointTrajectoryPoint"](
-            positions=np.asarray(positions, dtype=np.float64),
+            positions=np.ascontiguousarray(positions, dtype=np.float64),
             velocities=empty,
             accelerations=empty,
             effort=empty,
