@@ -110,7 +110,7 @@ def test_clock_disagreement_names_both_topics(tmp_path: Path) -> None:
 
 
 def test_measured_actions_lead_the_joint_states(tmp_path: Path) -> None:
-    """Kinesthetic teaching: no command topic at all; the action is where the arm was lead_s later."""
+    """Kinesthetic teaching: no command topic; the action is where the arm was lead_s later."""
     path = tmp_path / "kinesthetic"
     with BagWriter(path, cameras={"camera": "/camera/image_raw"}, command_topic=None) as w:
         for k in range(300):
