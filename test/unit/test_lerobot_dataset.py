@@ -193,7 +193,7 @@ def test_older_formats_are_refused(tmp_path: Path) -> None:
     info = json.loads((root / "meta" / "info.json").read_text())
     info["codebase_version"] = "v2.1"
     (root / "meta" / "info.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="only v3.x is read"):
+    with pytest.raises(ValueError, match=r"only v3\.x is read"):
         read_lerobot(root, 0.1)
 
 
