@@ -68,6 +68,19 @@ def test_inspect_reports_what_is_wrong(tmp_path: Path, capsys) -> None:
     assert any("--joints fr3_joint7" in p for p in report["problems"])
 
 
+def test_inspect_a_lerobot_dataset(tmp_path: Path, capsys) -> None:
+    pytest.importorskip("pyarrow")
+    pytest.importorskip("av")
+    from test_lerobot_dataset import write_v3
+
+    write_v3(tmp_path / "ds", [6, 9], NAMES)
+    rc, report = _inspect([str(tmp_path)], capsys)
+    (rec,) = report["recordings"]
+    assert rc == 0 and rec["kind"] == "lerobot" and rec["fps"] == 10
+    assert [e["frames"] for e in rec["episode_list"]] == [6, 9] and report["problems"] == []
+    assert rec["plan"]["cameras"] == {"wrist": "observation.images.wrist"}
+
+
 def test_train_with_a_spec_and_on_a_lerobot_dataset(tmp_path: Path, sim_bags: Path, capsys) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("pyarrow")

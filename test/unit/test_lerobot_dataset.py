@@ -52,8 +52,21 @@ def _codec() -> str:
     pytest.skip("PyAV has no usable video encoder")
 
 
-def write_v3(root: Path, lengths: list[int], state_names: list[str]) -> None:
-    """A LeRobot v3.0 dataset with `len(lengths)` episodes, to the published format."""
+def _png(img: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def write_v3(
+    root: Path, lengths: list[int], state_names: list[str], image_feature: bool = False
+) -> None:
+    """A LeRobot v3.0 dataset with `len(lengths)` episodes, to the published format; with
+    `image_feature` also an `observation.images.scene` camera stored as PNG in the parquet."""
     (root / "meta" / "episodes" / "chunk-000").mkdir(parents=True)
     (root / "data" / "chunk-000").mkdir(parents=True)
     vdir = root / "videos" / CAM / "chunk-000"
@@ -94,6 +107,13 @@ def write_v3(root: Path, lengths: list[int], state_names: list[str]) -> None:
             "task_index": pa.array([0] * len(cols["idx"]), type=pa.int64()),
         }
     )
+    if image_feature:
+        scene = [
+            {"bytes": _png(frame_of(e, k)[:, ::-1].copy()), "path": None}
+            for e, length in enumerate(lengths)
+            for k in range(length)
+        ]
+        table = table.append_column("observation.images.scene", pa.array(scene))
     pq.write_table(table, root / "data" / "chunk-000" / "file-000.parquet")
     v = f"videos/{CAM}"
     rows = {
@@ -138,6 +158,11 @@ def write_v3(root: Path, lengths: list[int], state_names: list[str]) -> None:
                 "names": ["height", "width", "channels"],
                 "info": {"video.fps": FPS, "video.codec": _codec(), "video.pix_fmt": "yuv420p"},
             },
+            **(
+                {"observation.images.scene": {"dtype": "image", "shape": [H, W, 3], "names": None}}
+                if image_feature
+                else {}
+            ),
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
             "frame_index": scalar,
             "episode_index": scalar,
@@ -185,6 +210,16 @@ def test_reads_a_dataset_written_to_the_v3_spec(tmp_path: Path) -> None:
         read_lerobot(root, 0.1, NAMES, spec=parse_spec({"action": {"source": "trajectory"}}))
     with pytest.raises(ValueError, match=r"joints \['elbow'\] not in observation.state"):
         read_lerobot(root, 0.1, ["elbow"])
+
+
+def test_image_features_embedded_in_the_parquet(tmp_path: Path) -> None:
+    root = tmp_path / "with_images"
+    write_v3(root, [4, 5], NAMES, image_feature=True)
+    eps = read_lerobot(root, 0.1, NAMES)
+    assert sorted(eps[0].images) == ["scene", "wrist"]
+    for e, ep in enumerate(eps):
+        for k in range(len(ep)):  # png: lossless
+            np.testing.assert_array_equal(ep.images["scene"][k], frame_of(e, k)[:, ::-1])
 
 
 def test_older_formats_are_refused(tmp_path: Path) -> None:
