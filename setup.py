@@ -38,6 +38,8 @@ ROS_WHEELS = [
 SIM = ["pybullet>=3.2", "rosbags>=0.10", "matplotlib>=3.7"]
 TRAIN = ["torch>=2.1", "tqdm>=4.60"]
 EXPORT = ["onnx>=1.15", "onnxscript>=0.1"]
+# LeRobot v3 datasets (parquet + mp4) and CompressedImage recordings (jpeg/png) as training data.
+DATA = ["pyarrow>=14", "av>=12", "pillow>=9"]
 
 setup(
     name=PACKAGE,
@@ -61,11 +63,12 @@ setup(
         "pyyaml>=5.4",
     ],
     extras_require={
-        "train": TRAIN + EXPORT,
+        "train": TRAIN + EXPORT + DATA,
+        "data": DATA,
         "sim": SIM,
         "ros": ROS_WHEELS,
         # Everything the test suite and the demo need on a machine without a ROS install.
-        "dev": TRAIN + EXPORT + SIM + ROS_WHEELS + [
+        "dev": TRAIN + EXPORT + DATA + SIM + ROS_WHEELS + [
             "pytest>=7",
             "pytest-timeout>=2",
             "hypothesis>=6.80",

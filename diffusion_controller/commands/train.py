@@ -29,7 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--data",
         required=True,
-        help="episodes: a .npz file, a rosbag2 directory, or a folder of either",
+        help="episodes: a .npz file, a rosbag2 directory, a LeRobot v3 dataset directory, "
+        "or a folder of these",
+    )
+    p.add_argument(
+        "--spec",
+        default=None,
+        metavar="FILE",
+        help="data spec (YAML): topics or LeRobot features for joints, actions (commands | "
+        "trajectory | measured) and cameras; see docs/data.md (default: the built-in topics)",
     )
     p.add_argument("--out", required=True, help="output directory (artifact + checkpoints)")
     p.add_argument("--kind", choices=["diffusion", "regression"], default="diffusion")
@@ -68,8 +76,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--joints",
         nargs="+",
         default=None,
-        help="joint names in controller order (default: those of the .npz data; for rosbag2 "
-        "recordings panda_joint1..7)",
+        help="joint names in controller order (default: those of the .npz data or of the "
+        "LeRobot state feature; for rosbag2 recordings panda_joint1..7)",
     )
     p.add_argument("--no-augment", action="store_true", help="disable random image shifts")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
@@ -120,15 +128,25 @@ def canonical_command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffusion_controller.data.loading import conform_episode, load_episodes
+    from diffusion_controller.data.loading import conform_episode, discover, load_episodes
+    from diffusion_controller.data.spec import load_spec
     from diffusion_controller.policy.train import TrainConfig, train
 
     try:
+        spec = load_spec(args.spec)
+        items = discover(args.data)
+        only_lerobot = bool(items) and all(kind == "lerobot" for kind, _ in items)
+        action_dt = args.action_dt or 0.1
+        if only_lerobot and args.action_dt is None:  # the dataset's own frame period
+            from diffusion_controller.data.lerobot import read_info
+
+            action_dt = 1.0 / float(read_info(items[0][1])["fps"])
         raw = load_episodes(
             args.data,
-            action_dt=args.action_dt or 0.1,
-            joint_names=args.joints or PANDA_JOINTS,
+            action_dt=action_dt,
+            joint_names=args.joints or (None if only_lerobot else PANDA_JOINTS),
             cameras=args.cameras,
+            spec=spec,
         )
         cfg = build_config(args, raw)
         episodes = [conform_episode(ep, cfg, source=ep.meta.get("source", "episode")) for ep in raw]

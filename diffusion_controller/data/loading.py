@@ -1,9 +1,11 @@
-"""Find and read demonstrations for training: .npz episodes and rosbag2 recordings.
+"""Find and read demonstrations for training: .npz episodes, rosbag2 recordings, LeRobot datasets.
 
 Everything comes out conformed to the policy: joints in the config's order (matched by name),
 only the config's cameras, images at the config's size (resized with policy/preprocess, the same
 code the node runs), and a grid spacing equal to `action_dt`. Data that cannot be made to fit is
 rejected with a message naming the file, instead of silently training on the wrong thing.
+A DataSpec (data/spec.py) says which topics or features of a recording to read; without one the
+defaults of before specs existed apply.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from diffusion_controller.data.episode import Episode
+from diffusion_controller.data.spec import DataSpec
 
 if TYPE_CHECKING:
     from diffusion_controller.policy.config import PolicyConfig
 
 BAG_MARKER = "metadata.yaml"
+LEROBOT_MARKER = os.path.join("meta", "info.json")
 DT_TOLERANCE = 0.01  # relative
 
 
@@ -29,7 +33,8 @@ class ReaderUnavailableError(RuntimeError):
 
 
 def discover(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """[("npz" | "bag", path)] under `path`, sorted; a bag directory is not searched inside."""
+    """[("npz" | "bag" | "lerobot", path)] under `path`, sorted; bag and LeRobot dataset
+    directories are not searched inside."""
     root = os.fspath(path)
     if os.path.isfile(root):
         if root.endswith(".npz"):
@@ -39,12 +44,18 @@ def discover(path: str | os.PathLike[str]) -> list[tuple[str, str]]:
         raise FileNotFoundError(f"no such file or directory: {root}")
     if os.path.isfile(os.path.join(root, BAG_MARKER)):
         return [("bag", root)]
+    if os.path.isfile(os.path.join(root, LEROBOT_MARKER)):
+        return [("lerobot", root)]
     found: list[tuple[str, str]] = []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         bags = [d for d in dirnames if os.path.isfile(os.path.join(dirpath, d, BAG_MARKER))]
         found.extend(("bag", os.path.join(dirpath, d)) for d in bags)
-        dirnames[:] = [d for d in dirnames if d not in bags and not d.startswith(".")]
+        sets = [d for d in dirnames if os.path.isfile(os.path.join(dirpath, d, LEROBOT_MARKER))]
+        found.extend(("lerobot", os.path.join(dirpath, d)) for d in sets)
+        dirnames[:] = [
+            d for d in dirnames if d not in bags and d not in sets and not d.startswith(".")
+        ]
         found.extend(
             ("npz", os.path.join(dirpath, f)) for f in sorted(filenames) if f.endswith(".npz")
         )
@@ -62,7 +73,8 @@ def _read_bag(
     action_dt: float,
     joint_names: Sequence[str] | None,
     cameras: Sequence[str] | None,
-) -> Episode:
+    spec: DataSpec | None = None,
+) -> list[Episode]:
     try:
         from diffusion_controller.data import rosbag_io
     except ImportError as exc:
@@ -72,24 +84,41 @@ def _read_bag(
             "with its 'sim' extra (rosbags)"
         ) from exc
     if cfg is not None:
-        return rosbag_io.read_episode(
+        return rosbag_io.read_episodes(
             path,
             action_dt=cfg.action_dt,
             joint_names=list(cfg.joint_names),
             cameras=camera_topics(cfg.cameras),
             image_size=tuple(cfg.image_size),
+            spec=spec,
         )
     if not joint_names:
         raise ValueError(
             "reading a rosbag2 recording needs the joint names (commands carry none): pass "
             "a PolicyConfig or joint_names"
         )
-    return rosbag_io.read_episode(
+    return rosbag_io.read_episodes(
         path,
         action_dt=action_dt,
         joint_names=list(joint_names),
         cameras=camera_topics(cameras) if cameras else None,
+        spec=spec,
     )
+
+
+def _read_lerobot(
+    path: str,
+    cfg: PolicyConfig | None,
+    action_dt: float,
+    joint_names: Sequence[str] | None,
+    cameras: Sequence[str] | None,
+    spec: DataSpec | None,
+) -> list[Episode]:
+    from diffusion_controller.data.lerobot import read_lerobot
+
+    if cfg is not None:
+        return read_lerobot(path, cfg.action_dt, list(cfg.joint_names), list(cfg.cameras), spec)
+    return read_lerobot(path, action_dt, joint_names, cameras, spec)
 
 
 def conform_episode(ep: Episode, cfg: PolicyConfig, source: str = "episode") -> Episode:
@@ -137,35 +166,46 @@ def load_episodes(
     joint_names: Sequence[str] | None = None,
     cameras: Sequence[str] | None = None,
     skip_bad: bool = False,
+    spec: DataSpec | None = None,
 ) -> list[Episode]:
-    """Every episode under `path` (a .npz file, a rosbag2 directory, or a folder of either).
+    """Every episode under `path` (a .npz file, a rosbag2 directory, a LeRobot v3 dataset
+    directory, or a folder of these), bags and datasets read as `spec` says.
 
     With `cfg`, episodes are conformed to it (see conform_episode). Without, they are returned as
     read, with joints reordered to the first episode's order, and bags are read at `action_dt`
     with `joint_names` and `cameras` (default: the one "camera" on /camera/image_raw).
     A file that cannot be read raises ValueError naming it, or with `skip_bad` is skipped with a
-    warning. Empty episodes are skipped with a warning.
+    warning. Empty episodes are skipped with a warning. A bag split by a marker topic, and a
+    LeRobot dataset, yield several episodes, named `<path>#episode_<k>` in their meta.
     """
     items = discover(path)
     if not items:
-        raise ValueError(f"no episodes (*.npz or rosbag2 directories) under {os.fspath(path)}")
+        raise ValueError(
+            f"no episodes (*.npz, rosbag2 directories or LeRobot datasets) under {os.fspath(path)}"
+        )
     episodes: list[Episode] = []
     for kind, item in items:
         try:
-            ep = (
-                Episode.load(item)
-                if kind == "npz"
-                else _read_bag(item, cfg, action_dt, joint_names, cameras)
-            )
-            if len(ep) == 0:
-                warnings.warn(f"{item}: empty episode skipped", stacklevel=2)
-                continue
-            if cfg is not None:
-                ep = conform_episode(ep, cfg, source=item)
-            elif episodes:
-                ep = _reorder_like(ep, episodes[0], item)
+            if kind == "npz":
+                read = [Episode.load(item)]
+            elif kind == "bag":
+                read = _read_bag(item, cfg, action_dt, joint_names, cameras, spec)
             else:
-                ep.meta = {**ep.meta, "source": item}
+                read = _read_lerobot(item, cfg, action_dt, joint_names, cameras, spec)
+            kept = []
+            for k, ep in enumerate(read):
+                name = item if len(read) == 1 and kind != "lerobot" else f"{item}#episode_{k}"
+                name = str(ep.meta.get("source", name)) if kind == "lerobot" else name
+                if len(ep) == 0:
+                    warnings.warn(f"{name}: empty episode skipped", stacklevel=2)
+                    continue
+                if cfg is not None:
+                    ep = conform_episode(ep, cfg, source=name)
+                elif episodes or kept:
+                    ep = _reorder_like(ep, (episodes or kept)[0], name)
+                else:
+                    ep.meta = {**ep.meta, "source": name}
+                kept.append(ep)
         except ReaderUnavailableError:
             raise
         except Exception as exc:  # zip, JSON, shape and value errors all mean "unusable file"
@@ -174,7 +214,7 @@ def load_episodes(
                 raise ValueError(msg) from exc
             warnings.warn(f"{item}: skipped ({exc})", stacklevel=2)
             continue
-        episodes.append(ep)
+        episodes.extend(kept)
     if not episodes:
         raise ValueError(f"no usable episodes under {os.fspath(path)}")
     return episodes

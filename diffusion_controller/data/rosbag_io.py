@@ -1,27 +1,26 @@
-"""rosbag2 (MCAP) demonstrations: write them like a real robot would, read them into an Episode.
+"""rosbag2 demonstrations (MCAP or sqlite3): read them into Episodes; writing is in bag_writer.
 
-Writing uses the `rosbags` library (no ROS install needed) with the ROS 2 Humble type store, so a
-recording made by `diffusion-controller record` has exactly the topics and message types a real arm
-records: sensor_msgs/msg/Image on the camera topic, sensor_msgs/msg/JointState on /joint_states,
-std_msgs/msg/Float64MultiArray on /forward_position_controller/commands, and std_msgs/msg/String
-(JSON task description) on /sim/task. rosbags writes metadata version 8, which Humble's own
-`ros2 bag` may warn about; rosbags itself (and hence `read_episode`) reads every version.
-
-Reading (`read_episode`) works the same for real recordings:
+Reading (`read_episodes`, `read_episode`) works the same for real recordings and for those of
+`diffusion-controller record`; a DataSpec (data/spec.py) says which topics to use:
 
 - Joints are matched by name from each JointState; messages lacking a requested joint, with a
   short position array or with non-finite positions are skipped (and counted in the meta).
-- Commands (Float64MultiArray) carry no names: their values are taken to be in `joint_names`
-  order, as the forward position controller's `joints` parameter orders them; messages of another
-  length or with non-finite values are skipped.
-- Images are converted with diffusion_controller.policy.preprocess (`to_rgb`, `resize_image`).
-- Times are header stamps for joint states and images and the bag's receive time for commands
-  (they have no header). If the header stamps are not on the recording's clock (for example sim
-  time recorded against wall time) every stream falls back to receive times, with a warning.
+- Actions come from one of three sources. `commands`: Float64MultiArray carrying no names, taken
+  to be in `joint_names` order as the forward position controller's `joints` parameter orders
+  them (messages of another length or non-finite are skipped). `trajectory`: JointTrajectory,
+  each message's first point matched by joint name, timed at its header stamp (receive time if
+  the stamp is zero) plus the point's time_from_start. `measured`: the joint states themselves,
+  `lead_s` ahead, for kinesthetic or teleoperated demonstrations. With `lead_s` the action at
+  grid time t is the source's value at t + lead_s.
+- Images are sensor_msgs/Image or CompressedImage (jpeg/png), detected per topic (data/images).
+- Times follow data/align: header stamps where a message has them, receive time where not; a
+  clock disagreement beyond the spec's tolerance is an error naming the two topics; stamps on
+  another clock entirely fall back to receive times with a warning.
 - Everything is resampled onto a uniform grid of spacing `action_dt` from the first time every
-  stream has a message to the last command: joint positions interpolated linearly, commands and
-  images the newest at or before each grid time. Only the frames the grid uses are decoded, so
-  long high-resolution recordings stay cheap in memory.
+  stream has a message to the last action: joint positions interpolated linearly, commands and
+  images the newest at or before each grid time. Only the frames the grid uses are decoded.
+- Episodes: the whole bag is one, or (spec `episodes.split: marker`) each window opened by a
+  message on the marker topic is one (std_msgs/Bool: True opens, False closes).
 """
 
 from __future__ import annotations
@@ -30,197 +29,38 @@ import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from diffusion_controller.data import align
+from diffusion_controller.data.bag_collect import Collected, Plan, check_topics, collect, plan_for
+from diffusion_controller.data.bag_writer import (  # noqa: F401  (re-exported: the public API)
+    BOOL,
+    DEFAULT_CAMERAS,
+    DEFAULT_TOPICS,
+    FLOAT64_ARRAY,
+    JOINT_STATE,
+    STRING,
+    TRAJECTORY,
+    BagWriter,
+    typestore,
+)
 from diffusion_controller.data.episode import Episode
+from diffusion_controller.data.images import COMPRESSED, IMAGE, decode
+from diffusion_controller.data.spec import DataSpec
 
-IMAGE = "sensor_msgs/msg/Image"
-JOINT_STATE = "sensor_msgs/msg/JointState"
-FLOAT64_ARRAY = "std_msgs/msg/Float64MultiArray"
-STRING = "std_msgs/msg/String"
-
-DEFAULT_TOPICS = {
-    "joint_states": "/joint_states",
-    "commands": "/forward_position_controller/commands",
-    "task": "/sim/task",
-}
-DEFAULT_CAMERAS = {"camera": "/camera/image_raw"}
-_NS = 1_000_000_000
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
-
-
-@lru_cache(maxsize=1)
-def typestore() -> Any:
-    """The ROS 2 Humble message definitions (the target distro), built once per process."""
-    from rosbags.typesys import Stores, get_typestore
-
-    return get_typestore(Stores.ROS2_HUMBLE)
-
-
-def _stamp(ts: Any, t_ns: int) -> Any:
-    return ts.types["builtin_interfaces/msg/Time"](sec=int(t_ns // _NS), nanosec=int(t_ns % _NS))
-
-
-def _header(ts: Any, t_ns: int, frame_id: str) -> Any:
-    return ts.types["std_msgs/msg/Header"](stamp=_stamp(ts, t_ns), frame_id=frame_id)
-
-
-class BagWriter:
-    """Writes one rosbag2 directory (MCAP storage) with the topics of a recorded demonstration.
-
-    Times are integer nanoseconds. A message's bag (receive) time equals its header stamp, as if
-    recorded on the robot's clock with no transport delay, unless `received_ns` says otherwise.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        cameras: Mapping[str, str] | None = None,
-        joint_topic: str = DEFAULT_TOPICS["joint_states"],
-        command_topic: str = DEFAULT_TOPICS["commands"],
-        task_topic: str | None = DEFAULT_TOPICS["task"],
-    ) -> None:
-        from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
-        from rosbags.interfaces import QosTime as _T
-        from rosbags.rosbag2 import StoragePlugin, Writer
-
-        self.ts = typestore()
-        self.path = Path(path)
-        self._writer = Writer(self.path, version=8, storage_plugin=StoragePlugin.MCAP)
-        self._writer.open()
-        never = _T(sec=0, nsec=0)
-
-        def qos(durability: QosDurability, reliability: QosReliability) -> list[Qos]:
-            return [
-                Qos(
-                    QosHistory.KEEP_LAST,
-                    1,
-                    reliability,
-                    durability,
-                    never,
-                    never,
-                    QosLiveliness.AUTOMATIC,
-                    never,
-                    False,
-                )
-            ]
-
-        sensor = qos(QosDurability.VOLATILE, QosReliability.BEST_EFFORT)
-        reliable = qos(QosDurability.VOLATILE, QosReliability.RELIABLE)
-        latched = qos(QosDurability.TRANSIENT_LOCAL, QosReliability.RELIABLE)
-        add = self._writer.add_connection
-        self._cams = {
-            name: add(topic, IMAGE, typestore=self.ts, offered_qos_profiles=sensor)
-            for name, topic in (cameras or DEFAULT_CAMERAS).items()
-        }
-        self._joints = add(joint_topic, JOINT_STATE, typestore=self.ts, offered_qos_profiles=sensor)
-        self._cmds = add(
-            command_topic, FLOAT64_ARRAY, typestore=self.ts, offered_qos_profiles=reliable
-        )
-        self._task = (
-            add(task_topic, STRING, typestore=self.ts, offered_qos_profiles=latched)
-            if task_topic
-            else None
-        )
-        self.counts: dict[str, int] = {"images": 0, "joint_states": 0, "commands": 0, "task": 0}
-
-    def _write(self, conn: Any, t_ns: int, msg: Any, kind: str, received_ns: int | None) -> None:
-        t = int(t_ns if received_ns is None else received_ns)
-        self._writer.write(conn, t, self.ts.serialize_cdr(msg, msg.__msgtype__))
-        self.counts[kind] += 1
-
-    def joint_state(
-        self,
-        t_ns: int,
-        names: Sequence[str],
-        position: np.ndarray,
-        velocity: np.ndarray | None = None,
-        effort: np.ndarray | None = None,
-        received_ns: int | None = None,
-    ) -> None:
-        msg = self.ts.types[JOINT_STATE](
-            header=_header(self.ts, t_ns, ""),
-            name=list(names),
-            position=np.asarray(position, dtype=np.float64),
-            velocity=np.asarray([] if velocity is None else velocity, dtype=np.float64),
-            effort=np.asarray([] if effort is None else effort, dtype=np.float64),
-        )
-        self._write(self._joints, t_ns, msg, "joint_states", received_ns)
-
-    def image(
-        self,
-        t_ns: int,
-        pixels: np.ndarray,
-        encoding: str = "rgb8",
-        camera: str | None = None,
-        frame_id: str = "camera_optical_frame",
-        step: int | None = None,
-        received_ns: int | None = None,
-    ) -> None:
-        """`pixels` uint8 [H, W(, C)] already in `encoding`; `step` > W*C pads each row."""
-        arr = np.ascontiguousarray(pixels, dtype=np.uint8)
-        h, w = arr.shape[:2]
-        rows = arr.reshape(h, -1)
-        row_bytes = rows.shape[1] if step is None else int(step)
-        if row_bytes < rows.shape[1]:
-            raise ValueError(f"step {row_bytes} is shorter than a row ({rows.shape[1]} bytes)")
-        if row_bytes > rows.shape[1]:
-            rows = np.concatenate(
-                [rows, np.zeros((h, row_bytes - rows.shape[1]), dtype=np.uint8)], axis=1
-            )
-        msg = self.ts.types[IMAGE](
-            header=_header(self.ts, t_ns, frame_id),
-            height=h,
-            width=w,
-            encoding=encoding,
-            is_bigendian=0,
-            step=row_bytes,
-            data=rows.reshape(-1),
-        )
-        conn = self._cams[camera] if camera is not None else next(iter(self._cams.values()))
-        self._write(conn, t_ns, msg, "images", received_ns)
-
-    def command(self, t_ns: int, positions: np.ndarray) -> None:
-        """A command has no header: `t_ns` is its receive time in the bag."""
-        layout = self.ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
-        msg = self.ts.types[FLOAT64_ARRAY](
-            layout=layout, data=np.asarray(positions, dtype=np.float64)
-        )
-        self._write(self._cmds, t_ns, msg, "commands", None)
-
-    def task(self, t_ns: int, text: str) -> None:
-        if self._task is None:
-            raise ValueError("this writer was opened without a task topic")
-        self._write(self._task, t_ns, self.ts.types[STRING](data=text), "task", None)
-
-    def close(self) -> None:
-        self._writer.close()
-
-    def __enter__(self) -> BagWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-@dataclass
-class _Stream:
-    """Messages of one topic: header (or receive) times in ns, and the values kept from them."""
-
-    header: list[int] = field(default_factory=list)
-    received: list[int] = field(default_factory=list)
-    values: list[Any] = field(default_factory=list)
-    skipped: int = 0
+_NS = align.NS
 
 
 def _is_bag(path: Path) -> bool:
     return (path / "metadata.yaml").is_file()
+
+
+def is_bag_dir(path: str | os.PathLike[str]) -> bool:
+    """True when `path` is a complete rosbag2 directory (has its metadata.yaml)."""
+    return _is_bag(Path(path))
 
 
 def read_episode(
@@ -233,12 +73,42 @@ def read_episode(
     joint_topic: str = DEFAULT_TOPICS["joint_states"],
     command_topic: str = DEFAULT_TOPICS["commands"],
     task_topic: str = DEFAULT_TOPICS["task"],
+    spec: DataSpec | None = None,
 ) -> Episode:
-    """One rosbag2 recording -> an Episode on a uniform `action_dt` grid (see the module doc).
+    """One rosbag2 recording -> an Episode (a bag that a marker splits: use read_episodes)."""
+    eps = read_episodes(
+        bag_dir,
+        action_dt,
+        joint_names,
+        cameras,
+        image_size,
+        joint_topic=joint_topic,
+        command_topic=command_topic,
+        task_topic=task_topic,
+        spec=spec,
+    )
+    if len(eps) != 1:
+        raise ValueError(f"{bag_dir} holds {len(eps)} episodes; read it with read_episodes")
+    return eps[0]
 
-    `cameras` maps the Episode's camera names to image topics; `image_size` = (H, W) resizes.
-    Raises ValueError with the reason for a missing or empty bag, missing topics, unknown joints,
-    or streams that never overlap.
+
+def read_episodes(
+    bag_dir: str | os.PathLike[str],
+    action_dt: float,
+    joint_names: Sequence[str],
+    cameras: Mapping[str, str] | None = None,
+    image_size: Sequence[int] | None = None,
+    *,
+    joint_topic: str = DEFAULT_TOPICS["joint_states"],
+    command_topic: str = DEFAULT_TOPICS["commands"],
+    task_topic: str = DEFAULT_TOPICS["task"],
+    spec: DataSpec | None = None,
+) -> list[Episode]:
+    """A rosbag2 recording -> its Episodes on a uniform `action_dt` grid (see the module doc).
+
+    `cameras` maps the Episode's camera names to image topics (the spec's `cameras` win);
+    `image_size` = (H, W) resizes. Raises ValueError with the reason for a missing or empty bag,
+    missing topics, unknown joints, disagreeing clocks, or streams that never overlap.
     """
     from rosbags.rosbag2 import Reader
 
@@ -252,9 +122,9 @@ def read_episode(
     names = list(joint_names)
     if not names or len(set(names)) != len(names):
         raise ValueError(f"joint_names must be non-empty and unique, got {names}")
-    cams = dict(DEFAULT_CAMERAS if cameras is None else cameras)
     if image_size is not None and (len(image_size) != 2 or min(int(v) for v in image_size) < 1):
         raise ValueError(f"image_size must be (height, width), got {image_size!r}")
+    plan = plan_for(spec, action_dt, cameras, joint_topic, command_topic, task_topic)
     ts = typestore()
     try:
         reader = Reader(path)
@@ -262,133 +132,60 @@ def read_episode(
     except Exception as exc:  # rosbags raises several types for corrupt metadata or storage
         raise ValueError(f"cannot open bag {path}: {exc}") from exc
     try:
-        topics = {c.topic: c for c in reader.connections}
         if reader.message_count == 0:
             raise ValueError(f"bag {path} contains no messages")
-        required = {joint_topic: JOINT_STATE, command_topic: FLOAT64_ARRAY}
-        required.update({topic: IMAGE for topic in cams.values()})
-        missing = [t for t in required if t not in topics]
-        if missing:
-            raise ValueError(f"bag {path} lacks topics {missing}; it has {sorted(topics)}")
-        for topic, msgtype in required.items():
-            if topics[topic].msgtype != msgtype:
-                raise ValueError(
-                    f"{topic} in {path} is {topics[topic].msgtype}, expected {msgtype}"
-                )
-
-        joints, commands = _Stream(), _Stream()
-        images = {cam: _Stream() for cam in cams}
-        cam_of_topic = {topic: cam for cam, topic in cams.items()}
-        task_texts: list[str] = []
-        seen_names: set[str] = set()
-        wanted = [c for c in reader.connections if c.topic in required or c.topic == task_topic]
-        for conn, t_recv, raw in reader.messages(connections=wanted):
-            try:
-                msg = ts.deserialize_cdr(raw, conn.msgtype)
-            except Exception:  # a corrupt message must not sink the whole recording
-                _stream_for(
-                    conn.topic, joint_topic, command_topic, joints, commands, images, cam_of_topic
-                ).skipped += 1
-                continue
-            if conn.topic == joint_topic:
-                seen_names.update(msg.name)
-                q = _joint_positions(msg, names)
-                if q is None:
-                    joints.skipped += 1
-                    continue
-                joints.header.append(_ns(msg.header.stamp))
-                joints.received.append(t_recv)
-                joints.values.append(q)
-            elif conn.topic == command_topic:
-                data = np.asarray(msg.data, dtype=np.float64)
-                if data.shape != (len(names),) or not np.all(np.isfinite(data)):
-                    commands.skipped += 1
-                    continue
-                commands.header.append(t_recv)
-                commands.received.append(t_recv)
-                commands.values.append(data)
-            elif conn.topic in cam_of_topic:
-                stream = images[cam_of_topic[conn.topic]]
-                stream.header.append(_ns(msg.header.stamp))
-                stream.received.append(t_recv)
-                stream.values.append(len(stream.values))  # ordinal among this topic's messages
-            elif conn.topic == task_topic:
-                task_texts.append(str(msg.data))
-
-        if not joints.values:
-            unknown = [n for n in names if n not in seen_names]
-            if seen_names and unknown:
-                raise ValueError(
-                    f"joints {unknown} not found in {joint_topic} of {path} "
-                    f"(it names {sorted(seen_names)})"
-                )
-            raise ValueError(f"no usable {joint_topic} messages in {path}")
-        if not commands.values:
-            raise ValueError(
-                f"no usable {command_topic} messages in {path} "
-                f"(expected {len(names)} finite values each; {commands.skipped} skipped)"
-            )
-        for cam, stream in images.items():
-            if not stream.header:
-                raise ValueError(f"no images on {cams[cam]} in {path}")
-
-        source = _choose_clock(joints, images)
-        if source == "received":
+        types = {c.topic: c.msgtype for c in reader.connections}
+        problems = check_topics(plan, types, str(path))
+        if problems:
+            raise ValueError(problems[0])
+        got = collect(reader, ts, plan, names)
+        _check_streams(got, plan, names, path)
+        clock = align.choose_clock([*got.aligned(), *([got.marker] if got.marker else [])])
+        if clock == "received":
             warnings.warn(
                 f"{path}: header stamps are not on the recording clock; aligning by receive time",
                 stacklevel=2,
             )
-        jt, jq = _sorted(joints, source, np.array(joints.values))
-        ct, cq = _sorted(commands, "header", np.array(commands.values))
-        img_t = {}
-        img_i = {}
-        for cam, stream in images.items():
-            img_t[cam], img_i[cam] = _sorted(stream, source, np.array(stream.values))
-        start = max([jt[0], ct[0], *(t[0] for t in img_t.values())])
-        end = ct[-1]
-        if end < start:
-            raise ValueError(
-                f"streams in {path} never overlap: all exist from {start / _NS:.3f} s but the "
-                f"last command is at {end / _NS:.3f} s"
+        align.check_clocks(got.aligned(), clock, plan.tolerance_s, str(path))
+        windows, grids = _grids(got, plan, clock, action_dt, path)
+        jt, jq = align.sorted_series(got.joints, clock, np.array(got.joints.values))
+        if got.action is None:
+            at, aq = jt, jq
+        else:
+            at, aq = align.sorted_series(got.action, clock, np.array(got.action.values))
+        lead = round(plan.lead_s * _NS)
+        img_t, img_i = {}, {}
+        for cam, stream in got.images.items():
+            img_t[cam], img_i[cam] = align.sorted_series(stream, clock, np.array(stream.values))
+        needed = [
+            {cam: img_i[cam][align.newest(grid, img_t[cam])] for cam in plan.cameras}
+            for grid in grids
+        ]
+        frames = _decode_frames(
+            reader, types, plan.cameras, needed, image_size, ts, to_rgb, resize_image
+        )
+        base_meta = _meta(got, plan, clock, path, jt, at, img_t)
+        episodes = []
+        for k, (grid, (w0, w1)) in enumerate(zip(grids, windows, strict=False)):
+            start = int(grid[0])
+            if got.action is None:
+                actions = align.interp(grid + lead, jt, jq)
+            else:
+                actions = aq[align.newest(grid + lead, at)]
+            meta = dict(base_meta, t0=start / _NS)
+            if plan.marker_topic:
+                meta["episode"] = {"index": k, "window_s": [w0 / _NS, w1 / _NS]}
+            episodes.append(
+                Episode(
+                    joint_names=names,
+                    stamps=(grid - start) / _NS,
+                    joints=align.interp(grid, jt, jq),
+                    actions=actions,
+                    images={cam: np.stack(frames[k][cam]) for cam in plan.cameras},
+                    meta=meta,
+                )
             )
-        step = round(action_dt * _NS)
-        grid = start + step * np.arange((end - start) // step + 1, dtype=np.int64)
-        joint_grid = np.stack(
-            [np.interp(grid - start, jt - start, jq[:, k]) for k in range(len(names))], axis=1
-        )
-        action_grid = cq[np.searchsorted(ct, grid, side="right") - 1]
-        needed: dict[str, np.ndarray] = {}
-        for cam in cams:
-            needed[cam] = img_i[cam][np.searchsorted(img_t[cam], grid, side="right") - 1]
-        frames = _decode_frames(reader, topics, cams, needed, image_size, ts, to_rgb, resize_image)
-        meta: dict[str, Any] = {
-            "source": str(path),
-            "t0": start / _NS,
-            "stamp_source": source,
-            "skipped": {
-                "joint_states": joints.skipped,
-                "commands": commands.skipped,
-                **{f"images.{cam}": s.skipped for cam, s in images.items()},
-            },
-            "rates_hz": {
-                "joint_states": _rate(jt),
-                "commands": _rate(ct),
-                **{f"images.{cam}": _rate(t) for cam, t in img_t.items()},
-            },
-        }
-        if task_texts:
-            try:
-                meta["task"] = json.loads(task_texts[-1])
-            except json.JSONDecodeError as exc:
-                meta["task_error"] = f"{task_topic} is not JSON: {exc}"
-        return Episode(
-            joint_names=names,
-            stamps=(grid - start) / _NS,
-            joints=joint_grid,
-            actions=action_grid,
-            images=frames,
-            meta=meta,
-        )
+        return episodes
     except ValueError:
         raise
     except Exception as exc:  # storage-level damage surfaces as many exception types
@@ -397,120 +194,132 @@ def read_episode(
         reader.close()
 
 
-def _stream_for(
-    topic: str,
-    joint_topic: str,
-    command_topic: str,
-    joints: _Stream,
-    commands: _Stream,
-    images: Mapping[str, _Stream],
-    cam_of_topic: Mapping[str, str],
-) -> _Stream:
-    if topic == joint_topic:
-        return joints
-    if topic == command_topic:
-        return commands
-    if topic in cam_of_topic:
-        return images[cam_of_topic[topic]]
-    return _Stream()
+def _check_streams(got: Collected, plan: Plan, names: Sequence[str], path: Path) -> None:
+    if not got.joints.values:
+        unknown = [n for n in names if n not in got.seen_names]
+        if got.seen_names and unknown:
+            raise ValueError(
+                f"joints {unknown} not found in {plan.joint_topic} of {path} "
+                f"(it names {sorted(got.seen_names)})"
+            )
+        raise ValueError(f"no usable {plan.joint_topic} messages in {path}")
+    if got.action is not None and not got.action.values:
+        what = (
+            f"expected {len(names)} finite values each"
+            if plan.source == "commands"
+            else f"expected a first point naming {list(names)}"
+        )
+        raise ValueError(
+            f"no usable {plan.action_topic} messages in {path} "
+            f"({what}; {got.action.skipped} skipped)"
+        )
+    for cam, stream in got.images.items():
+        if not stream.header:
+            raise ValueError(f"no images on {plan.cameras[cam]} in {path}")
+    if got.marker is not None and not got.marker.values:
+        raise ValueError(f"no episode markers on {plan.marker_topic} in {path}")
 
 
-def _ns(stamp: Any) -> int:
-    return int(stamp.sec) * _NS + int(stamp.nanosec)
+def _grids(
+    got: Collected, plan: Plan, clock: str, action_dt: float, path: Path
+) -> tuple[list[tuple[int, int]], list[np.ndarray]]:
+    """Episode windows and their grids; an empty grid is an error (bag) or dropped (marker)."""
+    lead = round(plan.lead_s * _NS)
+    jt = np.sort(got.joints.times(clock))
+    at = jt if got.action is None else np.sort(got.action.times(clock))
+    firsts = [jt[0], at[0] - lead, *(np.min(s.times(clock)) for s in got.images.values())]
+    start, end = int(max(firsts)), int(at[-1] - lead)
+    step = round(action_dt * _NS)
+    if got.marker is None:
+        grid = align.grid_between(start, end, step)
+        if not len(grid):
+            raise ValueError(
+                f"streams in {path} never overlap: all exist from {start / _NS:.3f} s but the "
+                f"last {'joint state' if got.action is None else 'action'} usable is at "
+                f"{end / _NS:.3f} s"
+            )
+        return [(start, end)], [grid]
+    mt = got.marker.times(clock)
+    windows, grids = [], []
+    for w0, w1 in align.segments(mt, got.marker.values, end):
+        grid = align.grid_between(max(w0, start), min(w1 - 1, end), step)
+        if len(grid):
+            windows.append((w0, w1))
+            grids.append(grid)
+    if not grids:
+        raise ValueError(f"no episode window on {plan.marker_topic} in {path} overlaps the data")
+    return windows, grids
 
 
-def _joint_positions(msg: Any, names: list[str]) -> np.ndarray | None:
-    index = {n: i for i, n in enumerate(msg.name)}
-    pos = np.asarray(msg.position, dtype=np.float64)
-    if any(n not in index for n in names) or len(pos) < len(msg.name):
-        return None
-    q = pos[[index[n] for n in names]]
-    return q if np.all(np.isfinite(q)) else None
-
-
-def _choose_clock(joints: _Stream, images: Mapping[str, _Stream]) -> str:
-    """'header' unless a stamped stream's header times sit more than 1 s off its receive times."""
-    for stream in (joints, *images.values()):
-        head = np.asarray(stream.header, dtype=np.int64)
-        recv = np.asarray(stream.received, dtype=np.int64)
-        if np.any(head == 0) or abs(float(np.median(head - recv))) > 1.0 * _NS:
-            return "received"
-    return "header"
-
-
-def _sorted(stream: _Stream, source: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Times (ns, int64) in increasing order with the matching values; repeated times keep the
-    last message (the newest of equal stamps)."""
-    t = np.asarray(stream.header if source == "header" else stream.received, dtype=np.int64)
-    order = np.argsort(t, kind="stable")
-    t, values = t[order], values[order]
-    keep = np.ones(len(t), dtype=bool)
-    keep[:-1] = t[1:] != t[:-1]
-    return t[keep], values[keep]
-
-
-def _rate(t: np.ndarray) -> float:
-    return float((len(t) - 1) * _NS / (t[-1] - t[0])) if len(t) > 1 and t[-1] > t[0] else 0.0
+def _meta(
+    got: Collected,
+    plan: Plan,
+    clock: str,
+    path: Path,
+    jt: np.ndarray,
+    at: np.ndarray,
+    img_t: Mapping[str, np.ndarray],
+) -> dict[str, Any]:
+    skipped = {"joint_states": got.joints.skipped}
+    rates = {"joint_states": align.rate_hz(jt)}
+    if got.action is not None:
+        skipped[plan.source] = got.action.skipped
+        rates[plan.source] = align.rate_hz(at)
+    skipped.update({f"images.{cam}": s.skipped for cam, s in got.images.items()})
+    rates.update({f"images.{cam}": align.rate_hz(t) for cam, t in img_t.items()})
+    meta: dict[str, Any] = {
+        "source": str(path),
+        "stamp_source": clock,
+        "action_source": plan.source,
+        "action_topic": plan.action_topic,
+        "lead_s": plan.lead_s,
+        "clock_offsets_s": align.clock_offsets(got.aligned(), clock),
+        "skipped": skipped,
+        "rates_hz": rates,
+    }
+    if got.task_texts:
+        try:
+            meta["task"] = json.loads(got.task_texts[-1])
+        except json.JSONDecodeError as exc:
+            meta["task_error"] = f"{plan.task_topic} is not JSON: {exc}"
+    return meta
 
 
 def _decode_frames(
     reader: Any,
-    topics: Mapping[str, Any],
+    types: Mapping[str, str],
     cams: Mapping[str, str],
-    needed: Mapping[str, np.ndarray],
+    needed: Sequence[Mapping[str, np.ndarray]],
     image_size: Sequence[int] | None,
     ts: Any,
     to_rgb: Any,
     resize_image: Any,
-) -> dict[str, np.ndarray]:
-    """Second pass over the image topics, decoding only the frames that the grid uses."""
-    out: dict[str, np.ndarray] = {}
+) -> list[dict[str, list[np.ndarray]]]:
+    """Second pass over the image topics, decoding only the frames that the grids use."""
+    out: list[dict[str, list[np.ndarray]]] = [{} for _ in needed]
+    conns = {c.topic: c for c in reader.connections}
     for cam, topic in cams.items():
-        want = needed[cam]
-        unique = set(int(i) for i in want)
+        unique = set(int(i) for want in needed for i in want[cam])
+        msgtype = types[topic]
         decoded: dict[int, np.ndarray] = {}
         ordinal = -1
-        for _, _, raw in reader.messages(connections=[topics[topic]]):
+        for _, _, raw in reader.messages(connections=[conns[topic]]):
             ordinal += 1
             if ordinal not in unique:
                 continue
-            msg = ts.deserialize_cdr(raw, IMAGE)
-            decoded[ordinal] = _image_pixels(msg, topic, to_rgb, resize_image, image_size)
+            msg = ts.deserialize_cdr(raw, msgtype)
+            decoded[ordinal] = decode(msg, msgtype, topic, to_rgb, resize_image, image_size)
             if len(decoded) == len(unique):
                 break
         shapes = {img.shape for img in decoded.values()}
-        if len(shapes) != 1:
+        if len(shapes) > 1:
             raise ValueError(
                 f"{topic}: frames change size within the recording {sorted(shapes)}; "
                 "pass image_size to resize them to one size"
             )
-        out[cam] = np.stack([decoded[int(i)] for i in want])
+        for k, want in enumerate(needed):
+            out[k][cam] = [decoded[int(i)] for i in want[cam]]
     return out
-
-
-def _image_pixels(
-    msg: Any, topic: str, to_rgb: Any, resize_image: Any, image_size: Sequence[int] | None
-) -> np.ndarray:
-    h, w, step = int(msg.height), int(msg.width), int(msg.step)
-    data = np.asarray(msg.data, dtype=np.uint8)
-    if h <= 0 or w <= 0 or step < w or data.size < h * step:
-        raise ValueError(
-            f"{topic}: image of {h}x{w} with step {step} carries {data.size} bytes (corrupt)"
-        )
-    rows = data[: h * step].reshape(h, step)
-    channels = _CHANNELS.get(msg.encoding, step // w)
-    if w * channels > step:
-        raise ValueError(f"{topic}: {msg.encoding} image of width {w} cannot fit in step {step}")
-    pixels = rows[:, : w * channels].reshape(h, w, channels) if channels > 1 else rows[:, :w]
-    rgb = to_rgb(pixels, msg.encoding)
-    if image_size is not None:
-        rgb = resize_image(rgb, (int(image_size[0]), int(image_size[1])))
-    return rgb
-
-
-def is_bag_dir(path: str | os.PathLike[str]) -> bool:
-    """True when `path` is a complete rosbag2 directory (has its metadata.yaml)."""
-    return _is_bag(Path(path))
 
 
 def read_task_messages(
@@ -526,3 +335,17 @@ def read_task_messages(
     with Reader(path) as reader:
         conns = [c for c in reader.connections if c.topic == task_topic and c.msgtype == STRING]
         return [str(ts.deserialize_cdr(raw, STRING).data) for _, _, raw in reader.messages(conns)]
+
+
+__all__ = [
+    "COMPRESSED",
+    "DEFAULT_CAMERAS",
+    "DEFAULT_TOPICS",
+    "IMAGE",
+    "BagWriter",
+    "is_bag_dir",
+    "read_episode",
+    "read_episodes",
+    "read_task_messages",
+    "typestore",
+]
