@@ -295,9 +295,11 @@ class ControlLoop:
         self._mailbox: deque[tuple[Chunk, _Ticket | None]] = deque(maxlen=1)
         self._posted: deque[Callable[[], None]] = deque()
         self._enabled = False
+        self._enable_deadline = math.inf
         self._estop = False
         self._paused = False
         self._reset_request = False
+        self._resync = False  # re-seed the commanded state from the measurement once at rest
 
         # loop-thread state
         self._state = INACTIVE
@@ -467,9 +469,20 @@ class ControlLoop:
             raise box["error"]
         return box.get("value")
 
-    def set_enabled(self, enabled: bool) -> None:
-        """Enable publishing; disabling brakes to a stop first, then goes quiet."""
+    def set_enabled(self, enabled: bool, timeout: float = 0.0) -> None:
+        """Enable publishing; disabling brakes to a stop first, then goes quiet.
+
+        `timeout` > 0 makes the enable a deadman's: it lapses (brake, then quiet) unless renewed
+        by another set_enabled(True, timeout) within that many seconds. The loop thread checks
+        it every tick, so a stalled executor or a dead operator console cannot keep it alive."""
+        self._enable_deadline = (time.monotonic() + float(timeout) if enabled and timeout > 0
+                                 else math.inf)
         self._enabled = bool(enabled)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether motion is enabled now (False once a deadman enable has lapsed)."""
+        return self._enabled
 
     def estop(self) -> None:
         """Latch the e-stop: brake to a stop and hold until `reset()`."""
@@ -482,6 +495,7 @@ class ControlLoop:
             return False, "still moving: reset refused until the arm is stopped"
         was = self._estop
         self._reset_request = True
+        self._resync = True  # the arm may have been moved meanwhile: restart from the measurement
         self._estop = False
         return True, "e-stop cleared" if was else "nothing to reset"
 
@@ -709,12 +723,21 @@ class ControlLoop:
             self._stop_since = now
         snap = self._joint
 
+        if self._enabled and time.monotonic() > self._enable_deadline:
+            self._enabled = False  # the deadman lapsed
+            self._last_error = "enable lapsed: not renewed within enable_timeout"
         if not self._enabled:
             return self._disable_step(now)
         if snap is None:
             self._set_state(WAITING, ("no joint_states received",))
             return None
         if not self._initialised:
+            age = now - snap.stamp
+            limit = self.watchdogs.config.joint_state_timeout
+            if age > limit:  # never start from an old measurement: the arm may be elsewhere
+                self._set_state(WAITING, (f"waiting for a fresh joint state: the newest is "
+                                          f"{age:.3f} s old (joint_state_timeout {limit:g} s)",))
+                return None
             try:
                 self.safety.reset(snap.q, snap.v)
             except ValueError as exc:  # e.g. measured outside the tightened limits: never start
@@ -747,8 +770,14 @@ class ControlLoop:
         if self._estop:
             self._exhausted = False
             return self._brake(now, ESTOPPED, status.reasons)
+        measured_ok = not any(c.startswith("joint_states") or c in ("measured_nonfinite", "clock")
+                              for c in status.codes)
+        if self._resync and self._state == HOLDING and measured_ok:
+            self._resync_to(snap, now)  # then hold there, or move on a fresh chunk
         if not status.ok:
             self._exhausted = False
+            if self._state == RUNNING:  # once per fault: restart from the measurement, at rest
+                self._resync = True
             return self._brake(now, None, status.reasons)
         if self._rest_required:
             if self._state != HOLDING:
@@ -836,6 +865,20 @@ class ControlLoop:
         self._last_submit = result
         if ticket is not None:
             ticket.settle(result)
+
+    def _resync_to(self, snap: Any, now: float) -> bool:
+        """At rest after a fault or an e-stop reset: the commanded state becomes the measured one
+        (at rest), so the next motion starts where the arm is, not where it was commanded to be.
+        Only from a fresh measurement; otherwise it waits (and keeps holding)."""
+        if now - snap.stamp > self.watchdogs.config.joint_state_timeout:
+            return False
+        try:
+            self.safety.reset(snap.q)
+        except ValueError as exc:  # measured outside the limits: keep holding where commanded
+            self._last_error = f"resync refused: {exc}"
+            return False
+        self._resync = False
+        return True
 
     def _disable_step(self, now: float) -> FilterResult | None:
         if not self._initialised or self._state in (INACTIVE, WAITING):

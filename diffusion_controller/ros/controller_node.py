@@ -132,7 +132,7 @@ class ControllerNode(LifecycleNode):
         self._pending: set[str] = set()
         self._core: _Core | None = None
         self._active = False
-        self._enabled = True
+        self._enabled = bool(self._values["start_enabled"])
         self._estop_latched = False
         self._last_failure = ""
         self._received = {"joint_states": 0, "images": 0}
@@ -238,7 +238,7 @@ class ControllerNode(LifecycleNode):
                                f"{frozen['collect_ms']:.1f} ms")
         if self._estop_latched:
             core.loop.estop()
-        core.loop.set_enabled(self._enabled)
+        core.loop.set_enabled(self._enabled, float(self._values["enable_timeout"]))
         core.loop.start()
         core.worker.start()
         self._active = True
@@ -271,17 +271,19 @@ class ControllerNode(LifecycleNode):
         self._active = False
         if core is None:
             return
-        core.worker.stop(timeout=2.0)
+        # The brake first: the arm is at rest within its braking time whatever inference is
+        # doing; only then is the worker stopped (which can take up to its timeout).
         if core.loop.running:
             core.loop.set_enabled(False)
             deadline = time.monotonic() + timeout
             while core.loop.state != "inactive" and time.monotonic() < deadline:
-                time.sleep(0.01)
+                time.sleep(0.005)
             if core.loop.state != "inactive":
                 self.get_logger().error(
                     f"{why}: the loop did not reach a stop within {timeout} s "
                     f"(state {core.loop.state})")
         core.loop.stop(timeout=1.0)
+        core.worker.stop(timeout=2.0)
 
     def shutdown_safely(self, why: str = "process shutdown") -> None:
         """Called from main() on SIGINT/SIGTERM before the context goes: brake, then stop."""
@@ -785,10 +787,19 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ services
     def _srv_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
+        if req.data and self._estop_latched:
+            resp.success = False
+            resp.message = "e-stop latched: call ~/reset first (the arm must be at rest)"
+            return resp
         self._enabled = bool(req.data)
         core = self._core
         if core is not None and self._active:
-            core.loop.set_enabled(self._enabled)
+            core.loop.set_enabled(self._enabled, float(self._values["enable_timeout"]))
+            if self._enabled and self._values["enable_timeout"] > 0:
+                resp.message = (f"enabled for {self._values['enable_timeout']:g} s "
+                                "(enable_timeout): renew with ~/enable true")
+                resp.success = True
+                return resp
             resp.message = "enabled" if self._enabled else "disabled: braking to a stop"
         else:
             resp.message = f"{'enabled' if self._enabled else 'disabled'} (applies on activate)"
@@ -872,8 +883,8 @@ class ControllerNode(LifecycleNode):
             cmd_rate = (status.published - prev[1]) / (now_wall - prev[0])
             inf_rate = (wstats.submitted - prev[2]) / (now_wall - prev[0])
         self._diag_prev = (now_wall, status.published, wstats.submitted)
-        entries.append(diag.loop_entry(name, status, cmd_rate, self._enabled,
-                                       self._estop_latched))
+        enabled = self._enabled and (not self._active or core.loop.enabled)  # deadman lapsed?
+        entries.append(diag.loop_entry(name, status, cmd_rate, enabled, self._estop_latched))
         process = core.backend.status() if hasattr(core.backend, "status") else None
         entries.append(diag.inference_entry(
             name, wstats, core.backend.name, inf_rate, self._active, process=process,

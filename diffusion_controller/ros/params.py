@@ -82,6 +82,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     # --- node -----------------------------------------------------------------------------------
     _p("autostart", BOOL, True, "Configure and activate by itself after start-up, through the "
        "normal lifecycle transitions.", when=READ_ONLY, group="node"),
+    _p("start_enabled", BOOL, True, "Motion enabled when the node becomes active. false: it "
+       "comes up active but holds still until an operator calls ~/enable true (what a real arm "
+       "needs; config/arm.yaml sets it).", group="node"),
+    _p("enable_timeout", DOUBLE, 0.0, "Deadman: an enable lapses (the arm brakes to a stop) "
+       "unless ~/enable true is called again within this time (0: off).", when=LIVE, min=0.0,
+       max=3600.0, unit="s", group="node"),
     _p("realtime", BOOL, False, "Try SCHED_FIFO for the control thread (needs CAP_SYS_NICE or an "
        "rtprio limit); what was granted is reported on /diagnostics.", group="node"),
     _p("realtime_priority", INT, 80, "SCHED_FIFO priority requested when `realtime` is true.",

@@ -456,3 +456,41 @@ def test_refuses_to_start_outside_the_limits(robot) -> None:
     assert "cannot start from the measured state" in rig.loop.status().reasons[0]
     rig.q = HOME.copy()
     assert rig.step(1)[0] is not None and rig.loop.state == HOLDING
+
+
+def test_start_waits_for_a_fresh_joint_state(robot) -> None:
+    rig = Rig(robot, joint_state_timeout=0.05)
+    rig.feed = False
+    rig.loop.update_joint_state(rig.q, rig.v, rig.clock.t - 10.0)  # a 10 s old state
+    rig.loop.set_enabled(True)
+    for _ in range(5):
+        rig.clock.t += DT
+        assert rig.loop.tick() is None
+    assert "fresh joint state" in rig.loop.status().reasons[0]
+    moved = rig.q + 0.3
+    rig.q = moved
+    rig.feed = True
+    cmd = rig.step(1)[0]
+    # the first command lies within one tick's motion of the measurement
+    assert np.max(np.abs(cmd.positions - moved)) <= rig.filter.limits.velocity.max() * DT + 1e-9
+
+
+def test_after_a_tracking_fault_the_loop_restarts_from_the_measurement(robot) -> None:
+    rig = Rig(robot, tracking_error=0.1)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(20)
+    assert rig.loop.state == RUNNING
+    pushed = rig.q + 0.3  # the arm is pushed away by hand and stays there
+    rig.feed = False
+    states, cmds = [], []
+    for _ in range(80):
+        rig.clock.t += DT
+        rig.loop.update_joint_state(pushed, np.zeros(J), rig.clock.t)
+        cmds.append(rig.loop.tick())
+        states.append(rig.loop.state)
+    assert BRAKING in states and states[-1] == HOLDING
+    hold = cmds[-1]
+    np.testing.assert_allclose(hold.positions, pushed, atol=1e-9)  # re-seeded, at rest
+    assert np.all(hold.velocities == 0.0)
