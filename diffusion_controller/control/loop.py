@@ -300,6 +300,8 @@ class ControlLoop:
         self._paused = False
         self._reset_request = False
         self._resync = False  # re-seed the commanded state from the measurement once at rest
+        # ticks of the filter's certified continuation attached to each command (0: none)
+        self.plan_steps = 0
 
         # loop-thread state
         self._state = INACTIVE
@@ -926,7 +928,9 @@ class ControlLoop:
             self._last_error = "safety filter returned a non-finite command: e-stop latched"
             self._set_state(ESTOPPED, (self._last_error,))
             return None
-        cmd = Command(stamp=now + self.period, positions=q, velocities=v, accelerations=a)
+        plan = self.safety.continuation(self.plan_steps) if self.plan_steps else None
+        cmd = Command(stamp=now + self.period, positions=q, velocities=v, accelerations=a,
+                      plan=plan)
         self._last_command = cmd
         if result.intervened:
             self._interventions += 1

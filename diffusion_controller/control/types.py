@@ -44,6 +44,10 @@ class Command:
     positions: np.ndarray  # [J]
     velocities: np.ndarray  # [J]
     accelerations: np.ndarray  # [J]
+    # What the filter certified beyond this tick, for a streaming trajectory output: [K, 3, J]
+    # (q, v, a) at stamp + k * period, k = 1..K, the braking-viable continuation; None when not
+    # asked for (ControlLoop.plan_steps = 0).
+    plan: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

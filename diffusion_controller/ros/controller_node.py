@@ -117,6 +117,8 @@ class _Core:
     publishers: list[Any] = field(default_factory=list)
     subscriptions: list[Any] = field(default_factory=list)
     command_pub: Any = None
+    stream_every: int = 1  # trajectory interface: publish every n-th command
+    stream_tick: int = 0
     chunk_pub: Any = None
     marker_pub: Any = None
 
@@ -504,6 +506,13 @@ class ControllerNode(LifecycleNode):
         return received[-1] if received else None
 
     def _create_interfaces(self, core: _Core, v: dict[str, Any]) -> None:
+        if v["command_interface"] == "trajectory":
+            rate = float(v["control_rate_hz"])
+            core.stream_every = max(1, round(rate / float(v["trajectory_rate_hz"])))
+            core.stream_tick = core.stream_every - 1  # the first command goes out at once
+            # the plan covers the horizon after the last message of the gap as well
+            core.loop.plan_steps = math.ceil(float(v["trajectory_horizon"]) * rate - 1e-9) + (
+                core.stream_every - 1)
         if v["command_interface"] == "position":
             core.command_pub = self.create_lifecycle_publisher(
                 Float64MultiArray, v["position_command_topic"], 10)
@@ -739,8 +748,11 @@ class ControllerNode(LifecycleNode):
         if core.values["command_interface"] == "position":
             msg = conv.position_command_msg(cmd)
         else:
-            tfs = float(core.values["trajectory_time_from_start"]) or 1.0 / core.loop.rate_hz
-            msg = conv.trajectory_command_msg(cmd, core.robot.joint_names, tfs)
+            core.stream_tick += 1
+            if core.stream_tick < core.stream_every:
+                return
+            core.stream_tick = 0
+            msg = conv.trajectory_stream_msg(cmd, core.robot.joint_names, 1.0 / core.loop.rate_hz)
         core.command_pub.publish(msg)
 
     def _submit_chunk(self, chunk: Chunk) -> Any:

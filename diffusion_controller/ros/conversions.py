@@ -271,25 +271,27 @@ def position_command_msg(cmd: Command) -> object:
     return msg
 
 
-def trajectory_command_msg(
-    cmd: Command, joint_names: Sequence[str], time_from_start: float, stamp: float | None = None
-) -> object:
-    """Command -> one-point trajectory_msgs/JointTrajectory (position, velocity, acceleration).
-
-    A zero header stamp asks the trajectory controller to start the point immediately.
-    """
+def trajectory_stream_msg(cmd: Command, joint_names: Sequence[str], period: float) -> object:
+    """Command with its certified plan -> trajectory_msgs/JointTrajectory for a
+    joint_trajectory_controller (open_loop_control true): header stamp = when the first point is
+    due (the command's stamp), the command at time_from_start 0, then the plan's points at
+    k * period. Each message replaces the rest of the previous one; if messages stop, the arm
+    follows the filter's certified stop to rest."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
     msg = JointTrajectory()
-    if stamp is not None:
-        msg.header.stamp = sec_to_stamp(stamp)
+    msg.header.stamp = sec_to_stamp(cmd.stamp)
     msg.joint_names = list(joint_names)
-    pt = JointTrajectoryPoint()
-    pt.positions = [float(x) for x in cmd.positions]
-    pt.velocities = [float(x) for x in cmd.velocities]
-    pt.accelerations = [float(x) for x in cmd.accelerations]
-    pt.time_from_start = sec_to_duration(time_from_start)
-    msg.points = [pt]
+    states = [(cmd.positions, cmd.velocities, cmd.accelerations)]
+    if cmd.plan is not None:
+        states += [(p[0], p[1], p[2]) for p in cmd.plan]
+    for k, (q, v, a) in enumerate(states):
+        pt = JointTrajectoryPoint()
+        pt.positions = [float(x) for x in q]
+        pt.velocities = [float(x) for x in v]
+        pt.accelerations = [float(x) for x in a]
+        pt.time_from_start = sec_to_duration(k * period)
+        msg.points.append(pt)
     return msg
 
 

@@ -211,16 +211,24 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("stamp_tolerance", DOUBLE, 0.05, "Input stamps further than this in the future are "
        "rejected.", when=LIVE, min=0.0, max=1.0, unit="s", group="watchdogs"),
     # --- interfaces -----------------------------------------------------------------------------
-    _p("command_interface", STRING, "position", "position: std_msgs/Float64MultiArray for "
-       "ros2_control's forward position controller; trajectory: one-point "
-       "trajectory_msgs/JointTrajectory.", choices=("position", "trajectory"),
+    _p("command_interface", STRING, "position", "position: std_msgs/Float64MultiArray, one "
+       "position per control tick, for a forward position controller on hardware that "
+       "interpolates and filters its input itself (see docs/real_robot.md: not a Franka); "
+       "trajectory: a streamed trajectory_msgs/JointTrajectory for joint_trajectory_controller "
+       "(open_loop_control true), each message the safety filter's certified plan from the "
+       "command due next over `trajectory_horizon`.", choices=("position", "trajectory"),
        group="interfaces"),
     _p("position_command_topic", STRING, "/forward_position_controller/commands", "Output topic "
        "when `command_interface` is position.", group="interfaces"),
     _p("trajectory_command_topic", STRING, "/joint_trajectory_controller/joint_trajectory",
        "Output topic when `command_interface` is trajectory.", group="interfaces"),
-    _p("trajectory_time_from_start", DOUBLE, 0.0, "time_from_start of the one trajectory point "
-       "(0: one control period).", min=0.0, max=1.0, unit="s", group="interfaces"),
+    _p("trajectory_horizon", DOUBLE, 0.1, "How far ahead each streamed trajectory reaches: the "
+       "filter's certified continuation (braking at the acceleration limit) beyond the next "
+       "command. If messages stop, the arm follows it to rest.", min=0.1, max=2.0, unit="s",
+       group="interfaces"),
+    _p("trajectory_rate_hz", DOUBLE, 100.0, "Rate of the streamed trajectories (at most the "
+       "control rate; every n-th tick, the horizon extended to cover the gap).", min=20.0,
+       max=1000.0, unit="Hz", group="interfaces"),
     _p("joint_states_topic", STRING, "/joint_states", "Measured joint states.",
        group="interfaces"),
     _p("image_topics", STRING_ARRAY, ["/camera/image_raw"], "One image topic per model camera, in "
@@ -330,6 +338,9 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         lonely = sorted({g for p in pairs for g in p} - links)
         if lonely:
             errors.append(f"self_collision_pairs names links {lonely} without collision_spheres")
+    if float(v["trajectory_rate_hz"]) > float(v["control_rate_hz"]):
+        errors.append(f"trajectory_rate_hz {v['trajectory_rate_hz']} must not exceed "
+                      f"control_rate_hz {v['control_rate_hz']}")
     if int(v["mpc_inputs"]) > int(v["mpc_horizon"]):
         errors.append(f"mpc_inputs {v['mpc_inputs']} must not exceed mpc_horizon "
                       f"{v['mpc_horizon']}")

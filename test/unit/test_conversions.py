@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
 
@@ -157,11 +158,17 @@ def test_command_messages() -> None:
                   accelerations=np.full(7, 2.0))
     m = conv.position_command_msg(cmd)
     assert list(m.data) == list(np.arange(7.0))
-    t = conv.trajectory_command_msg(cmd, NAMES, 0.01, stamp=5.25)
-    assert t.joint_names == NAMES and len(t.points) == 1
+    plan = np.stack([np.stack([np.arange(7.0) + k, np.ones(7) * k, -np.ones(7)])
+                     for k in range(1, 11)])
+    t = conv.trajectory_stream_msg(dataclasses.replace(cmd, plan=plan), NAMES, 0.01)
+    assert t.joint_names == NAMES and len(t.points) == 11
+    assert conv.stamp_to_sec(t.header.stamp) == pytest.approx(5.25)  # when point 0 is due
     assert list(t.points[0].velocities) == [1.0] * 7
-    assert t.points[0].time_from_start.nanosec == 10_000_000
-    assert conv.stamp_to_sec(t.header.stamp) == pytest.approx(5.25)
+    assert t.points[0].time_from_start.nanosec == 0
+    assert t.points[10].time_from_start.sec == 0
+    assert t.points[10].time_from_start.nanosec == 100_000_000  # covers the next 100 ms
+    assert list(t.points[10].positions) == list(np.arange(7.0) + 10)
+    assert list(t.points[4].accelerations) == [-1.0] * 7
 
 
 def test_chunk_and_markers() -> None:

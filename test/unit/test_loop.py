@@ -494,3 +494,24 @@ def test_after_a_tracking_fault_the_loop_restarts_from_the_measurement(robot) ->
     hold = cmds[-1]
     np.testing.assert_allclose(hold.positions, pushed, atol=1e-9)  # re-seeded, at rest
     assert np.all(hold.velocities == 0.0)
+
+
+def test_commands_carry_the_filters_certified_continuation(robot) -> None:
+    rig = Rig(robot)
+    rig.loop.plan_steps = 10  # 100 ms at 100 Hz, as the streamed trajectory needs
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.3))
+    cmds = [c for c in rig.step(30) if c is not None]
+    lim = rig.filter.limits
+    moving = [c for c in cmds if np.abs(c.velocities).max() > 1e-3]
+    assert moving, "the chunk moves the arm"
+    for c in moving:
+        assert c.plan is not None and c.plan.shape == (10, 3, J)
+        q = np.vstack([c.positions, c.plan[:, 0]])
+        v = np.vstack([c.velocities, c.plan[:, 1]])
+        # a stop: every joint's speed falls monotonically, inside every limit, continuous
+        assert np.all(np.diff(np.abs(v), axis=0) <= 1e-12)
+        assert np.all(q >= lim.lower - 1e-9) and np.all(q <= lim.upper + 1e-9)
+        assert np.all(np.abs(c.plan[:, 2]) <= lim.acceleration + 1e-9)
+        np.testing.assert_allclose(np.diff(q, axis=0), 0.5 * (v[1:] + v[:-1]) * DT, atol=1e-12)
