@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from diffusion_controller.control.ticker import sleep_until
+
 STALL_MS = 1.0  # a platform stall: a canary woke at least this late
 
 
@@ -64,9 +66,7 @@ def run_canary(duration_s: float, period_s: float = 1e-3, cpu: int | None = None
     deadline = start
     while deadline < end and not (stop is not None and stop.is_set()):
         deadline += period_s
-        pause = deadline - time.monotonic()
-        if pause > 0.0:
-            time.sleep(pause)
+        sleep_until(deadline)
         late = time.monotonic() - deadline
         n += 1
         if late > threshold:
