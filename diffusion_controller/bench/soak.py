@@ -36,7 +36,7 @@ from diffusion_controller.bench.loop import (
 )
 from diffusion_controller.reliability.canary import attribution_table
 from diffusion_controller.report import format_table, write_json
-from diffusion_controller.ros.service_client import ServiceUnavailableError, call_service
+from diffusion_controller.service_client import ServiceUnavailableError, call_service
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,7 +7,9 @@ summaries (percentiles, the overrun log) are computed on demand in the caller's 
 
 from __future__ import annotations
 
+import math
 from collections import deque
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -172,3 +174,31 @@ class LoopStats:
             "last_overrun": dict(overruns[-1]) if overruns else {},
             "recent_overruns": [dict(o) for o in overruns],
         }
+
+
+_OVERRUN_FIELDS = ("t_mono", "missed", "start_late_ms", "tick_ms", "body_ms", "filter_ms",
+                   "output_ms", "cpu_ms")
+
+
+def format_overruns(overruns: Sequence[Mapping[str, float]]) -> str:
+    """Missed deadlines, `;`-joined `t_mono:missed:start_late_ms:tick_ms:body_ms:filter_ms:
+    output_ms:cpu_ms` (t_mono: CLOCK_MONOTONIC seconds, shared by every process on the machine,
+    so a harness can line them up with its own measurements); see `parse_overruns`."""
+    return ";".join(":".join(f"{float(o.get(k, math.nan)):.4f}" for k in _OVERRUN_FIELDS)
+                    for o in overruns)
+
+
+def parse_overruns(text: str) -> list[dict[str, float]]:
+    """The inverse of `format_overruns`. Entries from a node with fewer fields (an older
+    version: at least t_mono, missed, start_late_ms, tick_ms) give those; malformed ones are
+    skipped."""
+    out = []
+    for item in text.split(";"):
+        parts = item.split(":")
+        if not 4 <= len(parts) <= len(_OVERRUN_FIELDS):
+            continue
+        try:
+            out.append({k: float(x) for k, x in zip(_OVERRUN_FIELDS, parts, strict=False)})
+        except ValueError:
+            continue
+    return out

@@ -14,7 +14,7 @@ Reading (`read_episode`) works the same for real recordings:
 - Commands (Float64MultiArray) carry no names: their values are taken to be in `joint_names`
   order, as the forward position controller's `joints` parameter orders them; messages of another
   length or with non-finite values are skipped.
-- Images are converted with diffusion_controller.policy.preprocess (`to_rgb`, `resize_image`).
+- Images are converted with diffusion_controller.data.images (`to_rgb`, `resize_image`).
 - Times are header stamps for joint states and images and the bag's receive time for commands
   (they have no header). If the header stamps are not on the recording's clock (for example sim
   time recorded against wall time) every stream falls back to receive times, with a warning.
@@ -242,7 +242,7 @@ def read_episode(
     """
     from rosbags.rosbag2 import Reader
 
-    from diffusion_controller.policy.preprocess import resize_image, to_rgb
+    from diffusion_controller.data.images import resize_image, to_rgb
 
     path = Path(bag_dir)
     if not path.is_dir() or not _is_bag(path):

@@ -28,7 +28,7 @@ from std_srvs.srv import SetBool, Trigger
 from diffusion_controller.control.types import Sphere
 from diffusion_controller.eval.metrics import DiagSample, EpisodeTrace, diag_sample
 from diffusion_controller.eval.safety_check import CheckCounts, CommandChecker
-from diffusion_controller.ros.service_client import (
+from diffusion_controller.service_client import (
     ServiceCallError,
     ServiceTimeoutError,
     ServiceUnavailableError,

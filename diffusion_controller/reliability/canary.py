@@ -232,7 +232,7 @@ def platform_report(watch: PlatformWatch | None, loop_values: Mapping[str, str]
     """Stop `watch` and attribute the loop's `recent_overruns` (its /diagnostics values): the
     summary figures, plus `overrun_attribution` (one row per overrun) and `platform_raw` (the
     canaries' stalls and the steal samples) for the JSON."""
-    from diffusion_controller.ros.diagnostics import parse_overruns
+    from diffusion_controller.control.loop_stats import parse_overruns
 
     if watch is None:
         return {}

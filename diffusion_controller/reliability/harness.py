@@ -214,7 +214,7 @@ class Feeder:
     def trigger(self, service: str, timeout: float = 10.0) -> Any:
         from std_srvs.srv import Trigger
 
-        from diffusion_controller.ros.service_client import call_service
+        from diffusion_controller.service_client import call_service
 
         return call_service(self.node, Trigger, f"/{NODE}/{service}", Trigger.Request(), timeout)
 

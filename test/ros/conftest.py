@@ -41,7 +41,7 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from diffusion_controller.ros.service_client import call_service  # noqa: E402
+from diffusion_controller.service_client import call_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]

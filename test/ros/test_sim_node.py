@@ -33,7 +33,7 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
-from diffusion_controller.ros.service_client import call_service  # noqa: E402
+from diffusion_controller.service_client import call_service  # noqa: E402
 from diffusion_controller.sim.task import TaskSpec, sample_task  # noqa: E402
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
