@@ -36,6 +36,8 @@ from std_srvs.srv import Trigger  # noqa: E402
 from diffusion_controller.service_client import call_service  # noqa: E402
 from diffusion_controller.sim.task import TaskSpec, sample_task  # noqa: E402
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 # Commands arrive in this order (a permutation), to prove the node reorders them.
 ORDER = ["panda_joint3", "panda_joint1", "panda_joint2", "panda_joint7", "panda_joint4",
