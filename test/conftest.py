@@ -3,6 +3,10 @@
 Each pytest session gets a DDS domain of its own so that parallel test runs on one machine (and
 the developer's own nodes) never see each other's topics.
 
+Fixtures many test files share live here (ROS ones in test/ros/conftest.py): `robot`, the
+Panda model from the URDF that ships with pybullet_data, one per test module (as each file built
+it before).
+
 The package's core runs without torch (a Jetson deployment on onnxruntime or TensorRT has none),
 and CI checks that on Python 3.10 in an environment without torch and onnx. There, the test
 modules that import them at the top are reported as skipped with the reason, not as errors.
@@ -43,3 +47,13 @@ def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector):
     module = _SkippedModule.from_parent(parent, path=module_path)
     module.reason = f"needs {', '.join(found)}, not installed here (torch-free core check)"
     return module
+
+
+@pytest.fixture(scope="module")
+def robot():
+    """The Panda (7 arm joints, its hand locked) as a RobotModel: one per test module."""
+    pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
+    from diffusion_controller.control.panda import panda_urdf_path
+    from diffusion_controller.control.robot_model import RobotModel
+
+    return RobotModel.from_urdf(panda_urdf_path())

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from diffusion_controller.control.ticker import sleep_until
+
 GOALS = "goal: p50 <= 0.3 ms, p99 <= 1 ms, 0 violations"
 
 
@@ -169,9 +171,7 @@ def bench_mode(
     for k in range(ticks + warmup):
         if paced:
             deadline += dt
-            pause = deadline - time.perf_counter()
-            if pause > 0.0:
-                time.sleep(pause)
+            sleep_until(deadline, clock=time.perf_counter)
         fut = q_ref[k:k + horizon] if mode == "mpc" else None
         c0 = time.thread_time()
         t0 = time.perf_counter()

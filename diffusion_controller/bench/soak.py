@@ -16,6 +16,7 @@ it when the machine is quiet, and record the load average it ran under (it is re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import tempfile
 import time
@@ -35,6 +36,7 @@ from diffusion_controller.bench.loop import (
 )
 from diffusion_controller.reliability.canary import attribution_table
 from diffusion_controller.report import format_table, write_json
+from diffusion_controller.service_client import ServiceUnavailableError, call_service
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,23 +86,15 @@ def _reset_sim(feeder: Any, seed: int) -> None:
     from rclpy.parameter import Parameter
     from std_srvs.srv import Trigger
 
+    # a sim that is not there (an external one) keeps its own seed and pose
     node = feeder.node
-    cli = node.create_client(SetParameters, "/sim_arm/set_parameters")
-    try:
-        if cli.wait_for_service(timeout_sec=2.0):
-            req = SetParameters.Request(parameters=[Parameter("seed", value=seed)
-                                                    .to_parameter_msg()])
-            fut = cli.call_async(req)
-            feeder.wait_for(fut.done, 5.0, "sim seed")
-    finally:
-        node.destroy_client(cli)
-    reset = node.create_client(Trigger, "/sim_arm/reset")
-    try:
-        if reset.wait_for_service(timeout_sec=2.0):
-            fut = reset.call_async(Trigger.Request())
-            feeder.wait_for(fut.done, 10.0, "sim reset")
-    finally:
-        node.destroy_client(reset)
+    req = SetParameters.Request(parameters=[Parameter("seed", value=seed).to_parameter_msg()])
+    with contextlib.suppress(ServiceUnavailableError):
+        call_service(node, SetParameters, "/sim_arm/set_parameters", req, 5.0,
+                     discovery_timeout=2.0)
+    with contextlib.suppress(ServiceUnavailableError):
+        call_service(node, Trigger, "/sim_arm/reset", Trigger.Request(), 10.0,
+                     discovery_timeout=2.0)
 
 
 def soak(args: argparse.Namespace, feeder: Any, node: Any, sim: Any, workdir: Path

@@ -37,7 +37,6 @@ and resumes only with a chunk accepted after the jump, once the arm has stopped.
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -48,10 +47,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler, SubmitResult
+from diffusion_controller.control.loop_stats import OVERRUN_LOG, Histogram, LoopStats  # noqa: F401
+from diffusion_controller.control.ticker import (
+    apply_realtime,
+    run_ticker,
+    spin_for,  # noqa: F401
+    switch_interval_for,  # noqa: F401
+)
 from diffusion_controller.control.types import Chunk, Command, FilterResult
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
-OVERRUN_LOG = 64  # missed deadlines kept with their times (the last few minutes of a bad soak)
+# OVERRUN_LOG, Histogram, spin_for and switch_interval_for (noqa F401 above): re-exported for
+# the loop's importers, who knew them from this module.
 
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
@@ -126,110 +133,6 @@ class _Ticket:
     def settle(self, result: SubmitResult) -> None:
         self.result = result
         self.event.set()
-
-
-class _Ring:
-    """A preallocated ring buffer of one numeric series."""
-
-    __slots__ = ("buf", "count")
-
-    def __init__(self, size: int, dtype: Any = np.float64) -> None:
-        self.buf = np.zeros(size, dtype=dtype)
-        self.count = 0
-
-    def push(self, value: float) -> None:
-        self.buf[self.count % self.buf.shape[0]] = value
-        self.count += 1
-
-    def values(self) -> np.ndarray:
-        n = min(self.count, self.buf.shape[0])
-        return np.array(self.buf[:n])
-
-
-def _percentiles(values: np.ndarray, scale: float = 1.0) -> dict[str, float]:
-    if values.size == 0:
-        return {"p50": float("nan"), "p99": float("nan"), "max": float("nan"), "n": 0}
-    p50, p99 = np.percentile(values, [50.0, 99.0])
-    return {
-        "p50": float(p50) * scale,
-        "p99": float(p99) * scale,
-        "max": float(np.max(values)) * scale,
-        "n": int(values.size),
-    }
-
-
-class Histogram:
-    """Whole-run distribution of one non-negative series in fixed bins (preallocated, O(1) add).
-
-    Percentiles are read at the upper edge of their bin, so they are exact to `bin_s`; values
-    beyond the last bin land in it and the exact maximum is kept separately.
-    """
-
-    __slots__ = ("bin_s", "counts", "max", "n", "total")
-
-    def __init__(self, bin_s: float, range_s: float) -> None:
-        if not (bin_s > 0.0 and range_s > bin_s):
-            raise ValueError("need 0 < bin_s < range_s")
-        self.bin_s = float(bin_s)
-        self.counts = np.zeros(int(np.ceil(range_s / bin_s)), dtype=np.int64)
-        self.n = 0
-        self.max = 0.0
-        self.total = 0.0
-
-    def add(self, value: float) -> None:
-        if value != value:  # NaN: nothing to count
-            return
-        value = max(0.0, value)
-        i = int(value / self.bin_s)
-        last = self.counts.shape[0] - 1
-        self.counts[i if i < last else last] += 1
-        self.n += 1
-        self.total += value
-        if value > self.max:
-            self.max = value
-
-    def percentile(self, q: float) -> float:
-        if self.n == 0:
-            return float("nan")
-        cum = np.cumsum(self.counts)
-        i = int(np.searchsorted(cum, q / 100.0 * self.n, side="left"))
-        return min((i + 1) * self.bin_s, self.max)
-
-    def summary(self, scale: float = 1.0) -> dict[str, float]:
-        """p50, p99, p99.9, max and mean (times `scale`), and the count."""
-        if self.n == 0:
-            nan = float("nan")
-            return {"p50": nan, "p99": nan, "p999": nan, "max": nan, "mean": nan, "n": 0}
-        return {
-            "p50": self.percentile(50.0) * scale,
-            "p99": self.percentile(99.0) * scale,
-            "p999": self.percentile(99.9) * scale,
-            "max": self.max * scale,
-            "mean": self.total / self.n * scale,
-            "n": int(self.n),
-        }
-
-
-def switch_interval_for(rate_hz: float, fraction: float = 1.0 / 20.0,
-                        floor: float = 0.0005) -> float:
-    """A `sys.setswitchinterval` value for a process hosting a loop at `rate_hz`.
-
-    CPython hands the GIL over every switch interval (5 ms by default), so a busy inference or
-    executor thread can delay a tick by that much; `fraction` of the period (default a
-    twentieth), within [`floor`, 5 ms], bounds that delay at the price of more frequent
-    hand-overs. Setting it is the host process's (the node's) decision, so the loop only
-    suggests it; the node asks for a fiftieth with a 0.1 ms floor (0.2 ms at 100 Hz), which with
-    real-time priorities on every GIL-sharing thread measured p99 tick-start error 0.06 ms
-    against 0.2 ms at 0.5 ms (docs/reliability.md).
-    """
-    return float(min(0.005, max(float(floor), float(fraction) / float(rate_hz))))
-
-
-def spin_for(rate_hz: float) -> float:
-    """How long before a deadline the loop stops sleeping and busy-waits: long enough to take the
-    GIL back from another thread (a switch interval or two) before the deadline, short enough to
-    cost little CPU (0.5 ms at 100 Hz: 5 % of one core)."""
-    return float(min(0.0005, 0.05 / float(rate_hz)))
 
 
 class ControlLoop:
@@ -327,7 +230,6 @@ class ControlLoop:
         # counters and rings
         self._ticks = 0
         self._published = 0
-        self._missed = 0
         self._interventions = 0
         self._brake_ticks = 0
         self._fallbacks = 0
@@ -337,16 +239,7 @@ class ControlLoop:
         self._rejected = 0
         self._superseded = 0
         self._joint_rejects = 0
-        self._tick_error = _Ring(stats_window)
-        self._compute = _Ring(stats_window)
-        self._iterations = _Ring(stats_window, np.int32)
-        self._qp_status = _Ring(stats_window, np.int8)
-        self._life_error = Histogram(1e-5, 0.2)  # 10 us bins up to 200 ms
-        self._life_compute = Histogram(1e-5, 0.2)
-        self._life_e2e = Histogram(1e-4, 5.0)  # 0.1 ms bins up to 5 s
-        self._missed_base = 0
-        self._overruns: deque[dict[str, float]] = deque(maxlen=OVERRUN_LOG)
-        self._sections = (0.0, 0.0, 0.0, 0.0)
+        self._stats = LoopStats(stats_window)
 
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
@@ -523,17 +416,11 @@ class ControlLoop:
 
     def status(self) -> LoopStatus:
         """An immutable snapshot: state, reasons, counters, last command, recent percentiles."""
-        iters = self._iterations.values()
-        codes = self._qp_status.values()
-        names = {v: k for k, v in _STATUS_CODES.items()}
-        qp_status = {names.get(c, "other"): int(np.count_nonzero(codes == c)) for c in (0, 1, 2)}
-        overruns = list(self._overruns)  # one C call: atomic against the loop's append
         return LoopStatus(
             state=self._state,
             reasons=self._reasons,
             ticks=self._ticks,
             published=self._published,
-            missed_ticks=self._missed,
             interventions=self._interventions,
             brake_ticks=self._brake_ticks,
             filter_fallbacks=self._fallbacks,
@@ -547,35 +434,17 @@ class ControlLoop:
             last_submit=self._last_submit,
             last_error=self._last_error,
             rate_hz=self.rate_hz,
-            window=int(self._compute.buf.shape[0]),
-            tick_error_ms=_percentiles(self._tick_error.values(), 1e3),
-            compute_ms=_percentiles(self._compute.values(), 1e3),
-            qp_iterations={
-                "p50": float(np.median(iters)) if iters.size else float("nan"),
-                "max": float(np.max(iters)) if iters.size else float("nan"),
-            },
-            qp_status=qp_status,
             since_last_tick_s=time.monotonic() - self._last_tick_mono,
             realtime=dict(self._realtime_granted),
-            lifetime={
-                "tick_error_ms": self._life_error.summary(1e3),
-                "compute_ms": self._life_compute.summary(1e3),
-                "e2e_ms": self._life_e2e.summary(1e3),
-            },
             last_e2e_ms=self._last_e2e * 1e3,
             clock_jumps=self._clock_jumps,
-            run_missed=self._missed - self._missed_base,
-            last_overrun=dict(overruns[-1]) if overruns else {},
-            recent_overruns=[dict(o) for o in overruns],
+            **self._stats.summary(_STATUS_CODES),
         )
 
     def reset_statistics(self) -> None:
         """Start the whole-run histograms and the run's missed-tick count afresh (any thread:
         new objects are swapped in by reference; the window rings and counters are untouched)."""
-        self._life_error = Histogram(1e-5, 0.2)
-        self._life_compute = Histogram(1e-5, 0.2)
-        self._life_e2e = Histogram(1e-4, 5.0)
-        self._missed_base = self._missed
+        self._stats.reset_lifetime()
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -599,67 +468,12 @@ class ControlLoop:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _apply_realtime(self) -> None:
-        granted: dict[str, Any] = {"requested": self._realtime, "sched_fifo": False}
-        errors: list[str] = []
-        if self._realtime:
-            try:
-                param = os.sched_param(self._priority)
-                os.sched_setscheduler(0, os.SCHED_FIFO, param)  # 0: this thread on Linux
-                granted["sched_fifo"] = True
-                granted["priority"] = self._priority
-            except (AttributeError, OSError) as exc:
-                errors.append(f"SCHED_FIFO: {exc}")
-            if self._cpus is not None:
-                try:
-                    os.sched_setaffinity(0, self._cpus)
-                except (AttributeError, OSError, ValueError) as exc:
-                    errors.append(f"affinity: {exc}")
-        try:
-            granted["affinity"] = sorted(os.sched_getaffinity(0))
-        except (AttributeError, OSError):
-            granted["affinity"] = None
-        granted["errors"] = errors
-        self._realtime_granted = granted
-
-    def _sleep_until(self, deadline: float) -> None:
-        spin = self._spin_s
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0.0:
-                return
-            if remaining > spin:
-                time.sleep(remaining - spin)
-            else:
-                while time.monotonic() < deadline:
-                    pass
-                return
-
     def _run(self) -> None:
-        self._apply_realtime()
-        period = self.period
-        start = time.monotonic()
-        k = 0
-        while not self._stop_event.is_set():
-            deadline = start + k * period
-            self._sleep_until(deadline)
-            began = time.monotonic()
-            self._tick_error.push(began - deadline)
-            self._life_error.add(began - deadline)
-            self.tick(began)
-            k += 1
-            now = time.monotonic()
-            if now >= start + k * period:
-                k_next = int((now - start) / period) + 1
-                self._missed += k_next - k
-                # Why: a late start (the GIL, the OS) or a long tick (the filter, the publish).
-                body, filt, out, cpu = self._sections
-                self._overruns.append({"tick": float(self._ticks), "missed": float(k_next - k),
-                                       "start_late_ms": (began - deadline) * 1e3,
-                                       "tick_ms": (now - began) * 1e3, "t_mono": began,
-                                       "body_ms": body * 1e3, "filter_ms": filt * 1e3,
-                                       "output_ms": out * 1e3, "cpu_ms": cpu * 1e3})
-                k = k_next
+        self._realtime_granted = apply_realtime(self._realtime, self._priority, self._cpus)
+        stats = self._stats
+        run_ticker(self.period, self._spin_s, self._stop_event, self.tick, stats.started,
+                   lambda missed, began, deadline, now:
+                   stats.overrun(self._ticks, missed, began, deadline, now))
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_mono: float | None = None) -> Command | None:
@@ -699,12 +513,11 @@ class ControlLoop:
         # (filter included), the filter alone, the hand-over to the output, and the CPU time
         # this thread got meanwhile (much less than the wall time: it was not running, because
         # the CPU was taken or it waited for the GIL)
-        self._sections = (t_body - t_start, result.details.get("tick_ms", math.nan) * 1e-3
+        self._stats.sections = (t_body - t_start, result.details.get("tick_ms", math.nan) * 1e-3
                           if result is not None else 0.0, t_end - t_body,
                           time.thread_time() - c_start)
         elapsed = t_end - t_start
-        self._compute.push(elapsed)
-        self._life_compute.add(elapsed)
+        self._stats.computed(elapsed)
         return cmd
 
     def _tick_body(self, now: float) -> FilterResult | None:
@@ -934,8 +747,8 @@ class ControlLoop:
         self._last_command = cmd
         if result.intervened:
             self._interventions += 1
-        self._iterations.push(result.iterations)
-        self._qp_status.push(_STATUS_CODES.get(result.status, 3))
+        self._stats.iterations.push(result.iterations)
+        self._stats.qp_status.push(_STATUS_CODES.get(result.status, 3))
         try:
             self._output(cmd)
             self._published += 1
@@ -946,7 +759,7 @@ class ControlLoop:
         if pending_t0 is not None and self._tracking:
             # stamp-clock time of the hand-over: the tick's reading plus the time spent since
             self._last_e2e = now + (time.perf_counter() - t_start) - pending_t0
-            self._life_e2e.add(self._last_e2e)
+            self._stats.life_e2e.add(self._last_e2e)
             self._pending_e2e = None
         return cmd
 

@@ -1,7 +1,7 @@
 """Find and read demonstrations for training: .npz episodes, rosbag2 recordings, LeRobot datasets.
 
 Everything comes out conformed to the policy: joints in the config's order (matched by name),
-only the config's cameras, images at the config's size (resized with policy/preprocess, the same
+only the config's cameras, images at the config's size (resized with data/pixels, the same
 code the node runs), and a grid spacing equal to `action_dt`. Data that cannot be made to fit is
 rejected with a message naming the file, instead of silently training on the wrong thing.
 A DataSpec (data/spec.py) says which topics or features of a recording to read; without one the
@@ -13,15 +13,24 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from diffusion_controller.data.episode import Episode
 from diffusion_controller.data.spec import DataSpec
+from diffusion_controller.data.pixels import resize_image
 
-if TYPE_CHECKING:
-    from diffusion_controller.policy.config import PolicyConfig
+
+class ConformTarget(Protocol):
+    """What conforming needs of a policy's configuration (policy.config.PolicyConfig has it;
+    named here so the data layer does not import the policy)."""
+
+    joint_names: list[str]
+    cameras: list[str]
+    image_size: tuple[int, int]
+    action_dt: float
+
 
 BAG_MARKER = "metadata.yaml"
 LEROBOT_MARKER = os.path.join("meta", "info.json")
@@ -69,7 +78,7 @@ def camera_topics(cameras: Sequence[str]) -> dict[str, str]:
 
 def _read_bag(
     path: str,
-    cfg: PolicyConfig | None,
+    cfg: ConformTarget | None,
     action_dt: float,
     joint_names: Sequence[str] | None,
     cameras: Sequence[str] | None,
@@ -108,7 +117,7 @@ def _read_bag(
 
 def _read_lerobot(
     path: str,
-    cfg: PolicyConfig | None,
+    cfg: ConformTarget | None,
     action_dt: float,
     joint_names: Sequence[str] | None,
     cameras: Sequence[str] | None,
@@ -121,10 +130,8 @@ def _read_lerobot(
     return read_lerobot(path, action_dt, joint_names, cameras, spec)
 
 
-def conform_episode(ep: Episode, cfg: PolicyConfig, source: str = "episode") -> Episode:
+def conform_episode(ep: Episode, cfg: ConformTarget, source: str = "episode") -> Episode:
     """Reorder/select joints and cameras, resize images, and check the grid spacing."""
-    from diffusion_controller.policy.preprocess import resize_image
-
     missing = [n for n in cfg.joint_names if n not in ep.joint_names]
     if missing:
         raise ValueError(f"{source}: joints {missing} are missing (episode has {ep.joint_names})")
@@ -160,7 +167,7 @@ def conform_episode(ep: Episode, cfg: PolicyConfig, source: str = "episode") -> 
 
 def load_episodes(
     path: str | os.PathLike[str],
-    cfg: PolicyConfig | None = None,
+    cfg: ConformTarget | None = None,
     *,
     action_dt: float = 0.1,
     joint_names: Sequence[str] | None = None,

@@ -112,7 +112,7 @@ def read_episodes(
     """
     from rosbags.rosbag2 import Reader
 
-    from diffusion_controller.policy.preprocess import resize_image, to_rgb
+    from diffusion_controller.data.pixels import resize_image, to_rgb
 
     path = Path(bag_dir)
     if not path.is_dir() or not _is_bag(path):

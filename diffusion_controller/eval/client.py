@@ -28,6 +28,12 @@ from std_srvs.srv import SetBool, Trigger
 from diffusion_controller.control.types import Sphere
 from diffusion_controller.eval.metrics import DiagSample, EpisodeTrace, diag_sample
 from diffusion_controller.eval.safety_check import CheckCounts, CommandChecker
+from diffusion_controller.service_client import (
+    ServiceCallError,
+    ServiceTimeoutError,
+    ServiceUnavailableError,
+    call_service,
+)
 from diffusion_controller.sim.task import TaskSpec
 
 ACTIVE = 3  # lifecycle_msgs/State.PRIMARY_STATE_ACTIVE
@@ -216,20 +222,15 @@ class EvalClient(Node):
         client = self._service_clients.get(key)
         if client is None:
             client = self._service_clients[key] = self.create_client(srv_type, name)
-        if not client.wait_for_service(timeout_sec=timeout):
-            raise EvalError(f"service {name} is not available")
-        future = client.call_async(request)
-        deadline = time.monotonic() + timeout
-        while not future.done():
-            if time.monotonic() > deadline:
-                cancel = getattr(client, "remove_pending_request", None)
-                if cancel is not None:
-                    cancel(future)
-                raise EvalError(f"service {name} did not answer within {timeout:g} s")
-            time.sleep(0.005)
-        result = future.result()
-        if result is None:
-            raise EvalError(f"service {name} failed: {future.exception()!r}")
+        try:
+            result = call_service(self, srv_type, name, request, timeout, client=client,
+                                  require_reply=True)
+        except ServiceUnavailableError:
+            raise EvalError(f"service {name} is not available") from None
+        except ServiceTimeoutError:
+            raise EvalError(f"service {name} did not answer within {timeout:g} s") from None
+        except ServiceCallError as exc:
+            raise EvalError(str(exc)) from None
         return result
 
     def set_params(self, node: str, values: Mapping[str, Any]) -> None:

@@ -32,6 +32,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from diffusion_controller.control.ticker import sleep_until
+
 STALL_MS = 1.0  # a platform stall: a canary woke at least this late
 
 
@@ -67,9 +69,7 @@ def run_canary(duration_s: float, period_s: float = 1e-3, cpu: int | None = None
     while k < total and not (stop is not None and stop.is_set()):
         k += 1
         deadline = start + k * period_s
-        pause = deadline - time.monotonic()
-        if pause > 0.0:
-            time.sleep(pause)
+        sleep_until(deadline)
         late = time.monotonic() - deadline
         n += 1
         if late > threshold:
@@ -235,7 +235,7 @@ def platform_report(watch: PlatformWatch | None, loop_values: Mapping[str, str]
     """Stop `watch` and attribute the loop's `recent_overruns` (its /diagnostics values): the
     summary figures, plus `overrun_attribution` (one row per overrun) and `platform_raw` (the
     canaries' stalls and the steal samples) for the JSON."""
-    from diffusion_controller.ros.diagnostics import parse_overruns
+    from diffusion_controller.control.loop_stats import parse_overruns
 
     if watch is None:
         return {}

@@ -214,15 +214,9 @@ class Feeder:
     def trigger(self, service: str, timeout: float = 10.0) -> Any:
         from std_srvs.srv import Trigger
 
-        client = self.node.create_client(Trigger, f"/{NODE}/{service}")
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service /{NODE}/{service} not available")
-            future = client.call_async(Trigger.Request())
-            self.wait_for(future.done, timeout, f"/{NODE}/{service}")
-            return future.result()
-        finally:
-            self.node.destroy_client(client)
+        from diffusion_controller.service_client import call_service
+
+        return call_service(self.node, Trigger, f"/{NODE}/{service}", Trigger.Request(), timeout)
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=2.0)

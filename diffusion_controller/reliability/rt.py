@@ -86,6 +86,8 @@ def wakeup_jitter(duration_s: float, rate_hz: float = 100.0, priority: int | Non
 
     import numpy as np
 
+    from diffusion_controller.control.ticker import sleep_until
+
     out: dict[str, Any] = {}
 
     def run() -> None:
@@ -96,16 +98,7 @@ def wakeup_jitter(duration_s: float, rate_hz: float = 100.0, priority: int | Non
         start = time.monotonic()
         for k in range(n):
             deadline = start + k * period
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0.0:
-                    break
-                if remaining > spin_s:
-                    time.sleep(remaining - spin_s)
-                else:
-                    while time.monotonic() < deadline:
-                        pass
-                    break
+            sleep_until(deadline, spin_s)
             late[k] = time.monotonic() - deadline
         ms = late * 1e3
         out.update(n=n, p50_ms=float(np.percentile(ms, 50)), p99_ms=float(np.percentile(ms, 99)),

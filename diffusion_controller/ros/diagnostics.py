@@ -9,9 +9,12 @@ reason, ages), and uncertainty. Levels follow diagnostic_msgs: OK, WARN, ERROR.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+# parse_overruns: re-exported for the diagnostics' readers (the format lives with the log)
+from diffusion_controller.control.loop_stats import format_overruns, parse_overruns  # noqa: F401
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -114,34 +117,6 @@ def loop_entry(prefix: str, status: Any, command_rate_hz: float, enabled: bool,
     values.append(("last_overrun", getattr(status, "last_overrun", {}) or "none"))
     values.append(("recent_overruns", format_overruns(getattr(status, "recent_overruns", []))))
     return StatusEntry(f"{prefix}: control loop", level, message, kv(values))
-
-
-_OVERRUN_FIELDS = ("t_mono", "missed", "start_late_ms", "tick_ms", "body_ms", "filter_ms",
-                   "output_ms", "cpu_ms")
-
-
-def format_overruns(overruns: Sequence[Mapping[str, float]]) -> str:
-    """Missed deadlines, `;`-joined `t_mono:missed:start_late_ms:tick_ms:body_ms:filter_ms:
-    output_ms:cpu_ms` (t_mono: CLOCK_MONOTONIC seconds, shared by every process on the machine,
-    so a harness can line them up with its own measurements); see `parse_overruns`."""
-    return ";".join(":".join(f"{float(o.get(k, math.nan)):.4f}" for k in _OVERRUN_FIELDS)
-                    for o in overruns)
-
-
-def parse_overruns(text: str) -> list[dict[str, float]]:
-    """The inverse of `format_overruns`. Entries from a node with fewer fields (an older
-    version: at least t_mono, missed, start_late_ms, tick_ms) give those; malformed ones are
-    skipped."""
-    out = []
-    for item in text.split(";"):
-        parts = item.split(":")
-        if not 4 <= len(parts) <= len(_OVERRUN_FIELDS):
-            continue
-        try:
-            out.append({k: float(x) for k, x in zip(_OVERRUN_FIELDS, parts, strict=False)})
-        except ValueError:
-            continue
-    return out
 
 
 def inference_entry(prefix: str, stats: Any, backend: str, inference_rate_hz: float,

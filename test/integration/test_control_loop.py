@@ -30,7 +30,6 @@ from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
 pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
 from diffusion_controller.control.panda import panda_urdf_path
-from diffusion_controller.control.robot_model import RobotModel
 from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
 
 PANDA_URDF = panda_urdf_path()
@@ -107,11 +106,6 @@ class Recorder:
         self.mono.append(time.monotonic())
         self.states.append(self.loop.state if self.loop else "")
         self.arm.command(cmd)
-
-
-@pytest.fixture(scope="module")
-def robot() -> RobotModel:
-    return RobotModel.from_urdf(PANDA_URDF)
 
 
 @pytest.fixture

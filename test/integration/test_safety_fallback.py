@@ -15,11 +15,6 @@ READY = panda.PANDA_READY_Q
 TARGET = READY + np.array([0.6, 0.3, -0.5, 0.4, 0.6, -0.3, 0.5])
 
 
-@pytest.fixture(scope="module")
-def robot() -> RobotModel:
-    return RobotModel.from_urdf(panda.panda_urdf_path())
-
-
 def moving_filter(robot: RobotModel, mode: str, **kw) -> SafetyFilter:
     f = SafetyFilter(robot, SafetyConfig(mode=mode, **kw))
     f.reset(READY)

@@ -41,6 +41,8 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
+from diffusion_controller.service_client import call_service  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -290,19 +292,7 @@ class Probe(Node):
 
     # services
     def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
-        client = self.create_client(srv_type, name)
-        try:
-            if not client.wait_for_service(timeout_sec=timeout):
-                raise TimeoutError(f"service {name} not available")
-            future = client.call_async(request)
-            deadline = time.monotonic() + timeout
-            while not future.done():
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"service {name} did not answer")
-                time.sleep(0.005)
-            return future.result()
-        finally:
-            self.destroy_client(client)
+        return call_service(self, srv_type, name, request, timeout)
 
     def lifecycle_state(self) -> int:
         return self.call(GetState, f"/{NODE}/get_state", GetState.Request()).current_state.id

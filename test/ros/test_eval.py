@@ -16,6 +16,8 @@ from diffusion_controller import cli
 from diffusion_controller.eval import paths
 from diffusion_controller.eval.artifact import FILES, PLOTS, SUMMARY_FIELDS
 
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
 DOMAIN = os.environ.get("ROS_DOMAIN_ID", "42")  # test/conftest.py gives each session its own
 
 

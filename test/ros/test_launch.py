@@ -12,6 +12,8 @@ import yaml
 
 from diffusion_controller.ros import params
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = {"arm": ROOT / "launch" / "arm.launch.py", "sim": ROOT / "launch" / "sim.launch.py"}
 HAVE_LAUNCH_ROS = importlib.util.find_spec("launch_ros") is not None

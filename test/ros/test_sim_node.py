@@ -33,7 +33,10 @@ from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray, String  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+from diffusion_controller.service_client import call_service  # noqa: E402
 from diffusion_controller.sim.task import TaskSpec, sample_task  # noqa: E402
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
 ARM = [f"panda_joint{i}" for i in range(1, 8)]
 # Commands arrive in this order (a permutation), to prove the node reorders them.
@@ -226,11 +229,7 @@ def test_command_moves_the_arm_and_bad_commands_are_dropped(listener: Listener) 
 
 
 def test_reset_service_returns_to_the_start(listener: Listener) -> None:
-    client = listener.create_client(Trigger, "/sim_arm/reset")
-    assert client.wait_for_service(timeout_sec=5.0)
-    future = client.call_async(Trigger.Request())
-    wait_for(future.done, 5.0, "the reset reply")
-    reply = future.result()
+    reply = call_service(listener, Trigger, "/sim_arm/reset", Trigger.Request(), 5.0)
     assert reply.success and TaskSpec.from_json(reply.message).seed == SEED
     wait_for(
         lambda: np.abs(listener.latest_arm() - sample_task(SEED).start_q).max() < 1e-3,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from diffusion_controller.control.loop_stats import format_overruns, parse_overruns
 from diffusion_controller.reliability.canary import STALL_MS, attribute, stolen_per_cpu, summary
-from diffusion_controller.ros.diagnostics import format_overruns, parse_overruns
 
 CANARIES = [
     {"granted": {"cpu": 0, "sched_fifo": True}, "max_late_ms": 41.0,

@@ -14,11 +14,6 @@ READY = panda.PANDA_READY_Q
 DT = 0.01
 
 
-@pytest.fixture(scope="module")
-def robot() -> RobotModel:
-    return RobotModel.from_urdf(panda.panda_urdf_path())
-
-
 def make(robot: RobotModel, q0: np.ndarray = READY, **kw) -> SafetyFilter:
     f = SafetyFilter(robot, SafetyConfig(**kw))
     f.reset(q0)

@@ -28,11 +28,6 @@ SCENE = {
 }
 
 
-@pytest.fixture(scope="module")
-def robot() -> RobotModel:
-    return RobotModel.from_urdf(panda.panda_urdf_path())
-
-
 def _reference_distances(robot: RobotModel, bars: CartesianBarriers, q: np.ndarray) -> np.ndarray:
     """Every row's distance, one row at a time, from the sphere centres alone."""
     pos = robot.sphere_positions(q)

@@ -10,6 +10,8 @@ from rclpy.parameter import Parameter  # noqa: E402
 
 from diffusion_controller.ros import params  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 
 @pytest.fixture
 def context():

@@ -17,6 +17,8 @@ from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros.conversions import InputRejected, JointStateFilter
 
+pytestmark = pytest.mark.ros
+
 NAMES = [f"panda_joint{i}" for i in range(1, 8)]
 
 
