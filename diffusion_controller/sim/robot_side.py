@@ -12,8 +12,10 @@ spike. This module is ROS-free; sim/sim_node.py wires it to the topics.
   through each message's timed points, the first segment from the last *commanded* state; a new
   message replaces what is left of the old one from its start time (header stamp, or receipt time
   for a zero stamp); points already past are not replayed; after the last point the command holds
-  it. With `cmd_timeout` > 0 and no message for that long, the controller holds its current
-  commanded position (the arm comes to rest; the limit monitor judges that stop like any other).
+  it. With `cmd_timeout` > 0, as in ros2_controllers, the timeout is counted from the end of the
+  trajectory (its last point): when it passes with no new message the controller drops the
+  trajectory and holds its current commanded position at rest (the limit monitor judges that
+  stop like any other).
 - LimitMonitor: per joint, q_c, and its finite differences at 1 ms (velocity, acceleration,
   jerk) against FR3_LIMITS; the first violation is a Reflex and the arm holds until recover().
 
@@ -251,9 +253,9 @@ class TrajectoryController:
         """The commanded position of the 1 kHz cycle at `t` (advances the cmd_timeout watch)."""
         if (
             self.cmd_timeout > 0.0
-            and self._last_msg is not None
+            and self._knots
             and not self.timed_out
-            and t - self._last_msg > self.cmd_timeout
+            and t - self._knots[-1].t > self.cmd_timeout
         ):
             q = self.sample_state(t)[0]
             self.reset(q)
@@ -261,3 +263,72 @@ class TrajectoryController:
         self._state = self.sample_state(t)
         self._state_t = t
         return self._state[0].copy()
+
+
+class RobotSide:
+    """One robot controller and the limit monitor, stepped in 1 ms sub-steps of a physics tick.
+
+    After a reflex the arm holds the last accepted commanded position and ignores commands until
+    recover() (the sim's counterpart of franka's error recovery), which restarts controller and
+    monitor from the measured position at rest.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        joint_names: Sequence[str],
+        q0: np.ndarray,
+        cmd_timeout: float = 0.0,
+        limits: JointLimits = FR3_LIMITS,
+    ) -> None:
+        if kind not in ("forward", "trajectory"):
+            raise ValueError(f"robot_controller must be forward or trajectory, got {kind!r}")
+        self.kind = kind
+        self.controller: ForwardController | TrajectoryController = (
+            ForwardController(q0) if kind == "forward" else TrajectoryController(q0, cmd_timeout)
+        )
+        self.monitor = LimitMonitor(joint_names, limits)
+        self.reflexes = 0  # since the last reset()
+        self.last_reflex: Reflex | None = None
+        self.ignored_commands = 0
+        self.reset(q0)
+
+    @property
+    def halted(self) -> bool:
+        return self._halted
+
+    def reset(self, q: np.ndarray) -> None:
+        """A new episode: at rest at `q`, no reflex latched, counts cleared."""
+        self.recover(q)
+        self.reflexes = 0
+        self.last_reflex = None
+
+    def recover(self, q_measured: np.ndarray) -> None:
+        """Clear a latched reflex: hold the measured position at rest, accept commands again."""
+        q = np.asarray(q_measured, dtype=np.float64)
+        self.controller.reset(q)
+        self.monitor.seed(q)
+        self._hold = q.copy()
+        self._halted = False
+
+    def command(self, *args: object, **kwargs: object) -> bool:
+        """Pass a command to the controller; False (and counted) while a reflex is latched."""
+        if self._halted:
+            self.ignored_commands += 1
+            return False
+        self.controller.command(*args, **kwargs)  # type: ignore[arg-type]
+        return True
+
+    def step(self, t: float) -> tuple[np.ndarray, Reflex | None]:
+        """One 1 kHz cycle at `t`: the position the joints get, and a new reflex if one fired."""
+        if self._halted:
+            return self._hold.copy(), None
+        q_c = self.controller.sample(t)
+        reflex = self.monitor.check(q_c, t)
+        if reflex is not None:
+            self._halted = True
+            self.reflexes += 1
+            self.last_reflex = reflex
+            return self._hold.copy(), reflex
+        self._hold = q_c
+        return q_c, None

@@ -104,19 +104,31 @@ def test_message_starting_now_continues_from_the_commanded_state() -> None:
     np.testing.assert_allclose(qs[-1], goal, atol=1e-12)
 
 
-def test_cmd_timeout_brings_the_arm_to_rest() -> None:
+def test_cmd_timeout_counts_from_the_trajectory_end_and_holds_at_rest() -> None:
     traj = TrajectoryController(Q0, cmd_timeout=0.1)
-    far = Q0 + 1.0
-    traj.command([TrajectoryPoint(5.0, far, np.zeros(7), np.zeros(7))], now=0.0)
-    qs = [traj.sample(k * DT) for k in range(400)]
+    mid = Q0 + 0.05
+    # A streamed message whose last point still moves (allow_nonzero_velocity_at_trajectory_end),
+    # then silence: the command holds, still, after the end plus cmd_timeout.
+    v = np.full(7, 0.1)
+    traj.command([TrajectoryPoint(0.5, mid, v, np.zeros(7))], now=0.0)
+    qs = [traj.sample(k * DT) for k in range(1000)]
     assert traj.timed_out
-    assert not np.allclose(qs[50], Q0)  # it moved before the timeout
-    np.testing.assert_allclose(qs[150], qs[399])  # and holds still after it
-    assert np.all(np.abs(qs[399] - Q0) < 0.01)  # far short of the goal
+    np.testing.assert_allclose(qs[650], qs[999])
+    np.testing.assert_allclose(qs[999], mid)
     # A fresh message clears the timeout and moves again.
-    traj.command([TrajectoryPoint(1.0, far, np.zeros(7), np.zeros(7))], now=0.4)
+    far = Q0 + 0.5
+    traj.command([TrajectoryPoint(1.0, far, np.zeros(7), np.zeros(7))], now=1.0)
     assert not traj.timed_out
-    assert not np.allclose(traj.sample(0.9), qs[399])
+    assert not np.allclose(traj.sample(1.5), qs[999])
+
+
+def test_cmd_timeout_does_not_cut_a_running_trajectory() -> None:
+    traj = TrajectoryController(Q0, cmd_timeout=0.1)
+    goal = Q0 + 0.3
+    traj.command([TrajectoryPoint(2.0, goal, np.zeros(7), np.zeros(7))], now=0.0)
+    qs = [traj.sample(k * DT) for k in range(2050)]
+    assert not traj.timed_out
+    np.testing.assert_allclose(qs[-1], goal)
 
 
 def test_forward_has_no_timeout() -> None:
