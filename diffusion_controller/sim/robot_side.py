@@ -11,11 +11,12 @@ spike. This module is ROS-free; sim/sim_node.py wires it to the topics.
   spline (linear / cubic / quintic from the positions / velocities / accelerations a point gives)
   through each message's timed points, the first segment from the last *commanded* state; a new
   message replaces what is left of the old one from its start time (header stamp, or receipt time
-  for a zero stamp); points already past are not replayed; after the last point the command holds
-  it. With `cmd_timeout` > 0, as in ros2_controllers, the timeout is counted from the end of the
-  trajectory (its last point): when it passes with no new message the controller drops the
-  trajectory and holds its current commanded position at rest (the limit monitor judges that
-  stop like any other).
+  for a zero stamp); points already past are skipped, and when all are, the command jumps to the
+  last one (joint_trajectory_controller holds a trajectory's last point once its time has passed);
+  after the last point the command holds it. With `cmd_timeout` > 0, as in ros2_controllers,
+  the timeout is counted from the end of the trajectory (its last point): when it passes with
+  no new message the controller drops the trajectory and holds its current commanded position
+  at rest (the limit monitor judges that stop like any other).
 - LimitMonitor: per joint, q_c, and its finite differences at 1 ms (velocity, acceleration,
   jerk) against FR3_LIMITS; the first violation is a Reflex and the arm holds until recover().
 
@@ -231,7 +232,9 @@ class TrajectoryController:
             # The knot sits at the time of the last 1 kHz sample, so the spline continues it.
             q, v, a = self._state
             t0 = min(self._state_t, now) if self._state_t is not None else now
-            self._knots = [_Knot(t0, q, v, a), *(k for k in new if k.t > now)]
+            ahead = [k for k in new if k.t > t0]
+            # All late: the controller holds the last point at once (a jump, judged as one).
+            self._knots = [_Knot(t0, q, v, a), *(ahead or new[-1:])]
         self._last_msg = now
         self.timed_out = False
 

@@ -142,3 +142,17 @@ def test_non_increasing_times_are_rejected() -> None:
     pts = [TrajectoryPoint(0.2, Q0), TrajectoryPoint(0.2, Q0)]
     with pytest.raises(ValueError):
         traj.command(pts, now=0.0)
+
+
+def test_a_late_single_point_is_a_jump_and_a_reflex() -> None:
+    """The one-point, time_from_start 0 message: the real controller jumps to it; so does ours."""
+    traj = TrajectoryController(Q0)
+    mon = LimitMonitor(ARM_JOINTS)
+    mon.seed(Q0)
+    for k in range(10):
+        mon.check(traj.sample(k * DT), k * DT)
+    target = Q0 + 0.01
+    traj.command([TrajectoryPoint(0.0, target)], now=0.01)
+    reflex, _ = _run(traj, mon, 0.01, 0.02)
+    np.testing.assert_allclose(traj.sample(0.02), target)
+    assert reflex is not None and reflex.quantity == "velocity"  # 0.01 rad in 1 ms: 10 rad/s
