@@ -2,7 +2,9 @@
 
     ros2 run diffusion_controller sim_arm --ros-args -p seed:=3
 
-Publishes (every name is a parameter):
+Publishes (every name is a parameter; the defaults are relative, so `namespace:=` / `__ns` moves
+them, and resolve to the absolute names below without a namespace; /clock and /diagnostics stay
+absolute by ROS convention):
 - /joint_states (sensor_msgs/JointState): the 7 arm joints and the 2 fingers, every physics tick
   (`rate_hz`, 100 Hz), reliable with a short queue, so both reliable and best-effort
   (sensor-data) subscribers match.
@@ -188,12 +190,12 @@ class SimArmNode(RobotSideMixin, Node):
         d("contacts_rate_hz", 10.0, "rate of /sim/contacts reports (Hz)")
         d("real_time_factor", 1.0, "sim seconds per wall second, 0.1..20")
         d("publish_clock", False, "publish /clock and stamp with sim time")
-        d("joint_states_topic", "/joint_states", "JointState output topic")
-        d("image_topic", "/camera/image_raw", "Image output topic")
-        d("robot_description_topic", "/robot_description", "URDF output (transient local)")
-        d("command_topic", "/forward_position_controller/commands", "Float64MultiArray input")
-        d("task_topic", "/sim/task", "TaskSpec JSON output (transient local)")
-        d("contacts_topic", "/sim/contacts", "contacts and task verdict JSON output")
+        d("joint_states_topic", "joint_states", "JointState output topic")
+        d("image_topic", "camera/image_raw", "Image output topic")
+        d("robot_description_topic", "robot_description", "URDF output (transient local)")
+        d("command_topic", "forward_position_controller/commands", "Float64MultiArray input")
+        d("task_topic", "sim/task", "TaskSpec JSON output (transient local)")
+        d("contacts_topic", "sim/contacts", "contacts and task verdict JSON output")
         at_reset = "; applied at the next ~/reset"
         d("image_delay", 0.0, "camera frames published this late (s), 0..1" + at_reset, False)
         d(
@@ -226,7 +228,7 @@ class SimArmNode(RobotSideMixin, Node):
         d("robot_controller", "ideal", "robot side: ideal | forward | trajectory (1 kHz checks)")
         d(
             "trajectory_topic",
-            "/joint_trajectory_controller/joint_trajectory",
+            "joint_trajectory_controller/joint_trajectory",
             "JointTrajectory input (robot_controller trajectory)",
         )
         d("cmd_timeout", 0.5, "trajectory controller: hold after this long without a message (s)")

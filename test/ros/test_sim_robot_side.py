@@ -184,3 +184,22 @@ def test_smooth_trajectory_moves_without_reflex(tmp_path: Path, probe: Probe) ->
             assert any(c["robot_controller"] == "trajectory" for c in probe.contacts)
     finally:
         _stop(proc)
+
+
+def test_a_namespace_moves_the_sim_topics(tmp_path: Path, probe: Probe) -> None:
+    """Relative topic defaults: `__ns:=/arm2` puts the arm's topics under /arm2."""
+    log = tmp_path / "sim_ns.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "diffusion_controller.sim.sim_node", "--ros-args",
+         "-r", "__ns:=/arm2", "-p", "image_width:=16", "-p", "image_height:=16"],
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        stdout=open(log, "w", encoding="utf-8"),  # noqa: SIM115 (the child owns it)
+        stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    want = {"/arm2/joint_states", "/arm2/camera/image_raw", "/arm2/robot_description",
+            "/arm2/sim/contacts", "/arm2/forward_position_controller/commands"}  # fmt: skip
+    try:
+        wait_for(lambda: want <= {n for n, _ in probe.get_topic_names_and_types()}, 30.0,
+                 f"the namespaced topics:\n{log.read_text()}")  # fmt: skip
+    finally:
+        _stop(proc)
