@@ -69,6 +69,15 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "camera sees it): measures what the policy itself does",
     )
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    p.add_argument(
+        "--robot-controller",
+        choices=("forward", "trajectory"),
+        default="trajectory",
+        help="the simulated robot side (sim_arm `robot_controller`): trajectory, a "
+        "joint_trajectory_controller fed by the node's `command_interface` trajectory "
+        "(default, what a Franka needs), or forward, a 1 kHz forward controller fed the 100 Hz "
+        "positions; both check the FR3's limits at 1 kHz and count reflexes",
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +117,7 @@ def config_from_args(
         domain_id=args.domain_id,
         plots=not args.no_plots,
         keepout=not args.no_keepout,
+        robot_controller=args.robot_controller,
     )
 
 

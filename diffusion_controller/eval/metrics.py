@@ -184,6 +184,7 @@ class EpisodeResult:
     success: bool
     side: str
     collisions: int
+    reflexes: int  # robot-side reflexes (sim_arm's FR3 limit checks) in the episode
     timed_out: bool
     time_s: float
     failure: str
@@ -375,6 +376,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         success=success,
         side=str(last.get("side", "none")),
         collisions=collisions,
+        reflexes=int(last.get("reflexes", 0) or 0),
         timed_out=timed_out,
         time_s=float(last.get("sim_time", math.nan)) - start_time,
         failure=label,
@@ -449,6 +451,8 @@ def group_summary(results: Sequence[EpisodeResult]) -> dict[str, Any]:
         "velocity_exceedances": sum(r.velocity_exceedances for r in results),
         "collisions": sum(r.collisions for r in results),
         "episodes_with_collision": sum(r.collisions > 0 for r in results),
+        "reflexes": sum(r.reflexes for r in results),
+        "episodes_with_reflex": sum(r.reflexes > 0 for r in results),
         "interventions": sum(r.interventions for r in results),
         "filter_fallbacks": sum(r.filter_fallbacks for r in results),
         "p50_inference_ms": _percentile(latencies, 50),

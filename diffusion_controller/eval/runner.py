@@ -86,6 +86,9 @@ class EvalConfig:
     keepout: bool = True
     controller_params: dict[str, Any] = field(default_factory=dict)  # extra overrides
     startup_timeout: float = 180.0  # model load, warm-up (and ONNX export) of a controller
+    # The simulated robot side (sim/robot_side.py): forward | trajectory; the controller's
+    # `command_interface` follows it (position | trajectory).
+    robot_controller: str = "trajectory"
 
     def validate(self) -> list[str]:
         out = []
@@ -100,6 +103,8 @@ class EvalConfig:
             out.append(f"unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}")
         if self.domain_id is not None and not 0 <= self.domain_id <= 101:
             out.append("--domain-id must be within [0, 101]")
+        if self.robot_controller not in ("forward", "trajectory"):
+            out.append(f"unknown robot controller {self.robot_controller!r}")
         if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             out.append(f"unknown backend {self.backend!r}")
         return out
@@ -144,6 +149,9 @@ def controller_params(model_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
             "publish_markers": False,
             "sphere_margin": float(cfg.sphere_margin),
             "robot_description_timeout": 30.0,
+            "command_interface": (
+                "trajectory" if cfg.robot_controller == "trajectory" else "position"
+            ),
         }
     )
     base.update(cfg.controller_params)
@@ -228,7 +236,11 @@ class _Run:
 
         params = write_params_file(
             logs / "sim_params.yaml",
-            {"seed": int(self.cfg.first_seed), "contacts_rate_hz": 25.0},
+            {
+                "seed": int(self.cfg.first_seed),
+                "contacts_rate_hz": 25.0,
+                "robot_controller": self.cfg.robot_controller,
+            },
             node="/sim_arm",
         )
         proc = NodeProcess(
@@ -479,6 +491,7 @@ class _Run:
             self.close()
             idle = self.client.idle if self.client is not None else None
             summary = summarise(self.results, primary, baseline_name)
+            summary["robot_controller"] = cfg.robot_controller
             summary["idle_commands"] = idle.commands if idle is not None else 0
             summary["idle_violations"] = idle.violations if idle is not None else 0
             summary["notes"] = self.notes

@@ -40,6 +40,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.node import Node
 from rclpy.qos import (
     DurabilityPolicy,
     HistoryPolicy,
@@ -490,10 +491,17 @@ class ControllerNode(LifecycleNode):
         qos = QoSProfile(depth=1, history=HistoryPolicy.KEEP_LAST,
                          reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        helper = rclpy.create_node(f"{self.get_name()}_urdf_reader",
-                                   namespace=self.get_namespace(), context=self.context)
+        # The helper takes no global arguments: under `ros2 launch` they carry
+        # `__node:=<our name>`, which would give it the controller's name (a clash, and /rosout
+        # lost for the controller when it is destroyed). The topic is resolved here, through the
+        # controller's namespace and remaps, so a remap of the URDF topic still applies.
+        resolve = getattr(self, "resolve_topic_name", None)
+        resolved = resolve(topic) if resolve is not None else topic
+        helper = Node(f"{self.get_name()}_urdf_reader", namespace=self.get_namespace(),
+                      context=self.context, use_global_arguments=False, enable_rosout=False,
+                      start_parameter_services=False)
         helper.create_subscription(
-            String, topic, lambda m: received.append(m.data) if m.data.strip() else None, qos)
+            String, resolved, lambda m: received.append(m.data) if m.data.strip() else None, qos)
         executor = SingleThreadedExecutor(context=self.context)
         executor.add_node(helper)
         deadline = time.monotonic() + timeout

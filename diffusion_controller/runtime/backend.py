@@ -478,6 +478,13 @@ def load_backend(
         name, auto_dev = _auto(model_dir)
         dev = dev or auto_dev
         log.info("auto backend: %s on %s", name, dev)
+        if fp16 and not (name == "tensorrt" or (name == "onnxruntime" and dev == "tensorrt")):
+            # fp16 is a TensorRT setting (config/arm.yaml asks for it with backend auto); on a
+            # machine without TensorRT the same file must still configure, in fp32. An explicit
+            # backend that cannot run fp16 is still an error below.
+            log.warning("fp16 requested but the auto backend is %s on %s, not TensorRT: "
+                        "running fp32", name, dev)
+            fp16 = False
     if name == "torch":
         from diffusion_controller.runtime.torch_backend import TorchBackend
 

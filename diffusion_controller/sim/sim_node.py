@@ -2,7 +2,9 @@
 
     ros2 run diffusion_controller sim_arm --ros-args -p seed:=3
 
-Publishes (every name is a parameter):
+Publishes (every name is a parameter; the defaults are relative, so `namespace:=` / `__ns` moves
+them, and resolve to the absolute names below without a namespace; /clock and /diagnostics stay
+absolute by ROS convention):
 - /joint_states (sensor_msgs/JointState): the 7 arm joints and the 2 fingers, every physics tick
   (`rate_hz`, 100 Hz), reliable with a short queue, so both reliable and best-effort
   (sensor-data) subscribers match.
@@ -19,6 +21,18 @@ Subscribes to /forward_position_controller/commands (std_msgs/Float64MultiArray)
 the order of the `joint_names` parameter, tracked with position control. Commands of the wrong
 length or with NaN/Inf are dropped with a throttled warning and counted; values outside the URDF
 limits are clipped, as the real arm's limits would stop it.
+
+The robot side (sim/robot_side.py), parameter `robot_controller`: `ideal` (default, the arm
+tracks each 10 ms command as before, no robot-side model), `forward` (a forward_command_controller
+on /forward_position_controller/commands: the last command written every 1 ms) or `trajectory`
+(joint_trajectory_controller with open_loop_control true on `trajectory_topic`, trajectory_msgs/
+JointTrajectory, with `cmd_timeout`). In `forward` and `trajectory` the 1 kHz commanded signal is
+checked per joint against the FR3's position/velocity/acceleration/jerk limits as libfranka does;
+a violation is a reflex: the arm holds, commands are ignored, the reflex (joint, quantity, value,
+limit) goes out on `reflex_topic` (std_msgs/String JSON) and /diagnostics (ERROR, "sim_arm:
+robot"), and /sim/contacts counts `reflexes` per episode. Recovery, as franka's error recovery:
+call ~/error_recovery (std_srvs/Trigger); the arm restarts from its measured position at rest.
+~/reset also clears it.
 
 Service ~/reset (std_srvs/Trigger): reset the world to the task of the current `seed` parameter
 (set it first with `ros2 param set /sim_arm seed 7`); the response message is the task JSON with
@@ -61,6 +75,7 @@ from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
 from diffusion_controller.sim.kinematics import ARM_JOINTS
+from diffusion_controller.sim.node_robot import RobotSideMixin
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
 from diffusion_controller.sim.task import TaskMonitor, sample_task
 from diffusion_controller.sim.world import SimWorld, WorldConfig
@@ -74,7 +89,7 @@ _PERTURBATION_PARAMS = (
 _EPISODE_PARAMS = ("seed", *_PERTURBATION_PARAMS, "episode_timeout")
 
 
-class SimArmNode(Node):
+class SimArmNode(RobotSideMixin, Node):
     """PyBullet Panda + camera + task, stepped in real time (or faster) in its own thread."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -145,6 +160,7 @@ class SimArmNode(Node):
 
         self.pub_urdf.publish(String(data=self.world.urdf_text))
         self._reset_world(int(p["seed"]), *self._episode_setup())
+        self._init_robot_side(p)
         self._running = threading.Event()
         self._running.set()
         self._started = time.monotonic()
@@ -174,12 +190,12 @@ class SimArmNode(Node):
         d("contacts_rate_hz", 10.0, "rate of /sim/contacts reports (Hz)")
         d("real_time_factor", 1.0, "sim seconds per wall second, 0.1..20")
         d("publish_clock", False, "publish /clock and stamp with sim time")
-        d("joint_states_topic", "/joint_states", "JointState output topic")
-        d("image_topic", "/camera/image_raw", "Image output topic")
-        d("robot_description_topic", "/robot_description", "URDF output (transient local)")
-        d("command_topic", "/forward_position_controller/commands", "Float64MultiArray input")
-        d("task_topic", "/sim/task", "TaskSpec JSON output (transient local)")
-        d("contacts_topic", "/sim/contacts", "contacts and task verdict JSON output")
+        d("joint_states_topic", "joint_states", "JointState output topic")
+        d("image_topic", "camera/image_raw", "Image output topic")
+        d("robot_description_topic", "robot_description", "URDF output (transient local)")
+        d("command_topic", "forward_position_controller/commands", "Float64MultiArray input")
+        d("task_topic", "sim/task", "TaskSpec JSON output (transient local)")
+        d("contacts_topic", "sim/contacts", "contacts and task verdict JSON output")
         at_reset = "; applied at the next ~/reset"
         d("image_delay", 0.0, "camera frames published this late (s), 0..1" + at_reset, False)
         d(
@@ -209,6 +225,14 @@ class SimArmNode(Node):
             False,
         )
         d("episode_timeout", 0.0, "task timeout in s (0: the task's own)" + at_reset, False)
+        d("robot_controller", "ideal", "robot side: ideal | forward | trajectory (1 kHz checks)")
+        d(
+            "trajectory_topic",
+            "joint_trajectory_controller/joint_trajectory",
+            "JointTrajectory input (robot_controller trajectory)",
+        )
+        d("cmd_timeout", 0.5, "trajectory controller: hold after this long without a message (s)")
+        d("reflex_topic", "~/reflex", "reflex reports (std_msgs/String JSON)")
 
     def _params(self) -> dict[str, Any]:
         names = [
@@ -397,9 +421,14 @@ class SimArmNode(Node):
             reset.set()
             cmd = None
             next_frame = next_report = self._sim_clock
-        if cmd is not None:
-            self.world.command(cmd)
-        contacts = self.world.step(self.tick_dt)
+        if self.robot is not None:
+            new_events = self._robot_tick(cmd, reset is not None)
+            contacts = self.world.contacts
+            contacts.new_events = new_events
+        else:
+            if cmd is not None:
+                self.world.command(cmd)
+            contacts = self.world.step(self.tick_dt)
         self._sim_clock += self.tick_dt
         stamp = self._stamp()
         if self.pub_clock is not None:
@@ -491,6 +520,13 @@ class SimArmNode(Node):
             "commands": commands,
             "rejected_commands": rejected,
             "frames_dropped": self._perturber.dropped,
+            "robot_controller": self.robot.kind if self.robot is not None else "ideal",
+            "reflexes": self.robot.reflexes if self.robot is not None else 0,
+            "last_reflex": (
+                self.robot.last_reflex.to_dict()
+                if self.robot is not None and self.robot.last_reflex is not None
+                else None
+            ),
         }
         self._events_reported = c.events
         self._clearance_window = math.inf

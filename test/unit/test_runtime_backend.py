@@ -195,3 +195,16 @@ def test_regression_kind_ignores_sampling_options(tmp_path) -> None:
     np.testing.assert_array_equal(b.infer(obs, prefix=prefix).actions[:2], prefix)
     with pytest.raises(ValueError, match="warm_start contains NaN"):  # still checked
         b.infer(obs, warm_start=np.full(r.actions.shape, np.nan))
+
+
+def test_auto_with_fp16_runs_fp32_without_tensorrt(backend, caplog) -> None:
+    """config/arm.yaml's `fp16: true, backend: auto` must configure on a machine without TensorRT."""
+    from diffusion_controller.runtime.backend import _auto
+
+    name, dev = _auto(backend.model_dir)
+    if name == "tensorrt" or (name, dev) == ("onnxruntime", "tensorrt"):
+        pytest.skip("TensorRT is present: fp16 is honoured there")
+    with caplog.at_level("WARNING"):
+        b = load_backend(backend.model_dir, "auto", fp16=True)
+    assert getattr(b, "precision", "fp32") == "fp32"
+    assert "running fp32" in caplog.text

@@ -1,0 +1,156 @@
+"""sim_arm's robot side: the 1 kHz controller and FR3 checks of sim/robot_side.py behind ROS.
+
+A mixin of SimArmNode (kept apart so sim_node.py stays readable): the JointTrajectory input, the
+1 ms sub-steps of a physics tick, reflex reports on `reflex_topic` and /diagnostics, and the
+~/error_recovery service. See sim_node's module docstring for the behaviour.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+from typing import Any
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.qos import QoSProfile
+from std_msgs.msg import Header, String
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory
+
+from diffusion_controller.sim import robot_side
+from diffusion_controller.sim.kinematics import ARM_JOINTS
+
+
+class RobotSideMixin:
+    """Needs from the node: world, tick_dt, publish_clock, _sim_clock, _lock, _stamp, _reject."""
+
+    world: Any
+    tick_dt: float
+    publish_clock: bool
+    _sim_clock: float
+    _lock: threading.Lock
+    commands: int
+
+    def _init_robot_side(self, p: dict[str, Any]) -> None:
+        kind = str(self.get_parameter("robot_controller").value)
+        timeout = float(self.get_parameter("cmd_timeout").value)
+        if kind not in ("ideal", "forward", "trajectory") or not 0.0 <= timeout <= 60.0:
+            raise ValueError(
+                "sim_arm parameters rejected: robot_controller must be ideal|forward|trajectory "
+                f"(got {kind!r}) and cmd_timeout within [0, 60] s (got {timeout})"
+            )
+        self.robot: robot_side.RobotSide | None = None
+        self._pending_traj: tuple[list[robot_side.TrajectoryPoint], float] | None = None
+        if kind == "ideal":
+            return
+        if self.tick_dt / robot_side.DT % 1 > 1e-9 or p["timestep"] / robot_side.DT % 1 > 1e-9:
+            raise ValueError("sim_arm parameters rejected: rate_hz and timestep must be whole ms")
+        self.robot = robot_side.RobotSide(kind, ARM_JOINTS, self.world.arm_state()[0], timeout)
+        if kind == "trajectory":
+            self.create_subscription(
+                JointTrajectory, self.get_parameter("trajectory_topic").value,
+                self._on_trajectory, QoSProfile(depth=10),
+            )  # fmt: skip
+        self.pub_reflex = self.create_publisher(
+            String, self.get_parameter("reflex_topic").value, 10
+        )
+        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._recover_request: threading.Event | None = None
+        self.create_service(Trigger, "~/error_recovery", self._on_error_recovery)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        try:
+            idx = [list(msg.joint_names).index(n) for n in ARM_JOINTS]
+            pts = []
+            for pt in msg.points:
+                vals = [np.asarray(x, dtype=np.float64) for x in
+                        (pt.positions, pt.velocities, pt.accelerations)]  # fmt: skip
+                if vals[0].size != len(msg.joint_names) or any(
+                    v.size not in (0, len(msg.joint_names)) or not np.all(np.isfinite(v))
+                    for v in vals
+                ):
+                    raise ValueError("point sizes do not match joint_names, or NaN/Inf")
+                q, v, a = (x[idx] if x.size else None for x in vals)
+                tfs = pt.time_from_start.sec + 1e-9 * pt.time_from_start.nanosec
+                pts.append(robot_side.TrajectoryPoint(tfs, q, v, a))
+            if any(b.time_from_start <= a.time_from_start for a, b in itertools.pairwise(pts)):
+                raise ValueError("time_from_start must increase")
+        except ValueError as exc:
+            self._reject(f"trajectory rejected: {exc}")
+            return
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        with self._lock:
+            self._pending_traj = (pts, stamp)
+            self.commands += 1
+
+    def _on_error_recovery(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
+        done = threading.Event()
+        with self._lock:
+            self._recover_request = done
+        res.success = done.wait(timeout=5.0)
+        res.message = "recovered: holding the measured position" if res.success else "no answer"
+        return res
+
+    def _clock_s(self) -> float:
+        """The controller's time at this tick, on the clock trajectory stamps are read against.
+
+        With publish_clock it is sim time. Otherwise sim time anchored to the node's clock:
+        the 1 kHz cycle then advances by exactly 1 ms per sub-step (a jittery wall-clock read
+        per tick would itself be a discontinuity), re-anchored only when the two drift apart by
+        more than 20 ms (physics overruns), which is counted in `clock_reanchors`.
+        """
+        if self.publish_clock:
+            return self._sim_clock
+        wall = self.get_clock().now().nanoseconds * 1e-9
+        anchor = getattr(self, "_clock_anchor", None)
+        if anchor is None or abs(wall - (anchor + self._sim_clock)) > 0.02:
+            if anchor is not None:
+                self.clock_reanchors = getattr(self, "clock_reanchors", 0) + 1
+            self._clock_anchor = anchor = wall - self._sim_clock
+        return anchor + self._sim_clock
+
+    def _robot_tick(self, cmd: np.ndarray | None, was_reset: bool) -> int:
+        """One physics tick in 1 ms sub-steps of the robot side; returns new contact events."""
+        assert self.robot is not None
+        with self._lock:
+            traj, self._pending_traj = self._pending_traj, None
+            recover, self._recover_request = self._recover_request, None
+        if was_reset:
+            self.robot.reset(self.world.arm_state()[0])
+            traj = None
+        if recover is not None:
+            self.robot.recover(self.world.arm_state()[0])
+            self._report_robot(None)
+            recover.set()
+        t0 = self._clock_s()
+        if cmd is not None and self.robot.kind == "forward":
+            self.robot.command(cmd, t0)
+        if traj is not None and self.robot.kind == "trajectory":
+            self.robot.command(traj[0], now=t0, start_time=traj[1])
+        per_step = round(self.world.config.timestep / robot_side.DT)
+        new_events = 0
+        for k in range(round(self.tick_dt / robot_side.DT)):
+            q_c, reflex = self.robot.step(t0 + k * robot_side.DT)
+            if reflex is not None:
+                self._report_robot(reflex)
+            if (k + 1) % per_step == 0:
+                self.world.command(q_c)
+                new_events += self.world.step(self.world.config.timestep).new_events
+        return new_events
+
+    def _report_robot(self, reflex: robot_side.Reflex | None) -> None:
+        status = DiagnosticStatus(name="sim_arm: robot", hardware_id="sim_fr3")
+        if reflex is None:
+            status.level, status.message = DiagnosticStatus.OK, "error recovery done"
+        else:
+            status.level = DiagnosticStatus.ERROR
+            status.message = (
+                f"reflex: {reflex.joint} commanded {reflex.quantity} {reflex.value:.4g} "
+                f"beyond {reflex.limit:.4g}; arm holds until ~/error_recovery"
+            )
+            status.values = [KeyValue(key=k, value=str(v)) for k, v in reflex.to_dict().items()]
+            self.pub_reflex.publish(String(data=json.dumps(reflex.to_dict())))
+            self.get_logger().error(status.message)
+        self.pub_diag.publish(DiagnosticArray(header=Header(stamp=self._stamp()), status=[status]))
