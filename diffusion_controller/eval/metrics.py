@@ -488,10 +488,14 @@ def _success_sides(results: Sequence[EpisodeResult]) -> dict[str, float]:
 
 
 def summarise(
-    results: Sequence[EpisodeResult], primary: str, baseline: str | None
+    results: Sequence[EpisodeResult],
+    primary: str,
+    baseline: str | None,
+    robot_controller: str | None = None,
 ) -> dict[str, Any]:
     """The run's summary: the primary policy's fields at the top level, per-perturbation groups,
-    and the same fields for the baseline under "baseline" (None without one)."""
+    and the same fields for the baseline under "baseline" (None without one); `robot_controller`
+    is the simulated robot side the run used (sim_arm's `robot_controller`)."""
 
     def block(policy: str) -> dict[str, Any]:
         mine = [r for r in results if r.policy == policy]
@@ -502,7 +506,7 @@ def summarise(
         }
         return out
 
-    summary = {"policy": primary, **block(primary)}
+    summary = {"policy": primary, "robot_controller": robot_controller, **block(primary)}
     summary["baseline"] = None if baseline is None else {"policy": baseline, **block(baseline)}
     return summary
 
