@@ -28,7 +28,8 @@ PLOTS = ("paths.png", "latency_hist.png", "success_by_perturbation.png")
 # The summary's fields that scripts may rely on (the rest may grow); "baseline" holds the
 # baseline policy's summary when one ran
 SUMMARY_FIELDS = ("episodes", "success_rate", "mode_fractions", "safety_violations", "collisions",
-                  "p50_inference_ms", "p99_tick_error_ms", "baseline")
+                  "p50_inference_ms", "p99_tick_error_ms", "baseline", "robot_controller",
+                  "reflexes")
 
 
 def default_run_dir(root: str | os.PathLike[str] = "runs", prefix: str = "eval") -> Path:

@@ -24,6 +24,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import SetBool, Trigger
+from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_controller.control.types import Sphere
 from diffusion_controller.eval.metrics import DiagSample, EpisodeTrace, diag_sample
@@ -62,6 +63,7 @@ class EvalClient(Node):
         controller: str = "diffusion_controller",
         sim: str = "sim_arm",
         command_topic: str = "/forward_position_controller/commands",
+        trajectory_topic: str = "/joint_trajectory_controller/joint_trajectory",
         contacts_topic: str = "/sim/contacts",
         task_topic: str = "/sim/task",
         robot_description_topic: str = "/robot_description",
@@ -83,6 +85,8 @@ class EvalClient(Node):
         self._commands_until = math.inf
         self._pending_task: TaskSpec | None = None
         self.create_subscription(Float64MultiArray, command_topic, self._on_command, 100)
+        # The trajectory interface is checked as strictly: every point of every message.
+        self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, 100)
         self.create_subscription(String, contacts_topic, self._on_contacts, 50)
         self.create_subscription(String, task_topic, self._on_task, _latched())
         self.create_subscription(String, robot_description_topic, self._on_urdf, _latched())
@@ -93,8 +97,27 @@ class EvalClient(Node):
         if msg.data.strip():
             self.urdf = msg.data
 
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        """The first point of each message is the command due now: checked and recorded like a
+        position command (reordered to the checker's joints when the names match; a message of
+        the wrong shape counts as malformed). Later points (a streamed plan) are not checked
+        here yet: the checker's velocity test assumes one command per control period."""
+        with self._lock:
+            names = list(self.checker.limits.names) if self.checker is not None else []
+        if not msg.points:
+            return  # an empty trajectory is a stop request to the arm's controller
+        sent = list(msg.joint_names)
+        q = np.asarray(msg.points[0].positions, dtype=np.float64)
+        if sorted(sent) == sorted(names) and q.shape == (len(sent),):
+            q = q[[sent.index(n) for n in names]]
+        elif sent and q.shape == (len(sent),) and names:
+            q = np.full(len(names) + 1, np.nan)  # wrong joints: malformed, never silently passed
+        self._on_positions(q)
+
     def _on_command(self, msg: Float64MultiArray) -> None:
-        q = np.asarray(msg.data, dtype=np.float64)
+        self._on_positions(np.asarray(msg.data, dtype=np.float64))
+
+    def _on_positions(self, q: np.ndarray) -> None:
         now = time.monotonic()
         with self._lock:
             self.last_command_time = now

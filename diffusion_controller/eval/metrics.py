@@ -36,14 +36,16 @@ Failure labels, first rule that applies:
 1. "none": success.
 2. a collision: "timing" if timing stops took >= 25 % of the episode, else "control" (the
    executed motion hit something the keep-out list and the filter should have kept it from).
-3. "safety_stop": the controller ended the episode stopped for a safety reason, or safety stops
+3. "reflex": the simulated robot side stopped the arm on an FR3 commanded-signal limit (it holds
+   for the rest of the episode, as a real Franka does until error recovery).
+4. "safety_stop": the controller ended the episode stopped for a safety reason, or safety stops
    took >= 25 % of it.
-4. "timing": the controller never started moving (no chunk arrived), or timing stops took >= 25 %.
-5. "control": the tool came near the target (within twice the success radius horizontally and
+5. "timing": the controller never started moving (no chunk arrived), or timing stops took >= 25 %.
+6. "control": the tool came near the target (within twice the success radius horizontally and
    twice the success height) but did not stay: the motion, not the goal, was wrong.
-6. "perception": the arm moved (the tool got >= 5 cm from where it started) but never came near
+7. "perception": the arm moved (the tool got >= 5 cm from where it started) but never came near
    the target: the policy went somewhere the scene did not call for (misread target or obstacle).
-7. "timeout": none of the above: the arm hardly moved and nothing was at fault.
+8. "timeout": none of the above: the arm hardly moved and nothing was at fault.
 """
 
 from __future__ import annotations
@@ -290,12 +292,15 @@ def failure_label(
     ended_in_safety_stop: bool,
     near_target: bool,
     moved: bool,
+    reflex: bool = False,
 ) -> str:
     """The failure label by the rules in the module docstring."""
     if success:
         return "none"
     if collided:
         return "timing" if timing_fraction >= STOP_FRACTION else "control"
+    if reflex:
+        return "reflex"
     if ended_in_safety_stop or safety_fraction >= STOP_FRACTION:
         return "safety_stop"
     if never_ran or timing_fraction >= STOP_FRACTION:
@@ -367,6 +372,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         ended_in_safety_stop=ended_safety,
         near_target=near,
         moved=reach >= MOVED_M,
+        reflex=int(last.get("reflexes", 0) or 0) > 0,
     )
     margin = check.get("min_keepout_margin", math.inf)
     return EpisodeResult(
@@ -482,10 +488,14 @@ def _success_sides(results: Sequence[EpisodeResult]) -> dict[str, float]:
 
 
 def summarise(
-    results: Sequence[EpisodeResult], primary: str, baseline: str | None
+    results: Sequence[EpisodeResult],
+    primary: str,
+    baseline: str | None,
+    robot_controller: str | None = None,
 ) -> dict[str, Any]:
     """The run's summary: the primary policy's fields at the top level, per-perturbation groups,
-    and the same fields for the baseline under "baseline" (None without one)."""
+    and the same fields for the baseline under "baseline" (None without one); `robot_controller`
+    is the simulated robot side the run used (sim_arm's `robot_controller`)."""
 
     def block(policy: str) -> dict[str, Any]:
         mine = [r for r in results if r.policy == policy]
@@ -496,7 +506,7 @@ def summarise(
         }
         return out
 
-    summary = {"policy": primary, **block(primary)}
+    summary = {"policy": primary, "robot_controller": robot_controller, **block(primary)}
     summary["baseline"] = None if baseline is None else {"policy": baseline, **block(baseline)}
     return summary
 

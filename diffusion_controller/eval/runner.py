@@ -490,8 +490,7 @@ class _Run:
         finally:
             self.close()
             idle = self.client.idle if self.client is not None else None
-            summary = summarise(self.results, primary, baseline_name)
-            summary["robot_controller"] = cfg.robot_controller
+            summary = summarise(self.results, primary, baseline_name, cfg.robot_controller)
             summary["idle_commands"] = idle.commands if idle is not None else 0
             summary["idle_violations"] = idle.violations if idle is not None else 0
             summary["notes"] = self.notes

@@ -9,7 +9,10 @@ Modules, from the bottom up (only sim_node imports ROS):
   camera, and contacts counted from physics.
 - demonstrator: the scripted expert that goes round left or right by a fair coin.
 - rollout: runs a command source against SimWorld at 100 Hz in-process and judges the attempt.
-- sim_node: the `sim_arm` executable, SimWorld behind the topics a real arm speaks.
+- robot_side: the arm's side of the command path at 1 kHz (forward / joint_trajectory controller
+  semantics) and the FR3's commanded-signal limits, with reflexes; ROS-free.
+- sim_node: the `sim_arm` executable, SimWorld behind the topics a real arm speaks (node_robot:
+  its robot-side wiring).
 
 Recording demonstrations to rosbag2 is `diffusion-controller record` (commands/record.py), reading
 them back is data/rosbag_io.read_episode.

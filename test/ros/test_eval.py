@@ -66,6 +66,9 @@ def test_pipeline_with_a_tiny_model_under_perturbations(tiny_model, tmp_path, ca
     assert json.loads((tmp_path / "s.json").read_text())["episodes"] == 2
     assert summary["episodes"] == 2 and summary["baseline"] is None and summary["error"] is None
     assert summary["safety_violations"] == 0 and summary["idle_violations"] == 0
+    assert summary["robot_controller"] == "trajectory"  # the default, what a Franka needs
+    assert summary["reflexes"] == sum(e["reflexes"] for e in episodes)
+    assert all(isinstance(g["reflexes"], int) for g in summary["by_perturbation"].values())
     assert summary["p50_inference_ms"] > 0 and summary["p99_tick_error_ms"] >= 0
     by = {e["perturbation"]: e for e in episodes}
     shift, drop = by["obstacle_shift"], by["dropout"]
@@ -76,8 +79,10 @@ def test_pipeline_with_a_tiny_model_under_perturbations(tiny_model, tmp_path, ca
             "timing",
             "control",
             "safety_stop",
+            "reflex",
             "timeout",
         )
+        assert e["reflexes"] >= 0
         assert e["malformed_commands"] == e["position_violations"] == 0
         assert e["keepout_violations"] == 0 and len(e["path"]) > 20
     assert shift["obstacle_shifted"] and len(shift["obstacle_updates"]) == 1

@@ -198,7 +198,7 @@ def test_regression_kind_ignores_sampling_options(tmp_path) -> None:
 
 
 def test_auto_with_fp16_runs_fp32_without_tensorrt(backend, caplog) -> None:
-    """config/arm.yaml's `fp16: true, backend: auto` must configure on a machine without TensorRT."""
+    """config/arm.yaml's `fp16: true, backend: auto` must configure without TensorRT."""
     from diffusion_controller.runtime.backend import _auto
 
     name, dev = _auto(backend.model_dir)
