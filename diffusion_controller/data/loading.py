@@ -18,8 +18,8 @@ from typing import Protocol
 import numpy as np
 
 from diffusion_controller.data.episode import Episode
-from diffusion_controller.data.spec import DataSpec
 from diffusion_controller.data.pixels import resize_image
+from diffusion_controller.data.spec import DataSpec
 
 
 class ConformTarget(Protocol):

@@ -4,7 +4,7 @@ Training and deployment must see identical pixels, so there is exactly one colou
 one resize, with no OpenCV dependency. Resizing is separable: each axis is a small weight matrix
 (area averaging when shrinking, bilinear with half-pixel centres when enlarging), applied with two
 matrix products, which handles any size ratio and takes a few milliseconds for 640x480 -> 96x96.
-The colour conversion and the resize live in data/images.py (recordings are read with them too).
+The colour conversion and the resize live in data/pixels.py (recordings are read with them too).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 # SUPPORTED_ENCODINGS, to_rgb and resize_image: re-exported for this module's importers
-from diffusion_controller.data.images import (  # noqa: F401
+from diffusion_controller.data.pixels import (  # noqa: F401
     SUPPORTED_ENCODINGS,
     resize_image,
     to_rgb,

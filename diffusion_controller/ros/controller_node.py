@@ -120,6 +120,7 @@ class _Core:
     command_pub: Any = None
     stream_every: int = 1  # trajectory interface: publish every n-th command
     stream_tick: int = 0
+    last_command: Any = None  # trajectory interface: the previous command (the next's start)
     chunk_pub: Any = None
     marker_pub: Any = None
 
@@ -756,11 +757,16 @@ class ControllerNode(LifecycleNode):
         if core.values["command_interface"] == "position":
             msg = conv.position_command_msg(cmd)
         else:
+            previous, core.last_command = core.last_command, cmd
             core.stream_tick += 1
             if core.stream_tick < core.stream_every:
                 return
             core.stream_tick = 0
-            msg = conv.trajectory_stream_msg(cmd, core.robot.joint_names, 1.0 / core.loop.rate_hz)
+            period = 1.0 / core.loop.rate_hz
+            if previous is not None and abs(cmd.stamp - previous.stamp - period) > 0.5 * period:
+                previous = None  # not the tick before (a missed tick or a restart)
+            msg = conv.trajectory_stream_msg(cmd, core.robot.joint_names, period,
+                                             float(core.values["trajectory_lead"]), previous)
         core.command_pub.publish(msg)
 
     def _submit_chunk(self, chunk: Chunk) -> Any:

@@ -271,21 +271,36 @@ def position_command_msg(cmd: Command) -> object:
     return msg
 
 
-def trajectory_stream_msg(cmd: Command, joint_names: Sequence[str], period: float) -> object:
+def trajectory_stream_msg(cmd: Command, joint_names: Sequence[str], period: float,
+                          lead: float = 0.0, previous: Command | None = None) -> object:
     """Command with its certified plan -> trajectory_msgs/JointTrajectory for a
     joint_trajectory_controller (open_loop_control true): header stamp = when the first point is
-    due (the command's stamp), the command at time_from_start 0, then the plan's points at
-    k * period. Each message replaces the rest of the previous one; if messages stop, the arm
-    follows the filter's certified stop to rest."""
+    due, then points at k * period: the previous command (when given), this command, and the
+    filter's certified continuation to rest. Each message replaces the rest of the previous
+    one; if messages stop, the arm follows the filter's certified stop to rest. `lead` delays
+    the whole stream (see the trajectory_lead parameter).
+
+    The filter's commands hold one acceleration per tick, so a state's own acceleration is
+    ambiguous (the tick before or after it); the controller's quintic splines need the value a
+    smooth curve through the states would have, or they overshoot to reconcile the two. Each
+    point therefore carries the mean of the accelerations of the ticks on either side of it,
+    which is why the stream starts one tick back, at the previous command."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    msg = JointTrajectory()
-    msg.header.stamp = sec_to_stamp(cmd.stamp)
-    msg.joint_names = list(joint_names)
     states = [(cmd.positions, cmd.velocities, cmd.accelerations)]
+    if previous is not None:
+        states.insert(0, (previous.positions, previous.velocities, previous.accelerations))
     if cmd.plan is not None:
         states += [(p[0], p[1], p[2]) for p in cmd.plan]
-    for k, (q, v, a) in enumerate(states):
+    # tick k's acceleration is stored with the state that ends it: state k's own value is the
+    # mean of tick k's and tick k+1's (the last keeps its own)
+    accs = [0.5 * (states[k][2] + states[k + 1][2]) for k in range(len(states) - 1)]
+    accs.append(states[-1][2])
+    msg = JointTrajectory()
+    first = previous.stamp if previous is not None else cmd.stamp
+    msg.header.stamp = sec_to_stamp(first + lead)
+    msg.joint_names = list(joint_names)
+    for k, ((q, v, _), a) in enumerate(zip(states, accs, strict=True)):
         pt = JointTrajectoryPoint()
         pt.positions = [float(x) for x in q]
         pt.velocities = [float(x) for x in v]

@@ -106,9 +106,15 @@ class RobotSideMixin:
         wall = self.get_clock().now().nanoseconds * 1e-9
         anchor = getattr(self, "_clock_anchor", None)
         if anchor is None or abs(wall - (anchor + self._sim_clock)) > 0.02:
+            new_anchor = wall - self._sim_clock
             if anchor is not None:
                 self.clock_reanchors = getattr(self, "clock_reanchors", 0) + 1
-            self._clock_anchor = anchor = wall - self._sim_clock
+                if self.robot is not None:
+                    # the simulator fell behind (or ahead of) the wall clock: the robot's timeline
+                    # moves with it, so the commanded signal stays continuous (a real arm's 1 kHz
+                    # loop never pauses; a jump here would be the simulator's own reflex)
+                    self.robot.shift_time(new_anchor - anchor)
+            self._clock_anchor = anchor = new_anchor
         return anchor + self._sim_clock
 
     def _robot_tick(self, cmd: np.ndarray | None, was_reset: bool) -> int:

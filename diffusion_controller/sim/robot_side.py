@@ -223,20 +223,26 @@ class TrajectoryController:
             raise ValueError("time_from_start must increase strictly along the trajectory")
         new = [_Knot(start + p.time_from_start, p.positions, p.velocities, p.accelerations)
                for p in points]  # fmt: skip
-        if start > now and any(k.t < start for k in self._knots):
-            # The old trajectory runs on until the new one starts; from then the new one rules.
-            q, v, a = self.sample_state(start)
-            kept = [k for k in self._knots if k.t < start]
-            self._knots = [*kept, _Knot(start, q, v, a), *new]
-        else:  # starts now (or is late): from the current commanded state, past points dropped
-            # The knot sits at the time of the last 1 kHz sample, so the spline continues it.
-            q, v, a = self._state
-            t0 = min(self._state_t, now) if self._state_t is not None else now
-            ahead = [k for k in new if k.t > t0]
-            # All late: the controller holds the last point at once (a jump, judged as one).
-            self._knots = [_Knot(t0, q, v, a), *(ahead or new[-1:])]
+        # As Humble's joint_trajectory_controller: the new message replaces the old one when it
+        # arrives; until its first point is due the controller interpolates from the state it
+        # commanded at arrival to that point (a future header stamp delays the first point, not
+        # the replacement), and points already past are dropped. The knot sits at the time of
+        # the last 1 kHz sample, so the spline continues it.
+        q, v, a = self._state
+        t0 = min(self._state_t, now) if self._state_t is not None else now
+        ahead = [k for k in new if k.t > t0]
+        # All late: the controller holds the last point at once (a jump, judged as one).
+        self._knots = [_Knot(t0, q, v, a), *(ahead or new[-1:])]
         self._last_msg = now
         self.timed_out = False
+
+    def shift_time(self, delta: float) -> None:
+        """Move the commanded trajectory `delta` seconds later (the time base was re-anchored)."""
+        self._knots = [dataclasses.replace(k, t=k.t + delta) for k in self._knots]
+        if self._state_t is not None:
+            self._state_t += delta
+        if self._last_msg is not None:
+            self._last_msg += delta
 
     def sample_state(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The commanded (q, v, a) at `t` without advancing anything."""
@@ -321,6 +327,12 @@ class RobotSide:
             return False
         self.controller.command(*args, **kwargs)  # type: ignore[arg-type]
         return True
+
+    def shift_time(self, delta: float) -> None:
+        """The time base moved by `delta` (simulator re-anchored to the wall clock): keep the
+        commanded signal continuous (a forward controller holds its command anyway)."""
+        if isinstance(self.controller, TrajectoryController):
+            self.controller.shift_time(delta)
 
     def step(self, t: float) -> tuple[np.ndarray, Reflex | None]:
         """One 1 kHz cycle at `t`: the position the joints get, and a new reflex if one fired."""

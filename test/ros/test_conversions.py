@@ -171,6 +171,15 @@ def test_command_messages() -> None:
     assert t.points[10].time_from_start.nanosec == 100_000_000  # covers the next 100 ms
     assert list(t.points[10].positions) == list(np.arange(7.0) + 10)
     assert list(t.points[4].accelerations) == [-1.0] * 7
+    # with the previous command: stamped at its time + lead, points one tick apart, each with
+    # the mean acceleration of the ticks on either side of it
+    older = dataclasses.replace(cmd, stamp=5.24, positions=np.arange(7.0) - 0.01,
+                                accelerations=np.zeros(7))
+    h = conv.trajectory_stream_msg(dataclasses.replace(cmd, plan=plan), NAMES, 0.01, lead=0.05,
+                                   previous=older)
+    assert conv.stamp_to_sec(h.header.stamp) == pytest.approx(5.29) and len(h.points) == 12
+    assert list(h.points[1].positions) == list(np.arange(7.0))
+    assert list(h.points[0].accelerations) == [1.0] * 7  # (0 + 2) / 2
 
 
 def test_chunk_and_markers() -> None:

@@ -507,7 +507,8 @@ def test_commands_carry_the_filters_certified_continuation(robot) -> None:
     moving = [c for c in cmds if np.abs(c.velocities).max() > 1e-3]
     assert moving, "the chunk moves the arm"
     for c in moving:
-        assert c.plan is not None and c.plan.shape == (10, 3, J)
+        assert c.plan is not None and c.plan.shape[0] >= 10 and c.plan.shape[1:] == (3, J)
+        assert not c.plan[-1, 1].any()  # the plan ends at rest
         q = np.vstack([c.positions, c.plan[:, 0]])
         v = np.vstack([c.velocities, c.plan[:, 1]])
         # a stop: every joint's speed falls monotonically, inside every limit, continuous

@@ -71,19 +71,22 @@ def test_position_limit_is_a_reflex() -> None:
     assert reflex is not None and (reflex.joint, reflex.quantity) == ("panda_joint4", "position")
 
 
-def test_new_message_replaces_the_rest_of_the_old_one_from_its_stamp() -> None:
+def test_new_message_replaces_the_rest_of_the_old_one_when_it_arrives() -> None:
+    """Humble's joint_trajectory_controller: a new message replaces the old one when it arrives
+    (Trajectory::set_point_before_trajectory_msg at that time, with the commanded state); until
+    its first point is due (header stamp + time_from_start) it interpolates towards it."""
     traj = TrajectoryController(Q0)
     far = Q0 + 1.0
     traj.command([TrajectoryPoint(2.0, far, np.zeros(7), np.zeros(7))], now=0.0)
-    for k in range(200):
+    for k in range(201):
         traj.sample(k * DT)
-    before = traj.sample_state(0.5)
-    early = traj.sample_state(0.3)
-    # Received at 0.2 s, stamped 0.5 s: the old one rules until 0.5 s, the new one after.
+    at_arrival = traj.sample_state(0.2)[0]
+    old_later = traj.sample_state(0.5)[0]
+    # Received at 0.2 s, stamped 0.5 s, first point 1.0 s later.
     back = Q0 + 0.1
     traj.command([TrajectoryPoint(1.0, back, np.zeros(7), np.zeros(7))], now=0.2, start_time=0.5)
-    np.testing.assert_allclose(traj.sample_state(0.3)[0], early[0])
-    np.testing.assert_allclose(traj.sample_state(0.5)[0], before[0])
+    np.testing.assert_allclose(traj.sample_state(0.2)[0], at_arrival)  # continuous at arrival
+    assert np.all(np.abs(traj.sample_state(0.5)[0] - old_later) > 1e-3)  # the old one is gone
     np.testing.assert_allclose(traj.sample_state(1.5)[0], back)
     np.testing.assert_allclose(traj.sample_state(3.0)[0], back)  # the old goal never comes back
 

@@ -127,22 +127,28 @@ class SafetyFilter(
         """Cartesian barrier rows per step (workspace faces, obstacles, self-collision pairs)."""
         return self._barriers.count
 
-    def continuation(self, steps: int) -> np.ndarray:
-        """The certified continuation of the committed state: [steps, 3, J] (q, v, a) at the next
-        `steps` ticks of braking at the acceleration limit, the stop every barrier row and the
-        position viability bound of this tick were certified for. What a trajectory controller
-        may be sent beyond this tick: if no newer message replaces it, the arm comes to rest
-        along a stop the filter vouched for. Does not change the filter's state."""
+    def continuation(self, steps: int, max_steps: int = 1000) -> np.ndarray:
+        """The certified continuation of the committed state: [K, 3, J] (q, v, a) at the next K
+        ticks of braking at the acceleration limit, the stop every barrier row and the position
+        viability bound of this tick were certified for; K is `steps`, or more until every joint
+        is at rest (at most `max_steps`), so the last point is a stop. What a trajectory
+        controller may be sent beyond this tick: if no newer message replaces it, the arm comes
+        to rest along a stop the filter vouched for, and the controller's hold of the last point
+        is no velocity step. Does not change the filter's state."""
         q, v, _ = self.state
         b, dt = self._limits.acceleration, self.dt
-        out = np.empty((steps, 3, self.n))
-        for k in range(steps):
+        rows = []
+        for k in range(max_steps):
+            if k >= steps and not v.any():
+                break
             u = brake_acceleration(v, b, dt)
             q = q + v * dt + 0.5 * u * dt * dt
             v = v + u * dt
             v[np.abs(v) < 1e-12] = 0.0
-            out[k, 0], out[k, 1], out[k, 2] = q, v, u
-        return out
+            rows.append((q, v, u))
+        if not rows:
+            return np.empty((0, 3, self.n))
+        return np.array(rows)
 
     @property
     def barrier_row_counts(self) -> dict[str, int]:
