@@ -81,7 +81,6 @@ setup(
     maintainer_email="dev@diffusion-controller.invalid",
     description="Diffusion Policy control of a 7-DoF arm with a real-time safety filter, on ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "diffusion-controller = diffusion_controller.cli:main",
