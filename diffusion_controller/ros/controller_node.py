@@ -414,7 +414,7 @@ class ControllerNode(LifecycleNode):
         except ValueError as exc:
             raise ConfigureError(f"safety filter: {exc}") from exc
         scheduler = ChunkScheduler(len(names), self._scheduler_config(v, safety))
-        watchdogs = Watchdogs(self._watchdog_config(v))
+        watchdogs = Watchdogs(self._watchdog_config(v), joint_names=names)
         loop = ControlLoop(
             safety, scheduler, watchdogs, self._on_command, rate_hz=float(v["control_rate_hz"]),
             clock=self._now, realtime=bool(v["realtime"]), priority=int(v["realtime_priority"]),
