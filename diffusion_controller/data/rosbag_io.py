@@ -51,7 +51,6 @@ DEFAULT_TOPICS = {
 }
 DEFAULT_CAMERAS = {"camera": "/camera/image_raw"}
 _NS = 1_000_000_000
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
 
 
 @lru_cache(maxsize=1)
@@ -498,7 +497,9 @@ def _image_pixels(
             f"{topic}: image of {h}x{w} with step {step} carries {data.size} bytes (corrupt)"
         )
     rows = data[: h * step].reshape(h, step)
-    channels = _CHANNELS.get(msg.encoding, step // w)
+    from diffusion_controller.policy.preprocess import CHANNELS
+
+    channels = CHANNELS.get(msg.encoding, step // w)
     if w * channels > step:
         raise ValueError(f"{topic}: {msg.encoding} image of width {w} cannot fit in step {step}")
     pixels = rows[:, : w * channels].reshape(h, w, channels) if channels > 1 else rows[:, :w]

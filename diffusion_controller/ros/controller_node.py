@@ -739,7 +739,8 @@ class ControllerNode(LifecycleNode):
             if compressed:
                 img = conv.decode_compressed(msg, core.image_size, core.decoder)
             else:
-                img = conv.image_to_model(msg, core.image_size)
+                img = conv.image_to_model(msg, core.image_size,
+                                          str(self._values["camera_8uc3_order"]))
         except InputRejected as exc:
             self._reject(exc.kind, exc.reason, f"image[{camera}]")
             return
