@@ -24,8 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="ONNX output directory (default <model>/onnx); for tensorrt, "
                                  "the engine cache directory (default "
                                  "~/.cache/diffusion_controller/engines)")
-    p.add_argument("--max-samples", type=int, default=8,
-                   help="largest num_samples the TensorRT engines accept (default 8)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="largest num_samples the TensorRT engines accept (default: the "
+                        "num_samples parameter's maximum, 32, the engines the node loads)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the onnxruntime-vs-torch comparison after an ONNX export")
     p.add_argument("--json", help="write the result to this file")
@@ -89,8 +90,12 @@ def _run(args: argparse.Namespace) -> int:
                   f"{err:.2e} rad")
             payload["verify_max_abs_err_rad"] = err
     else:
-        from diffusion_controller.runtime.tensorrt_backend import build_engines
+        from diffusion_controller.runtime.tensorrt_backend import (
+            DEFAULT_MAX_SAMPLES,
+            build_engines,
+        )
 
+        args.max_samples = args.max_samples or DEFAULT_MAX_SAMPLES
         engines = build_engines(model_dir, fp16=args.fp16, cache_dir=args.out,
                                 max_samples=args.max_samples)
         rows = [{"engine": role, "file": e["path"], "MB": len(e["engine"]) / 1e6,

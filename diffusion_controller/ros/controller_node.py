@@ -353,7 +353,8 @@ class ControllerNode(LifecycleNode):
                 raise ConfigureError(f"cannot load the model with backend "
                                      f"'{v['backend']}': {exc}") from exc
             try:
-                backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]))
+                backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]),
+                               num_samples=int(v["num_samples"]))
             except Exception as exc:
                 raise ConfigureError(
                     f"model warm-up failed: {type(exc).__name__}: {exc}") from exc
@@ -378,7 +379,7 @@ class ControllerNode(LifecycleNode):
             cache_dir=v["engine_cache_dir"] or None,
             threads=int(v["inference_threads"]) or None,
             timeout=float(v["inference_timeout"]), warmup_runs=int(v["warmup_runs"]),
-            warmup_steps=int(v["ddim_steps"]), cpus=cpus)
+            warmup_steps=int(v["ddim_steps"]), warmup_samples=int(v["num_samples"]), cpus=cpus)
         try:
             backend.start()
         except Exception as exc:
@@ -642,6 +643,8 @@ class ControllerNode(LifecycleNode):
 
     def _apply_live(self, core: _Core, live: dict[str, Any]) -> None:
         """Push live changes into the running core (validated already; may still raise)."""
+        if "num_samples" in live:  # the loaded backend (engine profile) bounds it: say so now
+            core.backend.check_num_samples(int(live["num_samples"]))
         v = dict(self._values)
         v.update(live)
         worker_changes = {_WORKER_FIELDS[k]: live[k] for k in live if k in _WORKER_FIELDS}
