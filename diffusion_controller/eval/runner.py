@@ -318,10 +318,8 @@ class _Run:
         client.set_params("sim_arm", sim_values)
         spec, episode = client.reset_sim()
         keepout = spec.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
-        # The policy's sampling noise follows the episode seed: the worker restarts its noise
-        # sequence when the seed changes (hence the -1 first: the same seed twice in a row
-        # restarts too), so a rerun of the panel draws the same noise in every episode.
-        client.set_params(client.controller, {"seed": -1})
+        # The policy's sampling noise follows the episode seed (every inference of the episode
+        # draws it from this seed), so a rerun of the panel draws the same noise.
         client.set_params(client.controller, {"obstacles": _flat(keepout),
                                               "seed": int(seed) % (2**31)})
         trace = EpisodeTrace(

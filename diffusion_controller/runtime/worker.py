@@ -43,8 +43,10 @@ class WorkerSettings:
     prefix_steps: int = 2
     latency_margin: float = 0.02
     num_samples: int = 1
-    # -1: fresh noise; otherwise seed + inferences since the seed was set or the worker reset, so
-    # an episode that sets its seed gets the same noise sequence on every run (eval does this).
+    # -1: fresh noise every inference. Otherwise every inference draws its noise from this seed
+    # (the same noise until the seed changes), so a chunk depends on its observation alone and not
+    # on how many inferences the scheduling fitted in before it: eval sets the episode seed here,
+    # which makes two runs of a seed panel agree (docs/benchmarks.md).
     seed: int = -1
     max_observation_age: float = 0.5  # older observations are not worth a chunk
     uncertainty_threshold: float = 0.2  # rad; <= 0 disables the monitor
@@ -162,7 +164,6 @@ Callbacks run in the worker thread.
         self._latency = _Ring(window)
         self._obs_age = _Ring(window)
         self._seq = 0
-        self._noise_seq = 0  # inferences since the seed was last set or the worker reset
         self._inflight_since: float | None = None  # monotonic start of the running inference
         self._last_t0 = -math.inf
         self._last_chunk: Chunk | None = None
@@ -190,8 +191,6 @@ Callbacks run in the worker thread.
         """Replace settings atomically (validated); takes effect at the next inference."""
         new = dataclasses.replace(self._settings, **changes)
         self._check_settings(new)
-        if new.seed != self._settings.seed:
-            self._noise_seq = 0  # a new seed starts its noise sequence from the beginning
         self._settings = new
         return new
 
@@ -227,7 +226,6 @@ Callbacks run in the worker thread.
             self._last_chunk = None
             self._last_t0 = -math.inf
             self._scale = 1.0
-            self._noise_seq = 0
 
     def _run(self) -> None:
         if self._thread_setup is not None:
@@ -298,8 +296,7 @@ Callbacks run in the worker thread.
         planner = ChunkPlanner(self.horizon, grid_dt, self.num_joints,
                                prefix_steps=s.prefix_steps, latency_margin=s.latency_margin)
         plan = planner.plan(self.current(), obs.stamp, expected)
-        seed = None if s.seed < 0 else (s.seed + self._noise_seq) % (2**31)
-        self._noise_seq += 1
+        seed = None if s.seed < 0 else int(s.seed) % (2**31)
         warm = plan.warm_start if s.warm_start else None
         self._inflight_since = time.monotonic()
         try:

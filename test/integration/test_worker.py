@@ -192,9 +192,9 @@ def test_thread_rate_and_stop(backend) -> None:
     assert all(b.t0 > a.t0 for a, b in itertools.pairwise(submitted))
 
 
-def test_setting_the_seed_restarts_its_noise_sequence(backend) -> None:
-    """What eval relies on: once the seed is set, inference k draws the same noise whatever ran
-    before (here three unseeded inferences, or one under another seed), on the same observations."""
+def test_a_seeded_chunk_depends_on_its_observation_alone(backend) -> None:
+    """What eval relies on: once the seed is set, a chunk depends on its observation alone,
+    whatever ran before (three unseeded inferences, or one under another seed)."""
 
     def run(before_seed: int, before_count: int) -> list[np.ndarray]:
         clock = Clock()
@@ -227,3 +227,4 @@ def test_setting_the_seed_restarts_its_noise_sequence(backend) -> None:
     assert len(a) == len(b) == 2
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])  # other observations, other chunks
