@@ -28,7 +28,7 @@ EVERY_FRAC = 0.05
 def _hms(seconds: float) -> str:
     if not math.isfinite(seconds) or seconds < 0:
         return "?"
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 

@@ -28,7 +28,8 @@ def test_line_format() -> None:
         "eval: 0/10 episode (0%), - episode/s, elapsed 0:00:00, ETA ?")
     # A resumed run: the rate counts this run's steps only.
     assert "10 step/s" in format_line("train", 600, 1000, "step", 10.0, initial=500)
-    assert format_line("x", 3, None, "item", 3661.0) == "x: 3 item, 0.000819 item/s, elapsed 1:01:01"
+    assert format_line("x", 3, None, "item", 3661.0) == (
+        "x: 3 item, 0.000819 item/s, elapsed 1:01:01")
 
 
 def test_every_five_percent_without_time_passing() -> None:
