@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-py310 lint install
+.PHONY: demo test test-py310 test-floors lint install
 
 $(BIN)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,24 @@ $(VENV310)/.installed: setup.py
 
 test-py310: $(VENV310)/.installed
 	$(VENV310)/bin/python -m pytest test/unit test/integration $(PYTEST_ARGS)
+
+# The declared floors (.ci/floors.txt: setup.py's lower bounds of numpy, scipy, osqp, pin,
+# onnxruntime, safetensors, pyyaml, pinned exactly) in a virtualenv of their own, and the torch-free
+# core's tests on them: a floor the code does not run on fails here, not on a user's machine.
+# The pins are the lowest releases with CPython 3.11 wheels; another interpreter may lack some.
+PYFLOORS ?= python3.11
+VENVFLOORS ?= .venv-floors
+$(VENVFLOORS)/.installed: setup.py .ci/floors.txt
+	$(PYFLOORS) -m venv $(VENVFLOORS)
+	$(VENVFLOORS)/bin/python -m pip install --upgrade pip setuptools wheel
+	$(VENVFLOORS)/bin/python -m pip install --only-binary=:all: -c .ci/floors.txt \
+	    -e ".[sim]" pytest pytest-timeout hypothesis
+	$(VENVFLOORS)/bin/python -m pip install --only-binary=:all: -r .ci/floors.txt
+	$(VENVFLOORS)/bin/python -m pip check
+	touch $@
+
+test-floors: $(VENVFLOORS)/.installed
+	$(VENVFLOORS)/bin/python -m pytest test/unit test/integration $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check diffusion_controller test launch

@@ -54,12 +54,13 @@ setup(
     ],
     python_requires=">=3.10",
     install_requires=[
-        "numpy>=1.22",
-        "scipy>=1.8",
-        "osqp>=0.6.3",
-        "pin>=2.6",
-        "safetensors>=0.4",
-        "onnxruntime>=1.16",
+        # Floors tested by `make test-floors` (.ci/floors.txt says why each is where it is).
+        "numpy>=1.24.2",
+        "scipy>=1.9.2",
+        "osqp>=1.0.3",
+        "pin>=2.6.20",
+        "safetensors>=0.4.0",
+        "onnxruntime>=1.16.0",
         "pyyaml>=5.4",
     ],
     extras_require={
@@ -84,7 +85,6 @@ setup(
     maintainer_email="dev@diffusion-controller.invalid",
     description="Diffusion Policy control of a 7-DoF arm with a real-time safety filter, on ROS 2.",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "diffusion-controller = diffusion_controller.cli:main",

@@ -62,6 +62,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
         "the current ROS_DOMAIN_ID, so no real arm hears the commands)",
     )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines (the table and the artifact path still print)")
     p.add_argument(
         "--no-keepout",
         action="store_true",
@@ -121,13 +123,15 @@ def config_from_args(
     )
 
 
-def execute(cfg: Any, json_path: str | None, title: str) -> int:
-    """Run, print progress, the table and where the artifact is; 0 on a completed run."""
+def execute(cfg: Any, json_path: str | None, title: str, quiet: bool = False) -> int:
+    """Run, print progress (unless `quiet`), the table and where the artifact is; 0 on a
+    completed run."""
     from diffusion_controller.eval.client import EvalError
     from diffusion_controller.eval.runner import run_eval
 
     def progress(line: str) -> None:
-        print(line, flush=True)
+        if not quiet:
+            print(line, flush=True)
 
     try:
         outcome = run_eval(cfg, progress)
@@ -177,4 +181,4 @@ def run_episodes(args: argparse.Namespace, command: str, count: int, title: str)
     except ValueError as exc:
         print(f"{command}: {exc}", file=sys.stderr)
         return 2
-    return execute(cfg, args.json, title)
+    return execute(cfg, args.json, title, quiet=bool(getattr(args, "quiet", False)))

@@ -24,11 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="ONNX output directory (default <model>/onnx); for tensorrt, "
                                  "the engine cache directory (default "
                                  "~/.cache/diffusion_controller/engines)")
-    p.add_argument("--max-samples", type=int, default=8,
-                   help="largest num_samples the TensorRT engines accept (default 8)")
+    p.add_argument("--max-samples", type=int, default=None,
+                   help="largest num_samples the TensorRT engines accept (default: the "
+                        "num_samples parameter's maximum, 32, the engines the node loads)")
     p.add_argument("--no-verify", action="store_true",
                    help="skip the onnxruntime-vs-torch comparison after an ONNX export")
     p.add_argument("--json", help="write the result to this file")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress lines while the export or engine build runs")
     p.set_defaults(func=run)
 
 
@@ -70,9 +73,14 @@ def _run(args: argparse.Namespace) -> int:
     if args.format == "onnx":
         if args.fp16:
             raise SystemExit("export: --fp16 applies to --format tensorrt (ONNX graphs are fp32)")
+        from diffusion_controller.progress import Progress
         from diffusion_controller.runtime.onnx_export import default_export_dir, export_onnx
 
-        manifest = export_onnx(model_dir, args.out)
+        bar = Progress("export onnx", 1 if args.no_verify else 2, "phase",
+                       quiet=bool(getattr(args, "quiet", False)))
+        with bar.working(phase="tracing and checking the graphs"):
+            manifest = export_onnx(model_dir, args.out)
+        bar.update(1, phase="exported")
         out_dir = args.out or os.fspath(default_export_dir(model_dir))
         rows = []
         for role, info in manifest["files"].items():
@@ -84,15 +92,27 @@ def _run(args: argparse.Namespace) -> int:
                                        f"{manifest['kind']}), checked with onnx.checker"))
         payload = {"format": "onnx", "out_dir": out_dir, "manifest": manifest}
         if not args.no_verify:
-            err = _verify(model_dir, args.out)
+            with bar.working(phase="onnxruntime vs torch"):
+                err = _verify(model_dir, args.out)
+            bar.update(1, phase="verified")
             print(f"onnxruntime vs torch, 8-step chunk on a random observation: max abs error "
                   f"{err:.2e} rad")
             payload["verify_max_abs_err_rad"] = err
+        bar.close()
     else:
-        from diffusion_controller.runtime.tensorrt_backend import build_engines
+        from diffusion_controller.progress import Progress
+        from diffusion_controller.runtime.tensorrt_backend import (
+            DEFAULT_MAX_SAMPLES,
+            build_engines,
+        )
 
-        engines = build_engines(model_dir, fp16=args.fp16, cache_dir=args.out,
-                                max_samples=args.max_samples)
+        args.max_samples = args.max_samples or DEFAULT_MAX_SAMPLES
+        bar = Progress("export tensorrt", 1, "build", quiet=bool(getattr(args, "quiet", False)))
+        with bar.working(phase="ONNX export (if stale) and engine builds (minutes each)"):
+            engines = build_engines(model_dir, fp16=args.fp16, cache_dir=args.out,
+                                    max_samples=args.max_samples)
+        bar.update(1, phase="engines ready")
+        bar.close()
         rows = [{"engine": role, "file": e["path"], "MB": len(e["engine"]) / 1e6,
                  "built_now": e["built"], "key": e["digest"][:12]} for role, e in engines.items()]
         print(format_table(rows, title=f"TensorRT engines ({'fp16' if args.fp16 else 'fp32'}, "

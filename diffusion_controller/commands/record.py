@@ -48,6 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="keep episodes the demonstrator failed (default: discard them)",
     )
     parser.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress (neither the bar on a terminal nor the log lines)")
     parser.set_defaults(func=run)
 
 
@@ -166,18 +168,6 @@ def _recorded_outcome(bag_dir: Path) -> dict[str, Any]:
         return {}
 
 
-def _progress(done: int, total: int, started: float, note: str) -> None:
-    width = 24
-    filled = width * done // max(total, 1)
-    elapsed = time.monotonic() - started
-    eta = elapsed / done * (total - done) if done else float("nan")
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} episodes"
-        f"  {elapsed:5.0f} s elapsed  eta {eta:5.0f} s  {note:<24}"
-    )
-    sys.stderr.flush()
-
-
 def run(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         print("record: --episodes must be at least 1", file=sys.stderr)
@@ -199,9 +189,12 @@ def run(args: argparse.Namespace) -> int:
     results: list[EpisodeResult] = []
     seeds = [args.first_seed + i for i in range(args.episodes)]
     started = time.monotonic()
+    from diffusion_controller.progress import Progress
+
+    bar = Progress("record", len(seeds), "episode", quiet=args.quiet)
     world = SimWorld(WorldConfig(image_width=args.image_size, image_height=args.image_size))
     try:
-        for i, seed in enumerate(seeds):
+        for seed in seeds:
             final = out / episode_name(seed)
             if is_bag_dir(final):
                 got = _recorded_outcome(final)
@@ -219,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                         0.0,
                     )
                 )
-                _progress(i + 1, len(seeds), started, f"seed {seed} already there")
+                bar.update(1, seed=seed, outcome="already there")
                 continue
             if final.exists():  # not a complete bag: remove and redo
                 shutil.rmtree(final)
@@ -249,12 +242,14 @@ def run(args: argparse.Namespace) -> int:
                     time.monotonic() - t0,
                 )
             )
-            _progress(i + 1, len(seeds), started, f"seed {seed} {outcome.side}")
+            verdict = "success" if outcome.success else "failure"
+            bar.update(1, seed=seed, outcome=f"{verdict} {outcome.side}",
+                       kept=sum(r.status != "discarded" for r in results))
     finally:
+        bar.close()
         world.close()
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-    sys.stderr.write("\n")
     wall = time.monotonic() - started
     recorded = [r for r in results if r.status == "recorded"]
     kept = [r for r in results if r.status != "discarded"]

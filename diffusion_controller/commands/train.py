@@ -81,7 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="disable random image shifts")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress (neither the bar on a terminal nor the log lines)")
     p.add_argument("--json", metavar="PATH", help="also write the final metrics as JSON")
     p.set_defaults(func=run)
 

@@ -53,6 +53,13 @@ def _urdf_joint_info(xml: str) -> dict[str, dict[str, object]]:
     return info
 
 
+
+def frame_parent_joint(frame: pin.Frame) -> int:
+    """The joint a frame hangs on: `parentJoint` from pinocchio 3, `parent` in 2.6 (ROS Humble's
+    and JetPack's pinocchio), which 3.x still has but deprecates."""
+    parent = getattr(frame, "parentJoint", None)
+    return int(frame.parent if parent is None else parent)
+
 class RobotModel:
     """A pinocchio model reduced to the controlled joints, with link collision spheres.
 
@@ -89,7 +96,7 @@ class RobotModel:
             raise ValueError(f"unknown end-effector frame {ee_frame!r}")
         self.ee_frame = ee_frame
         self._ee_fid = model.getFrameId(ee_frame)
-        ee_joint = model.frames[self._ee_fid].parentJoint
+        ee_joint = frame_parent_joint(model.frames[self._ee_fid])
         self._ee_local = model.frames[self._ee_fid].placement.translation.copy()
         self._ee_joint = ee_joint
         self._ee_mask = self._support_mask(ee_joint)
@@ -214,7 +221,7 @@ class RobotModel:
                 if arr.shape != (4,) or not np.all(np.isfinite(arr)) or arr[3] <= 0:
                     raise ValueError(f"sphere on {link!r} must be finite (x, y, z, r>0): {item}")
                 groups.append(link)
-                parents.append(int(frame.parentJoint))
+                parents.append(frame_parent_joint(frame))
                 local.append(frame.placement.act(arr[:3]))
                 radii.append(float(arr[3]))
         self.sphere_groups = groups

@@ -105,7 +105,7 @@ class Watchdogs:
             err = np.abs(np.asarray(commanded_q) - np.asarray(measured_q))
             if err.shape and float(np.max(err)) > cfg.tracking_error:
                 j = int(np.argmax(err))
-                name = self.joint_names[j] if self.joint_names else f"joint {j}"
+                name = self.joint_names[j] if self.joint_names else f"joint [{j}]"
                 fault(
                     "tracking_error",
                     f"tracking error {err[j]:.3f} rad on {name} (limit {cfg.tracking_error:g} rad)",

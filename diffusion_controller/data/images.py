@@ -14,10 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from diffusion_controller.data.pixels import CHANNELS
+
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 IMAGE_TYPES = (IMAGE, COMPRESSED)
-CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
 
 ToRgb = Callable[[np.ndarray, str], np.ndarray]
 Resize = Callable[[np.ndarray, Sequence[int]], np.ndarray]

@@ -1,9 +1,10 @@
-"""Image conversions shared by recording, training and the node: camera encodings to RGB,
-and resizing.
+"""Camera pixels to RGB and model size, in numpy only: recordings, training and the node share
+these functions (policy/preprocess.py builds on them), so every path produces identical pixels.
 
-They live with the data because recordings are converted with them when they are read;
-the policy's preprocessing (policy/preprocess.py) builds on the same functions, so the node
-and the dataset produce identical pixels.
+Training and deployment must see identical pixels, so there is exactly one colour conversion and
+one resize, with no OpenCV dependency. Resizing is separable: each axis is a small weight matrix
+(area averaging when shrinking, bilinear with half-pixel centres when enlarging), applied with two
+matrix products, which handles any size ratio and takes a few milliseconds for 640x480 -> 96x96.
 """
 
 from __future__ import annotations
@@ -21,21 +22,83 @@ _ENCODINGS: dict[str, tuple[int, tuple[int, int, int]]] = {
     "bgra8": (4, (2, 1, 0)),
     "mono8": (1, (0, 0, 0)),
     "8UC1": (1, (0, 0, 0)),
-    "8UC3": (3, (0, 1, 2)),
+}
+# Packed 4:2:2 (two bytes a pixel, a chroma pair shared by two pixels): encoding -> byte order.
+# sensor_msgs' "yuv422" is UYVY and "yuv422_yuy2" is YUYV; usb_cam and UVC drivers also use the
+# plain "uyvy" / "yuyv" spellings.
+YUV422_ENCODINGS: dict[str, str] = {
+    "yuv422": "uyvy", "uyvy": "uyvy", "yuv422_yuy2": "yuyv", "yuyv": "yuyv",
+}
+# 8UC3 says three bytes a pixel and nothing about their order (cv_bridge will not call it colour,
+# OpenCV-based drivers fill it BGR): it is read only with an order the user states.
+AMBIGUOUS_8UC3 = "8UC3"
+ORDERS_8UC3 = ("rgb", "bgr")
+# Depth and other wide images: not pictures the policy was trained on, refused with this reason.
+DEPTH_OR_WIDE = ("16UC1", "16UC3", "16UC4", "16SC1", "32FC1", "32FC3", "32SC1", "64FC1",
+                 "mono16", "rgb16", "bgr16", "rgba16", "bgra16")
+
+SUPPORTED_ENCODINGS = (*_ENCODINGS, *YUV422_ENCODINGS)
+CHANNELS: dict[str, int] = {
+    **{k: c for k, (c, _) in _ENCODINGS.items()}, **dict.fromkeys(YUV422_ENCODINGS, 2),
+    AMBIGUOUS_8UC3: 3,
 }
 
-SUPPORTED_ENCODINGS = tuple(_ENCODINGS)
+
+def unsupported_reason(encoding: str) -> str:
+    """Why `encoding` is refused, and what to do instead: the one wording node and dataset use."""
+    accepted = ", ".join(SUPPORTED_ENCODINGS) + ", 8UC3 (with camera_8uc3_order)"
+    if encoding == AMBIGUOUS_8UC3:
+        return ("image encoding '8UC3' carries no channel order; set the parameter "
+                "camera_8uc3_order to 'rgb' or 'bgr' (OpenCV-based drivers publish BGR), or "
+                "publish rgb8/bgr8")
+    if encoding in DEPTH_OR_WIDE or "16" in encoding or "32" in encoding or "64" in encoding:
+        return (f"image encoding {encoding!r} is a depth or 16/32-bit image, which the policy "
+                f"does not take; accepted: {accepted}")
+    return f"unsupported image encoding {encoding!r}; accepted: {accepted}"
+
+
+def resolve_encoding(encoding: str, order_8uc3: str = "") -> str:
+    """The encoding to decode with: 8UC3 becomes rgb8/bgr8 when its order is given, else refused."""
+    if encoding == AMBIGUOUS_8UC3:
+        if order_8uc3 in ORDERS_8UC3:
+            return f"{order_8uc3}8"
+        raise ValueError(unsupported_reason(encoding))
+    return encoding
+
+
+def yuv422_to_rgb(packed: np.ndarray, order: str) -> np.ndarray:
+    """uint8 [H, W, 2] packed 4:2:2 ("uyvy" or "yuyv" byte order) -> uint8 [H, W, 3] RGB.
+
+    BT.601 with video (limited) range, Y in [16, 235] and chroma in [16, 240]: what UVC cameras
+    and the OpenCV conversion that cv_bridge uses assume for these formats.
+    """
+    h, w = packed.shape[:2]
+    if w % 2:
+        raise ValueError(f"4:2:2 image width must be even, got {w}")
+    pairs = packed.reshape(h, w // 2, 4).astype(np.float32)
+    if order == "uyvy":
+        u, y0, v, y1 = (pairs[..., i] for i in range(4))
+    else:
+        y0, u, y1, v = (pairs[..., i] for i in range(4))
+    y = np.stack([y0, y1], axis=-1).reshape(h, w) - 16.0
+    d = np.repeat(u - 128.0, 2, axis=1)
+    e = np.repeat(v - 128.0, 2, axis=1)
+    yy = 1.164383 * y
+    rgb = np.stack([yy + 1.596027 * e, yy - 0.391762 * d - 0.812968 * e, yy + 2.017232 * d], -1)
+    return np.clip(np.rint(rgb), 0.0, 255.0).astype(np.uint8)
 
 
 def to_rgb(image: np.ndarray, encoding: str) -> np.ndarray:
     """uint8 [H, W] or [H, W, C] in `encoding` -> uint8 [H, W, 3] RGB (a new, contiguous array)."""
-    if encoding not in _ENCODINGS:
-        raise ValueError(
-            f"unsupported image encoding {encoding!r}; supported: {list(SUPPORTED_ENCODINGS)}"
-        )
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ValueError(unsupported_reason(encoding))
     arr = np.asarray(image)
     if arr.dtype != np.uint8:
         raise ValueError(f"{encoding} image must be uint8, got {arr.dtype}")
+    if encoding in YUV422_ENCODINGS:
+        if arr.ndim != 3 or arr.shape[2] != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(f"{encoding} image must be [H, W, 2], got shape {arr.shape}")
+        return yuv422_to_rgb(arr, YUV422_ENCODINGS[encoding])
     channels, order = _ENCODINGS[encoding]
     if arr.ndim == 2 and channels == 1:
         arr = arr[:, :, None]

@@ -33,9 +33,25 @@ def _policies(results: Sequence[EpisodeResult]) -> list[str]:
     return list(dict.fromkeys(r.policy for r in results))
 
 
+def path_legend_handles() -> list:
+    """One legend entry per kind of thing paths.png draws, so a reader need not guess a colour."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Circle
+
+    handles: list = [Line2D([], [], color=c, label=f"side: {s}") for s, c in SIDE_COLOURS.items()]
+    handles += [
+        Line2D([], [], color="k", ls="-", label="success"),
+        Line2D([], [], color="k", ls="--", label="failure"),
+        Line2D([], [], color="k", ls="", marker=".", ms=3, label="start"),
+        Circle((0, 0), 1, color="tab:red", alpha=0.25, label="obstacle"),
+        Circle((0, 0), 1, fill=False, ls=":", color="tab:red", label="shifted obstacle"),
+        Circle((0, 0), 1, color="tab:green", alpha=0.2, label="target (success radius)"),
+    ]
+    return handles
+
+
 def plot_paths(path: Path, results: Sequence[EpisodeResult]) -> None:
     plt = _pyplot()
-    from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
     policies = _policies(results) or ["(no episodes)"]
@@ -76,14 +92,10 @@ def plot_paths(path: Path, results: Sequence[EpisodeResult]) -> None:
         ax.set_aspect("equal", adjustable="datalim")
         ax.invert_xaxis()
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], color=c, label=s) for s, c in SIDE_COLOURS.items()]
-    handles += [
-        Line2D([], [], color="k", ls="-", label="success"),
-        Line2D([], [], color="k", ls="--", label="failure"),
-    ]
-    fig.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
+    handles = path_legend_handles()
+    fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
     fig.suptitle("Tool paths (top view)")
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.16, 1, 1))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 

@@ -330,7 +330,10 @@ class _Run:
         client.set_params("sim_arm", sim_values)
         spec, episode = client.reset_sim()
         keepout = spec.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
-        client.set_params(client.controller, {"obstacles": _flat(keepout)})
+        # The policy's sampling noise follows the episode seed (every inference of the episode
+        # draws it from this seed), so a rerun of the panel draws the same noise.
+        client.set_params(client.controller, {"obstacles": _flat(keepout),
+                                              "seed": int(seed) % (2**31)})
         trace = EpisodeTrace(
             policy=policy, perturbation=pert_name, seed=seed, spec=spec, control_dt=control_dt
         )
@@ -453,6 +456,7 @@ class _Run:
             self.start_ros(domain)
             sim = self.start_sim(logs, env)
             done = 0
+            t_run = time.monotonic()
             for name, path in policies:
                 values = params_by_policy[name]
                 checker = CommandChecker.from_params(
@@ -479,7 +483,7 @@ class _Run:
                         r = self.episode(name, pert, seed, specs[seed], [sim, ctrl], checker.dt)
                         self.results.append(r)
                         done += 1
-                        self.progress(_episode_line(done, total, r))
+                        self.progress(_episode_line(done, total, r, time.monotonic() - t_run))
                 self.stop_proc(ctrl)
                 self.client.checker = None
         except EvalError as exc:
@@ -515,13 +519,18 @@ def _flat(spheres: list[Any]) -> list[float]:
     return out
 
 
-def _episode_line(done: int, total: int, r: EpisodeResult) -> str:
+def _episode_line(done: int, total: int, r: EpisodeResult, elapsed: float) -> str:
+    """One line per episode (each takes seconds, so a log hears from the run at least every
+    30 s): the outcome, then the run's count, rate, elapsed and ETA (the progress module's)."""
+    from diffusion_controller.progress import format_line
+
     verdict = "success" if r.success else f"FAIL ({r.failure})"
     lat = f"{r.inference_p50_ms:.0f} ms" if math.isfinite(r.inference_p50_ms) else "n/a"
     return (
         f"[{done}/{total}] {r.policy:<10} {r.perturbation:<14} seed {r.seed}: {verdict:<22} "
         f"side {r.side:<5} t {r.time_s:5.1f} s  collisions {r.collisions}  violations "
-        f"{r.safety_violations}  interventions {r.interventions}  inference p50 {lat}"
+        f"{r.safety_violations}  interventions {r.interventions}  inference p50 {lat}  | "
+        + format_line("eval", done, total, "episode", elapsed)
     )
 
 

@@ -19,11 +19,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from diffusion_controller.atomic_io import atomic_write_bytes
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import (
     Normalizer,
@@ -80,17 +80,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 # --- writing --------------------------------------------------------------------------------
 def save_artifact(
@@ -122,7 +111,7 @@ def save_artifact(
                 raise ValueError(f"refusing to save non-finite weights in {name!r}")
         tensors[name] = t
     blob = st_save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
-    _atomic_write(os.path.join(out, WEIGHTS_FILE), blob)
+    atomic_write_bytes(os.path.join(out, WEIGHTS_FILE), blob)
     digest = hashlib.sha256(blob).hexdigest()
     num_params = int(sum(t.numel() for t in tensors.values()))
 
@@ -144,10 +133,10 @@ def save_artifact(
         },
         "meta": _jsonable(dict(extra_meta or {})),
     }
-    _atomic_write(
+    atomic_write_bytes(
         os.path.join(out, CONFIG_FILE), (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
     )
-    _atomic_write(os.path.join(out, CARD_FILE), render_card(doc, card).encode())
+    atomic_write_bytes(os.path.join(out, CARD_FILE), render_card(doc, card).encode())
     return digest
 
 

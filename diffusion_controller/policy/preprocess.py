@@ -13,11 +13,19 @@ from collections.abc import Sequence
 
 import numpy as np
 
-# SUPPORTED_ENCODINGS, to_rgb and resize_image: re-exported for this module's importers
+# the encodings, colour conversion and resize: re-exported for this module's importers
 from diffusion_controller.data.pixels import (  # noqa: F401
+    AMBIGUOUS_8UC3,
+    CHANNELS,
+    DEPTH_OR_WIDE,
+    ORDERS_8UC3,
     SUPPORTED_ENCODINGS,
+    YUV422_ENCODINGS,
     resize_image,
+    resolve_encoding,
     to_rgb,
+    unsupported_reason,
+    yuv422_to_rgb,
 )
 
 

@@ -426,16 +426,9 @@ def train(
     is_main = rank == 0
     bar = None
     if progress and is_main and start < total:
-        from tqdm.auto import tqdm
+        from diffusion_controller.progress import Progress
 
-        bar = tqdm(
-            total=total,
-            initial=start,
-            desc=f"train {cfg.kind}",
-            unit="step",
-            dynamic_ncols=True,
-            disable=None,
-        )
+        bar = Progress(f"train {cfg.kind}", total, "step", initial=start)
     t0 = time.monotonic()
     window: list[float] = []
     step = start
@@ -476,7 +469,7 @@ def train(
                 history.append({"step": step, "loss": mean, "lr": scheduler.get_last_lr()[0]})
                 window = []
                 if bar is not None:
-                    bar.set_postfix(loss=f"{mean:.4f}")
+                    bar.note(loss=round(mean, 5))
             if bar is not None:
                 bar.update(1)
             if is_main and (step % tcfg.checkpoint_every == 0 or step == total):

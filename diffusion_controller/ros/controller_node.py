@@ -356,7 +356,8 @@ class ControllerNode(LifecycleNode):
                 raise ConfigureError(f"cannot load the model with backend "
                                      f"'{v['backend']}': {exc}") from exc
             try:
-                backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]))
+                backend.warmup(int(v["warmup_runs"]), steps=int(v["ddim_steps"]),
+                               num_samples=int(v["num_samples"]))
             except Exception as exc:
                 raise ConfigureError(
                     f"model warm-up failed: {type(exc).__name__}: {exc}") from exc
@@ -381,7 +382,7 @@ class ControllerNode(LifecycleNode):
             cache_dir=v["engine_cache_dir"] or None,
             threads=int(v["inference_threads"]) or None,
             timeout=float(v["inference_timeout"]), warmup_runs=int(v["warmup_runs"]),
-            warmup_steps=int(v["ddim_steps"]), cpus=cpus)
+            warmup_steps=int(v["ddim_steps"]), warmup_samples=int(v["num_samples"]), cpus=cpus)
         try:
             backend.start()
         except Exception as exc:
@@ -415,7 +416,7 @@ class ControllerNode(LifecycleNode):
         except ValueError as exc:
             raise ConfigureError(f"safety filter: {exc}") from exc
         scheduler = ChunkScheduler(len(names), assembly.scheduler_config(v, safety.limits))
-        watchdogs = Watchdogs(assembly.watchdog_config(v))
+        watchdogs = Watchdogs(assembly.watchdog_config(v), joint_names=names)
         loop = ControlLoop(
             safety, scheduler, watchdogs, self._on_command, rate_hz=float(v["control_rate_hz"]),
             clock=self._now, realtime=bool(v["realtime"]), priority=int(v["realtime_priority"]),
@@ -645,6 +646,8 @@ class ControllerNode(LifecycleNode):
         in by one function run between two ticks; only when that succeeded do the worker and the
         backend take their part. Raises ValueError (the reason) when the change cannot be taken,
         and then nothing has changed."""
+        if "num_samples" in live:  # the loaded backend (engine profile) bounds it: say so now
+            core.backend.check_num_samples(int(live["num_samples"]))
         v = dict(self._values)
         v.update(live)
         safety_keys = set(_SAFETY_LIMIT_PARAMS) | set(_WORKSPACE_PARAMS) | {
@@ -724,7 +727,8 @@ class ControllerNode(LifecycleNode):
             if compressed:
                 img = conv.decode_compressed(msg, core.image_size, core.decoder)
             else:
-                img = conv.image_to_model(msg, core.image_size)
+                img = conv.image_to_model(msg, core.image_size,
+                                          str(self._values["camera_8uc3_order"]))
         except InputRejected as exc:
             self._reject(exc.kind, exc.reason, f"image[{camera}]")
             return

@@ -17,9 +17,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from diffusion_controller.control.types import Chunk, Command
-from diffusion_controller.policy.preprocess import prepare_image
-
-_CHANNELS = {"rgb8": 3, "bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1, "8UC1": 1, "8UC3": 3}
+from diffusion_controller.policy.preprocess import (
+    CHANNELS,
+    prepare_image,
+    resolve_encoding,
+    unsupported_reason,
+)
 
 
 class InputRejected(ValueError):
@@ -177,18 +180,22 @@ class JointStateFilter:
 # --- images -------------------------------------------------------------------------------------
 
 
-def image_array(msg: object) -> tuple[np.ndarray, str]:
-    """sensor_msgs/Image -> (uint8 [H, W, C] view without row padding, encoding).
+def image_array(msg: object, order_8uc3: str = "") -> tuple[np.ndarray, str]:
+    """sensor_msgs/Image -> (uint8 [H, W, C] view without row padding, encoding to decode with).
 
-    Raises InputRejected for unsupported encodings, empty images and data shorter than the header
-    promises (a truncated message must not turn into garbage pixels).
+    Raises InputRejected for unsupported encodings (depth and 16-bit images, 8UC3 without a stated
+    channel order: the reason says what is accepted and how), empty images and data shorter than
+    the header promises (a truncated message must not turn into garbage pixels). C is the bytes a
+    pixel: 2 for packed 4:2:2 (yuv422, yuyv, ...).
     """
-    enc = str(msg.encoding)  # type: ignore[attr-defined]
-    if enc not in _CHANNELS:
-        raise InputRejected(
-            "encoding", f"unsupported image encoding {enc!r} (use one of {sorted(_CHANNELS)})"
-        )
-    c = _CHANNELS[enc]
+    raw = str(msg.encoding)  # type: ignore[attr-defined]
+    if raw not in CHANNELS:
+        raise InputRejected("encoding", unsupported_reason(raw))
+    try:
+        enc = resolve_encoding(raw, order_8uc3)
+    except ValueError as exc:
+        raise InputRejected("encoding", str(exc)) from exc
+    c = CHANNELS[raw]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)  # type: ignore[attr-defined]
     if h <= 0 or w <= 0:
         raise InputRejected("size", f"image is empty ({w}x{h})")
@@ -203,9 +210,12 @@ def image_array(msg: object) -> tuple[np.ndarray, str]:
     return rows.reshape(h, w, c), enc
 
 
-def image_to_model(msg: object, size: Sequence[int]) -> np.ndarray:
-    """sensor_msgs/Image -> uint8 RGB [H, W, 3] at the model's image size."""
-    arr, enc = image_array(msg)
+def image_to_model(msg: object, size: Sequence[int], order_8uc3: str = "") -> np.ndarray:
+    """sensor_msgs/Image -> uint8 RGB [H, W, 3] at the model's image size.
+
+    `order_8uc3` ('' | 'rgb' | 'bgr', the camera_8uc3_order parameter) says how to read 8UC3.
+    """
+    arr, enc = image_array(msg, order_8uc3)
     try:
         return prepare_image(arr, enc, size)
     except ValueError as exc:

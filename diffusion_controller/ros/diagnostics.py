@@ -158,7 +158,9 @@ def inference_entry(prefix: str, stats: Any, backend: str, inference_rate_hz: fl
         ("mode", mode),
     ]
     if process is not None:
-        values += [(f"process_{k}", v) for k, v in process.items()]
+        # The backend's status: first-inference time, sample limit; a child's counters too.
+        tag = "process" if mode == "process" else "backend"
+        values += [(f"{tag}_{k}", v) for k, v in process.items()]
     return StatusEntry(f"{prefix}: inference", level, message, kv(values))
 
 

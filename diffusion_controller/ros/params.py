@@ -249,6 +249,12 @@ PARAMS: tuple[ParamSpec, ...] = (
        "topic.", group="interfaces"),
     _p("robot_description_timeout", DOUBLE, 5.0, "How long configure waits for the URDF.",
        min=0.0, max=120.0, unit="s", group="interfaces"),
+    # --- issue 15: cameras ----------------------------------------------------------------------
+    _p("camera_8uc3_order", STRING, "", "Channel order of 8UC3 images, which carry none: rgb or "
+       "bgr (OpenCV-based drivers publish BGR); empty: 8UC3 is refused with a warning. Raw "
+       "images also accept yuv422/uyvy (UYVY) and yuv422_yuy2/yuyv (YUYV), converted with "
+       "BT.601; depth and 16/32-bit images are refused.", choices=("", "rgb", "bgr"),
+       group="interfaces"),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}

@@ -136,6 +136,10 @@ class PolicyBackend(ABC):
         self.core = DDIMCore(config.diffusion)
         self.device = "cpu"
         self.precision = "fp32"
+        # Wall time of this backend's first inference (ms), warm-up included: the one-off cost
+        # of allocations, kernel choices and shape setup that warm-up exists to take off the loop.
+        self.first_inference_ms: float | None = None
+        self.max_samples = MAX_SAMPLES  # the most samples one inference takes (engines: fewer)
 
     @property
     def config(self) -> PolicyConfig:
@@ -185,6 +189,7 @@ class PolicyBackend(ABC):
         cfg = self._config
         h, j = cfg.horizon, cfg.action_dim
         joints = self.check_observation(obs)
+        self.check_num_samples(num_samples)
         prefix_abs = None
         if prefix is not None:
             prefix_abs = _as_float_array("prefix", prefix)
@@ -217,6 +222,8 @@ class PolicyBackend(ABC):
             spread = float(np.max(np.std(chunks[:, :n], axis=0)))
             actions = chunks[_medoid(chunks[:, :n])]
         t_end = time.perf_counter()
+        if self.first_inference_ms is None:
+            self.first_inference_ms = 1e3 * (t_end - t_start)
         timings = {
             "preprocess": 1e3 * (t_pre - t_start),
             "encode": 1e3 * (t_enc - t_pre),
@@ -229,11 +236,29 @@ class PolicyBackend(ABC):
             steps=len(plan.pairs) if cfg.kind == "diffusion" else 0, backend=self.name,
         )
 
-    def warmup(self, n: int = 3, steps: int | None = None) -> None:
-        """Run `n` inferences on random inputs so allocations and kernel choices happen now."""
+    def warmup(self, n: int = 3, steps: int | None = None, num_samples: int = 1) -> None:
+        """Run `n` inferences on random inputs so allocations and kernel choices happen now, at
+        the batch the loop will run (`num_samples`): a warm-up at another shape leaves the real
+        shape's setup to the first real inference."""
         rng = np.random.default_rng(0)
         for _ in range(max(0, int(n))):
-            self.infer(self.random_observation(rng), steps=steps, seed=0)
+            self.infer(self.random_observation(rng), steps=steps, seed=0,
+                       num_samples=num_samples)
+
+    def check_num_samples(self, num_samples: int) -> int:
+        """`num_samples` if this backend can run it, else ValueError saying why (set time)."""
+        k = self._check_num_samples(num_samples)
+        if k > self.max_samples:
+            raise ValueError(f"num_samples {k} exceeds the {self.max_samples} this {self.name} "
+                             f"backend was built for (its engine's optimisation profile)")
+        return k
+
+    def status(self) -> dict[str, Any]:
+        """What /diagnostics reports about the backend."""
+        first = self.first_inference_ms
+        return {"backend": self.name, "device": self.device, "precision": self.precision,
+                "max_samples": self.max_samples,
+                "first_inference_ms": round(first, 2) if first is not None else -1.0}
 
     # --- helpers shared by every backend ------------------------------------------------------
     def random_observation(self, rng: np.random.Generator, stamp: float = 0.0) -> Observation:

@@ -14,12 +14,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from diffusion_controller.atomic_io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,8 @@ class EngineCache:
             "created": time.time(),
             "info": dict(info or {}),
         }
-        _atomic_write(engine_path, data)
-        _atomic_write(meta_path, json.dumps(meta, indent=2).encode())
+        atomic_write_bytes(engine_path, data, fsync=True)
+        atomic_write_bytes(meta_path, json.dumps(meta, indent=2).encode(), fsync=True)
         return engine_path
 
     def get_or_build(
@@ -209,15 +210,3 @@ class EngineCache:
                 n += 1
         return n
 
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -139,6 +139,7 @@ class ProcessBackend:
         start_timeout: float = 120.0,
         warmup_runs: int = 1,
         warmup_steps: int | None = None,
+        warmup_samples: int = 1,
         cpus: Sequence[int] | None = None,
         python: str | None = None,
     ) -> None:
@@ -155,6 +156,8 @@ class ProcessBackend:
         self.start_timeout = float(start_timeout)
         self.warmup_runs = int(warmup_runs)
         self.warmup_steps = warmup_steps
+        self.warmup_samples = int(warmup_samples)
+        self.child_status: dict[str, Any] = {}  # the child backend's status() at its start
         self.cpus = list(cpus) if cpus is not None else None
         self.python = python or sys.executable
         self.name = f"{backend} (process)"
@@ -193,13 +196,33 @@ class ProcessBackend:
         """Counters for /diagnostics."""
         return {"pid": self.pid or 0, "starts": self.starts, "crashes": self.crashes,
                 "timeouts": self.timeouts, "child_backend": self.child_backend,
-                "last_error": self.last_error}
+                "last_error": self.last_error,
+                "first_inference_ms": float(self.child_status.get("first_inference_ms", -1.0)),
+                "max_samples": int(self.max_samples)}
 
-    def warmup(self, n: int = 1, steps: int | None = None) -> None:
+    @property
+    def max_samples(self) -> int:
+        """The child backend's limit (known once it started), else the generic one."""
+        from diffusion_controller.runtime.backend import MAX_SAMPLES
+
+        return int(self.child_status.get("max_samples", MAX_SAMPLES))
+
+    def check_num_samples(self, num_samples: int) -> int:
+        """ValueError when the child backend cannot run `num_samples` (see PolicyBackend)."""
+        from diffusion_controller.runtime.backend import PolicyBackend
+
+        k = PolicyBackend._check_num_samples(num_samples)
+        if k > self.max_samples:
+            raise ValueError(f"num_samples {k} exceeds the {self.max_samples} the "
+                             f"{self.child_backend or 'child'} backend was built for")
+        return k
+
+    def warmup(self, n: int = 1, steps: int | None = None, num_samples: int = 1) -> None:
         """Warm-up runs in the child: at start() (its `warmup_runs`), and here on request."""
         with self._lock:
             self._ensure_started()
-            self._request({"op": "warmup", "n": int(n), "steps": steps}, self.start_timeout)
+            self._request({"op": "warmup", "n": int(n), "steps": steps,
+                           "num_samples": int(num_samples)}, self.start_timeout)
 
     def infer(self, obs: Observation, **options: Any) -> InferenceResult:
         """One chunk from the child; raises InferenceUnavailable / InferenceCrashed /
@@ -278,10 +301,11 @@ class ProcessBackend:
             "protocol": PROTOCOL, "model_dir": self.model_dir, "backend": self.requested_backend,
             "fp16": self.fp16, "cache_dir": self.cache_dir, "threads": self.threads,
             "shm": path, "warmup_runs": self.warmup_runs, "warmup_steps": self.warmup_steps,
-            "cpus": self.cpus, "parent": os.getpid(),
+            "warmup_samples": self.warmup_samples, "cpus": self.cpus, "parent": os.getpid(),
         }
         reply = self._request({"op": "init", "spec": spec}, self.start_timeout)
         self.child_backend = str(reply.get("backend", ""))
+        self.child_status = dict(reply.get("status", {}))
         self.name = f"{self.child_backend} (process)"
 
     def _request(self, msg: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -367,12 +391,14 @@ def _serve(conn: Connection) -> int:
 
         backend = load_backend(spec["model_dir"], backend=spec["backend"], fp16=spec["fp16"],
                                cache_dir=spec["cache_dir"], threads=spec["threads"])
-        backend.warmup(int(spec["warmup_runs"]), steps=spec["warmup_steps"])
+        backend.warmup(int(spec["warmup_runs"]), steps=spec["warmup_steps"],
+                       num_samples=int(spec.get("warmup_samples", 1)))
         shm = _SharedObservation(spec["shm"], backend.config, create=False)
     except Exception as exc:
         conn.send({"seq": seq, "ok": False, "error": f"{type(exc).__name__}: {exc}"})
         return 1
-    conn.send({"seq": seq, "ok": True, "backend": backend.name, "pid": os.getpid()})
+    conn.send({"seq": seq, "ok": True, "backend": backend.name, "pid": os.getpid(),
+               "status": backend.status()})
     while True:
         try:
             msg = conn.recv()
@@ -381,7 +407,8 @@ def _serve(conn: Connection) -> int:
         seq = msg.get("seq")
         try:
             if msg["op"] == "warmup":
-                backend.warmup(int(msg["n"]), steps=msg.get("steps"))
+                backend.warmup(int(msg["n"]), steps=msg.get("steps"),
+                               num_samples=int(msg.get("num_samples", 1)))
                 conn.send({"seq": seq, "ok": True})
                 continue
             fault = fault_hooks.before_inference()  # TEST HOOK (off unless its env var is set)

@@ -43,7 +43,11 @@ class WorkerSettings:
     prefix_steps: int = 2
     latency_margin: float = 0.02
     num_samples: int = 1
-    seed: int = -1  # -1: fresh noise; otherwise seed + inference count (reproducible runs)
+    # -1: fresh noise every inference. Otherwise every inference draws its noise from this seed
+    # (the same noise until the seed changes), so a chunk depends on its observation alone and not
+    # on how many inferences the scheduling fitted in before it: eval sets the episode seed here,
+    # which makes two runs of a seed panel agree (docs/benchmarks.md).
+    seed: int = -1
     max_observation_age: float = 0.5  # older observations are not worth a chunk
     uncertainty_threshold: float = 0.2  # rad; <= 0 disables the monitor
     uncertainty_action: str = "scale"
@@ -292,7 +296,7 @@ Callbacks run in the worker thread.
         planner = ChunkPlanner(self.horizon, grid_dt, self.num_joints,
                                prefix_steps=s.prefix_steps, latency_margin=s.latency_margin)
         plan = planner.plan(self.current(), obs.stamp, expected)
-        seed = None if s.seed < 0 else (s.seed + self._seq) % (2**31)
+        seed = None if s.seed < 0 else int(s.seed) % (2**31)
         warm = plan.warm_start if s.warm_start else None
         self._inflight_since = time.monotonic()
         try:

@@ -214,3 +214,15 @@ def test_world_moves_the_obstacle() -> None:
         assert world.spec is moved and world.min_clearance() < before - 0.05
         with pytest.raises(ValueError, match="finite"):
             world.move_obstacle(math.nan, 0.0)
+
+
+def test_paths_legend_names_every_drawn_kind() -> None:
+    """paths.png draws sides, success/failure styles, starts, obstacles (fixed and shifted) and
+    targets: each gets a legend entry."""
+    pytest.importorskip("matplotlib")
+    from diffusion_controller.eval.plots import SIDE_COLOURS, path_legend_handles
+
+    labels = {h.get_label() for h in path_legend_handles()}
+    assert {f"side: {s}" for s in SIDE_COLOURS} <= labels
+    assert {"success", "failure", "start", "obstacle", "shifted obstacle",
+            "target (success radius)"} <= labels

@@ -181,3 +181,20 @@ def test_child_runs_as_an_ordinary_process(model_dir: str) -> None:
         assert rt.policy_of(proc.pid) == "other"
     finally:
         proc.close()
+
+
+def test_child_warms_up_at_the_configured_samples_and_reports_it(model_dir: str) -> None:
+    """The child warms up with warmup_samples chunks a call, and its first-inference time and
+    sample limit reach the parent's status (what /diagnostics shows)."""
+    proc = ProcessBackend(model_dir, backend="torch", threads=1, timeout=20.0, warmup_runs=1,
+                          warmup_steps=2, warmup_samples=4)
+    try:
+        proc.start()
+        status = proc.status()
+        assert status["first_inference_ms"] > 0.0
+        assert proc.max_samples == status["max_samples"] >= 32
+        with pytest.raises(ValueError, match=r"num_samples must be an integer in 1\.\.64, got 0"):
+            proc.check_num_samples(0)
+        assert proc.check_num_samples(4) == 4
+    finally:
+        proc.close()

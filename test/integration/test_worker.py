@@ -190,3 +190,41 @@ def test_thread_rate_and_stop(backend) -> None:
     # Periodic, and never faster than its rate (10 Hz); an overloaded machine may skip some.
     assert 2 <= s.submitted <= int(elapsed * 10) + 2, s
     assert all(b.t0 > a.t0 for a, b in itertools.pairwise(submitted))
+
+
+def test_a_seeded_chunk_depends_on_its_observation_alone(backend) -> None:
+    """What eval relies on: once the seed is set, a chunk depends on its observation alone,
+    whatever ran before (three unseeded inferences, or one under another seed)."""
+
+    def run(before_seed: int, before_count: int) -> list[np.ndarray]:
+        clock = Clock()
+        buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
+        out: list[np.ndarray] = []
+        worker = InferenceWorker(backend, buf, lambda c: out.append(c.positions) or True, clock,
+                                 WorkerSettings(seed=before_seed, warm_start=False,
+                                                prefix_steps=0, max_observation_age=5.0))
+        rng = np.random.default_rng(before_count)
+        _feed(buf, 99.0, 100.0, rng)
+        for k in range(before_count):
+            t = 100.0 + 0.1 * k
+            buf.add_joints(t, HOME)
+            buf.add_image("camera", t, rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            clock.t = t + 0.01
+            assert worker.step_once() == "submitted"
+        out.clear()
+        worker.update(seed=1234)
+        same = np.random.default_rng(42)  # the episode: identical observations in both runs
+        for k in range(12):
+            t = 101.0 + k / 30
+            buf.add_joints(t, HOME)
+            buf.add_image("camera", t, same.integers(0, 256, (32, 32, 3), dtype=np.uint8))
+            if k in (8, 11):
+                clock.t = t + 0.01
+                assert worker.step_once() == "submitted"
+        return out
+
+    a, b = run(-1, 3), run(77, 1)
+    assert len(a) == len(b) == 2
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])  # other observations, other chunks

@@ -121,8 +121,8 @@ def test_image_rejections() -> None:
     msg.data = msg.data[:-1]
     with pytest.raises(InputRejected, match="header promises"):
         conv.image_to_model(msg, (4, 4))
-    with pytest.raises(InputRejected, match="unsupported image encoding"):
-        conv.image_to_model(_image(rgb, "16UC1"), (4, 4))
+    with pytest.raises(InputRejected, match="unsupported image encoding 'jpeg'"):
+        conv.image_to_model(_image(rgb, "jpeg"), (4, 4))
     bad = _image(rgb, "rgb8")
     bad.step = 5
     with pytest.raises(InputRejected, match="below width"):
@@ -131,6 +131,84 @@ def test_image_rejections() -> None:
     empty.encoding = "rgb8"
     with pytest.raises(InputRejected, match="empty"):
         conv.image_to_model(empty, (4, 4))
+
+
+# BT.601 video-range reference colours (Y, U, V) -> RGB, from the standard's matrix.
+YUV_REFERENCE = [
+    ((235, 128, 128), (255, 255, 255)),
+    ((16, 128, 128), (0, 0, 0)),
+    ((126, 128, 128), (128, 128, 128)),
+    ((81, 90, 240), (255, 0, 0)),
+    ((145, 54, 34), (0, 255, 0)),
+    ((41, 240, 110), (0, 0, 255)),
+]
+
+
+def _yuv422_msg(pixels: list[tuple[int, int, int]], encoding: str, pad: int = 0) -> Image:
+    """A real sensor_msgs/Image of one row pair per reference colour, packed as the driver does."""
+    order = {"yuv422": "UYVY", "uyvy": "UYVY", "yuv422_yuy2": "YUYV", "yuyv": "YUYV"}[encoding]
+    rows = []
+    for y, u, v in pixels:  # each colour: a 4x2 block (two pixel pairs, two rows)
+        pair = bytes({"Y": y, "U": u, "V": v}[ch] if ch != "Y" else y for ch in order)
+        rows.append(pair * 2 + b"\x4d" * pad)
+    msg = Image()
+    msg.height, msg.width, msg.encoding = 2 * len(pixels), 4, encoding
+    msg.step = 4 * 2 + pad
+    msg.data = b"".join(r + r for r in rows)
+    return msg
+
+
+@pytest.mark.parametrize("encoding", ["yuv422", "uyvy", "yuv422_yuy2", "yuyv"])
+def test_yuv422_bt601(encoding: str) -> None:
+    msg = _yuv422_msg([yuv for yuv, _ in YUV_REFERENCE], encoding, pad=3)
+    out = conv.image_to_model(msg, (msg.height, msg.width))
+    assert out.shape == (msg.height, 4, 3) and out.dtype == np.uint8
+    for k, (_, rgb) in enumerate(YUV_REFERENCE):
+        block = out[2 * k:2 * k + 2].reshape(-1, 3).astype(int)
+        assert np.all(np.abs(block - np.array(rgb)) <= 2), (encoding, k, block[0], rgb)
+
+
+def test_yuv422_byte_orders_differ() -> None:
+    """The same bytes read as UYVY and as YUYV give different pictures: the order is honoured."""
+    uyvy = _yuv422_msg([(81, 90, 240)], "uyvy")
+    yuyv = _yuv422_msg([(81, 90, 240)], "yuv422_yuy2")
+    assert uyvy.data != yuyv.data
+    red = conv.image_to_model(uyvy, (2, 4))
+    np.testing.assert_array_equal(red, conv.image_to_model(yuyv, (2, 4)))
+    swapped = Image(height=2, width=4, encoding="yuyv", step=8, data=uyvy.data)
+    assert not np.array_equal(conv.image_to_model(swapped, (2, 4)), red)
+
+
+def test_yuv422_odd_width_refused() -> None:
+    msg = Image(height=1, width=3, encoding="yuyv", step=6, data=bytes(6))
+    with pytest.raises(InputRejected, match="width must be even"):
+        conv.image_to_model(msg, (1, 3))
+
+
+def test_8uc3_needs_a_channel_order() -> None:
+    rgb = np.zeros((2, 2, 3), np.uint8)
+    rgb[..., 0] = 200  # red in RGB order, blue in BGR order
+    msg = _image(rgb, "8UC3")
+    with pytest.raises(InputRejected, match="camera_8uc3_order to 'rgb' or 'bgr'") as exc:
+        conv.image_to_model(msg, (2, 2))
+    assert exc.value.kind == "encoding"
+    np.testing.assert_array_equal(conv.image_to_model(msg, (2, 2), order_8uc3="rgb"), rgb)
+    np.testing.assert_array_equal(conv.image_to_model(msg, (2, 2), order_8uc3="bgr"),
+                                  rgb[:, :, ::-1])
+
+
+@pytest.mark.parametrize("encoding, nbytes", [("16UC1", 2), ("mono16", 2), ("32FC1", 4),
+                                              ("16SC1", 2), ("rgb16", 6), ("64FC1", 8)])
+def test_depth_and_wide_images_refused_with_reason(encoding: str, nbytes: int) -> None:
+    depth = np.full((3, 4), 1234, np.uint16).tobytes() if nbytes == 2 else bytes(3 * 4 * nbytes)
+    msg = Image(height=3, width=4, encoding=encoding, step=4 * nbytes, data=depth[:3 * 4 * nbytes])
+    with pytest.raises(InputRejected) as exc:
+        conv.image_to_model(msg, (3, 4))
+    assert exc.value.kind == "encoding"
+    reason = str(exc.value)
+    assert f"{encoding!r} is a depth or 16/32-bit image" in reason
+    for accepted in ("rgb8", "bgr8", "mono8", "yuv422", "yuyv", "uyvy", "8UC3"):
+        assert accepted in reason
 
 
 def test_compressed_decode() -> None:

@@ -90,8 +90,9 @@ def joint_states(draw) -> JointState:
 
 
 ENCODINGS = ["rgb8", "bgr8", "mono8", "rgba8", "bgra8", "8UC1", "8UC3", "16UC1", "32FC1",
-             "yuv422", "", "jpeg", "BGR8", "rgb8\x00"]
-CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4, "8UC1": 1, "8UC3": 3}
+             "yuv422", "yuv422_yuy2", "yuyv", "uyvy", "mono16", "", "jpeg", "BGR8", "rgb8\x00"]
+CHANNELS = {"rgb8": 3, "bgr8": 3, "mono8": 1, "rgba8": 4, "bgra8": 4, "8UC1": 1, "8UC3": 3,
+            "yuv422": 2, "yuv422_yuy2": 2, "yuyv": 2, "uyvy": 2, "mono16": 2}
 
 
 @st.composite

@@ -228,3 +228,19 @@ def test_non_finite_weights_are_refused(tmp_path) -> None:
     )
     with pytest.raises(ArtifactError, match="NaN or Inf"):
         load_artifact(tmp_path)
+
+
+def test_saved_files_get_the_umask(tmp_path) -> None:
+    """A model trained by one user is readable by the robot's service user (0644 under 022),
+    not mkstemp's 0600."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        save_artifact(tmp_path / "m", build_net(tiny()), tiny(), norms())
+    finally:
+        os.umask(old)
+    files = [p for p in (tmp_path / "m").iterdir() if p.is_file()]
+    assert len(files) >= 3
+    assert {stat.S_IMODE(p.stat().st_mode) for p in files} == {0o644}

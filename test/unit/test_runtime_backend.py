@@ -208,3 +208,36 @@ def test_auto_with_fp16_runs_fp32_without_tensorrt(backend, caplog) -> None:
         b = load_backend(backend.model_dir, "auto", fp16=True)
     assert getattr(b, "precision", "fp32") == "fp32"
     assert "running fp32" in caplog.text
+
+
+def test_warmup_at_the_configured_samples_and_first_inference_in_status(tmp_path) -> None:
+    """Warm-up runs the batch the loop runs; the status reports the first inference's time."""
+    d = make_random_artifact(tmp_path / "model", **TINY)
+    b = load_backend(d, "torch", threads=1)
+    assert b.status()["first_inference_ms"] == -1.0  # nothing ran yet
+    shapes: list[int] = []
+    plan = b.make_plan
+
+    def recording_plan(**kw):
+        shapes.append(kw["num_samples"])
+        return plan(**kw)
+
+    b.make_plan = recording_plan  # type: ignore[method-assign]
+    b.warmup(2, steps=2, num_samples=4)
+    assert shapes == [4, 4]
+    status = b.status()
+    assert status["first_inference_ms"] > 0.0 and status["backend"] == "torch"
+    first = status["first_inference_ms"]
+    b.infer(b.random_observation(np.random.default_rng(1)), steps=2)
+    assert b.status()["first_inference_ms"] == first  # the first one, not the latest
+
+
+def test_num_samples_above_the_backend_limit_is_refused(backend, obs) -> None:
+    limit = backend.max_samples
+    try:
+        backend.max_samples = 3
+        with pytest.raises(ValueError, match="num_samples 4 exceeds the 3"):
+            backend.infer(obs, num_samples=4)
+        assert backend.infer(obs, num_samples=3, steps=2).samples.shape[0] == 3
+    finally:
+        backend.max_samples = limit

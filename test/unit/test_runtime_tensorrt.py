@@ -57,3 +57,24 @@ def test_cuda_probe_agrees_with_torch() -> None:
         assert cuda_device_available()
     elif importlib.util.find_spec("cuda") is None:
         assert not cuda_device_available()
+
+
+def test_default_profile_spans_the_num_samples_parameter(tmp_path) -> None:
+    """Every num_samples the node accepts fits the engines built by default, and a smaller
+    engine refuses a larger value when it is set (before any inference), saying why."""
+    from diffusion_controller.policy.artifact import load_config
+    from diffusion_controller.ros.params import SPECS
+    from diffusion_controller.runtime.tensorrt_backend import DEFAULT_MAX_SAMPLES, TensorRTBackend
+
+    top = int(SPECS["num_samples"].max)
+    assert top <= DEFAULT_MAX_SAMPLES
+    d = make_random_artifact(tmp_path / "m", **TINY)
+    manifest = export_onnx(d)
+    cfg, norms, meta = load_config(d)
+    den = engine_profiles(cfg, manifest["cond_dim"], DEFAULT_MAX_SAMPLES)["denoiser"]
+    assert den["x_init"][2][0] >= top and den["step_noise"][2][1] >= top
+    small = TensorRTBackend({}, cfg, norms, meta, str(d), max_samples=4)  # no engine needed
+    assert small.check_num_samples(4) == 4
+    with pytest.raises(ValueError, match="num_samples 5 exceeds the 4 this tensorrt backend"):
+        small.check_num_samples(5)
+    assert small.status()["max_samples"] == 4

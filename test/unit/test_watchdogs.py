@@ -62,6 +62,9 @@ def test_tracking_error_names_the_joint() -> None:
     assert status.reasons[0] == "tracking error 0.310 rad on panda_joint4 (limit 0.2 rad)"
     status = wd.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=np.full(7, np.nan))
     assert status.codes == ("measured_nonfinite",)
+    unnamed = Watchdogs(WatchdogConfig(tracking_error=0.2))  # no names known: index in brackets
+    status = unnamed.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=measured)
+    assert status.reasons[0] == "tracking error 0.310 rad on joint [3] (limit 0.2 rad)"
 
 
 def test_several_faults_are_all_listed() -> None:
