@@ -5,7 +5,8 @@ the developer's own nodes) never see each other's topics.
 
 Fixtures many test files share live here (ROS ones in test/ros/conftest.py): `robot`, the
 Panda model from the URDF that ships with pybullet_data, one per test module (as each file built
-it before).
+it before), and `tiny_artifact`, which writes the small random policy the worker and the ROS
+tests run.
 
 The package's core runs without torch (a Jetson deployment on onnxruntime or TensorRT has none),
 and CI checks that on Python 3.10 in an environment without torch and onnx. There, the test
@@ -57,3 +58,29 @@ def robot():
     from diffusion_controller.control.robot_model import RobotModel
 
     return RobotModel.from_urdf(panda_urdf_path())
+
+
+@pytest.fixture(scope="session")
+def tiny_artifact():
+    """Writes a randomly initialised small policy artifact (7 Panda joints, 32x32 images, horizon
+    16, seeded), its normalisers spanning `home` +- `spread`: `write(out, home, spread, card)`."""
+    torch = pytest.importorskip("torch", reason="torch is needed to create the test model")
+    from diffusion_controller.policy.artifact import save_artifact
+    from diffusion_controller.policy.config import EncoderConfig, PolicyConfig, UNetConfig
+    from diffusion_controller.policy.model import build_net
+    from diffusion_controller.policy.normalize import Normalizer
+
+    def write(out: Path, home, spread: float, card: str) -> Path:
+        cfg = PolicyConfig.cpu_default(
+            [f"panda_joint{i}" for i in range(1, 8)], image_size=(32, 32), horizon=16,
+            action_dt=0.1,
+            encoder=EncoderConfig(variant="small", width=8, group_size=8, num_keypoints=8,
+                                  feature_dim=16),
+            unet=UNetConfig(down_dims=[32, 64], kernel_size=3, n_groups=8, step_embed_dim=32),
+        )
+        torch.manual_seed(0)
+        norms = {k: Normalizer(home - spread, home + spread) for k in ("joints", "actions")}
+        save_artifact(out, build_net(cfg), cfg, norms, card=card)
+        return out
+
+    return write

@@ -41,13 +41,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler, SubmitResult
 from diffusion_controller.control.loop_stats import OVERRUN_LOG, Histogram, LoopStats  # noqa: F401
+from diffusion_controller.control.loop_status import (
+    _STATUS_CODES,
+    BRAKING,
+    ESTOPPED,
+    HOLDING,
+    INACTIVE,
+    RUNNING,
+    WAITING,
+    JointSnapshot,
+    LoopStatus,
+)
 from diffusion_controller.control.ticker import (
     apply_realtime,
     run_ticker,
@@ -57,69 +67,11 @@ from diffusion_controller.control.ticker import (
 from diffusion_controller.control.types import Chunk, Command, FilterResult
 from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 
-# OVERRUN_LOG, Histogram, spin_for and switch_interval_for (noqa F401 above): re-exported for
-# the loop's importers, who knew them from this module.
+# OVERRUN_LOG, Histogram, spin_for, switch_interval_for, the state names, JointSnapshot and
+# LoopStatus (noqa F401 above): re-exported for the loop's importers, who knew them from here.
 
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
-
-INACTIVE = "inactive"  # disabled: nothing is published
-WAITING = "waiting"  # enabled, no joint state yet: nothing is published
-RUNNING = "running"  # tracking the scheduler's reference through the filter
-BRAKING = "braking"  # a fault or a stop request: decelerating through filter.brake
-HOLDING = "holding"  # stopped: publishing the hold command, waiting for a fresh chunk
-ESTOPPED = "estopped"  # e-stop latched: braking / holding until reset()
-
-_STATUS_CODES = {"ok": 0, "braking": 1, "holding": 2}
-
-
-@dataclass(frozen=True)
-class JointSnapshot:
-    """The latest measured joint state, immutable so it can be swapped between threads."""
-
-    q: np.ndarray
-    v: np.ndarray
-    stamp: float
-
-
-@dataclass(frozen=True)
-class LoopStatus:
-    """An immutable summary of the loop for diagnostics; times in milliseconds."""
-
-    state: str
-    reasons: tuple[str, ...]
-    ticks: int
-    published: int
-    missed_ticks: int
-    interventions: int
-    brake_ticks: int
-    filter_fallbacks: int
-    exceptions: int
-    output_errors: int
-    chunks_accepted: int
-    chunks_rejected: int
-    chunks_superseded: int
-    joint_states_rejected: int
-    last_command: Command | None
-    last_submit: SubmitResult | None
-    last_error: str
-    rate_hz: float
-    window: int
-    tick_error_ms: dict[str, float]
-    compute_ms: dict[str, float]
-    qp_iterations: dict[str, float]
-    qp_status: dict[str, int]
-    since_last_tick_s: float  # monotonic seconds since the last tick began (a stalled loop shows)
-    realtime: dict[str, Any] = field(default_factory=dict)
-    # whole-run histograms (ms): tick-start error, compute per tick, observation -> command
-    lifetime: dict[str, dict[str, float]] = field(default_factory=dict)
-    last_e2e_ms: float = float("nan")
-    clock_jumps: int = 0
-    run_missed: int = 0  # missed ticks since start or reset_statistics()
-    last_overrun: dict[str, float] = field(default_factory=dict)  # the latest missed deadline
-    # the latest OVERRUN_LOG missed deadlines, oldest first (t_mono: when the late tick began)
-    recent_overruns: list[dict[str, float]] = field(default_factory=list)
-
 
 class _Ticket:
     """Lets a submitter wait for the loop's verdict on its chunk without the loop waiting."""

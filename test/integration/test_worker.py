@@ -13,10 +13,6 @@ torch = pytest.importorskip("torch", reason="torch is needed for the reference b
 torch.set_num_threads(1)
 
 from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
-from diffusion_controller.policy.artifact import save_artifact  # noqa: E402
-from diffusion_controller.policy.config import EncoderConfig, PolicyConfig, UNetConfig  # noqa: E402
-from diffusion_controller.policy.model import build_net  # noqa: E402
-from diffusion_controller.policy.normalize import Normalizer  # noqa: E402
 from diffusion_controller.runtime.backend import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
 from diffusion_controller.runtime.worker import InferenceWorker, WorkerSettings  # noqa: E402
@@ -26,17 +22,8 @@ HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 
 
 @pytest.fixture(scope="module")
-def backend(tmp_path_factory):
-    cfg = PolicyConfig.cpu_default(
-        JOINTS, image_size=(32, 32), horizon=16, action_dt=0.1,
-        encoder=EncoderConfig(variant="small", width=8, group_size=8, num_keypoints=8,
-                              feature_dim=16),
-        unet=UNetConfig(down_dims=[32, 64], kernel_size=3, n_groups=8, step_embed_dim=32),
-    )
-    torch.manual_seed(0)
-    norms = {k: Normalizer(HOME - 0.3, HOME + 0.3) for k in ("joints", "actions")}
-    out = tmp_path_factory.mktemp("model")
-    save_artifact(out, build_net(cfg), cfg, norms, card="tiny random test model")
+def backend(tmp_path_factory, tiny_artifact):
+    out = tiny_artifact(tmp_path_factory.mktemp("model"), HOME, 0.3, "tiny random test model")
     return load_backend(out, "torch", threads=1)
 
 

@@ -65,24 +65,10 @@ def urdf_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_artifact: Any) -> str:
     """A randomly initialised small policy (32x32 images, horizon 16), actions near HOME."""
-    torch = pytest.importorskip("torch", reason="torch is needed to create the test model")
-    from diffusion_controller.policy.artifact import save_artifact
-    from diffusion_controller.policy.config import EncoderConfig, PolicyConfig, UNetConfig
-    from diffusion_controller.policy.model import build_net
-    from diffusion_controller.policy.normalize import Normalizer
-
-    cfg = PolicyConfig.cpu_default(
-        JOINTS, image_size=(32, 32), horizon=16, action_dt=0.1,
-        encoder=EncoderConfig(variant="small", width=8, group_size=8, num_keypoints=8,
-                              feature_dim=16),
-        unet=UNetConfig(down_dims=[32, 64], kernel_size=3, n_groups=8, step_embed_dim=32),
-    )
-    torch.manual_seed(0)
-    norms = {k: Normalizer(HOME - 0.25, HOME + 0.25) for k in ("joints", "actions")}
-    out = tmp_path_factory.mktemp("tiny_model")
-    save_artifact(out, build_net(cfg), cfg, norms, card="tiny random model for ROS tests")
+    out = tiny_artifact(tmp_path_factory.mktemp("tiny_model"), HOME, 0.25,
+                        "tiny random model for ROS tests")
     return str(out)
 
 
