@@ -27,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--baseline", default="none", help="also run a baseline model directory (default none)"
     )
     add_common(p)
-    p.set_defaults(func=run)
+    # The streamed trajectory still trips the modelled FR3 reflexes now and then (see
+    # docs/benchmarks.md), so the demo shows the policy on the ideal arm unless asked otherwise.
+    p.set_defaults(func=run, robot_controller="ideal")
 
 
 def run(args: argparse.Namespace) -> int:

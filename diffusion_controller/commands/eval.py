@@ -73,12 +73,14 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the summary as JSON")
     p.add_argument(
         "--robot-controller",
-        choices=("forward", "trajectory"),
+        choices=("forward", "trajectory", "ideal"),
         default="trajectory",
         help="the simulated robot side (sim_arm `robot_controller`): trajectory, a "
         "joint_trajectory_controller fed by the node's `command_interface` trajectory "
         "(default, what a Franka needs), or forward, a 1 kHz forward controller fed the 100 Hz "
-        "positions; both check the FR3's limits at 1 kHz and count reflexes",
+        "positions; both check the FR3's limits at 1 kHz and count reflexes. ideal: the arm "
+        "tracks each 100 Hz position with no 1 kHz model (no reflexes: what the policy and the "
+        "safety filter do on their own; demo's default, see docs/real_robot.md)",
     )
 
 

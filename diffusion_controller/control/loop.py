@@ -154,7 +154,12 @@ class ControlLoop:
         self._estop = False
         self._paused = False
         self._reset_request = False
-        self._resync = False  # re-seed the commanded state from the measurement once at rest
+        # Re-seed the commanded state from the measurement once at rest: after a fault, when
+        # motion resumes (every watchdog is fine then, so the measurement is fresh and within
+        # tracking_error_limit of the command: a sensor glitch is never commanded); after an
+        # e-stop reset, at once.
+        self._resync = False
+        self._estop_cleared = False
         # ticks of the filter's certified continuation attached to each command (0: none)
         self.plan_steps = 0
 
@@ -343,6 +348,7 @@ class ControlLoop:
         was = self._estop
         self._reset_request = True
         self._resync = True  # the arm may have been moved meanwhile: restart from the measurement
+        self._estop_cleared = True  # (at once, once at rest: an operator's acknowledgement)
         self._estop = False
         return True, "e-stop cleared" if was else "nothing to reset"
 
@@ -537,10 +543,10 @@ class ControlLoop:
         if self._estop:
             self._exhausted = False
             return self._brake(now, ESTOPPED, status.reasons)
-        measured_ok = not any(c.startswith("joint_states") or c in ("measured_nonfinite", "clock")
-                              for c in status.codes)
-        if self._resync and self._state == HOLDING and measured_ok:
-            self._resync_to(snap, now)  # then hold there, or move on a fresh chunk
+        if self._resync and self._estop_cleared and self._state == HOLDING:
+            # an operator cleared the e-stop: the arm may have been moved meanwhile
+            self._estop_cleared = not self._resync_to(snap, now)
+            self._resync = self._estop_cleared
         if not status.ok:
             self._exhausted = False
             if self._state == RUNNING:  # once per fault: restart from the measurement, at rest
@@ -558,6 +564,8 @@ class ControlLoop:
             if not fresh:
                 why = EXHAUSTED if self._exhausted else "waiting for a fresh chunk"
                 return self._brake(now, None, (why,))
+            if self._resync and self._state == HOLDING and self._resync_to(snap, now):
+                pass  # after a fault: from the measurement, at rest, before any motion
             q, v, a = self._filter_state()
             self.scheduler.rebase(now, q, v, a)
             self._stop_since = None

@@ -103,7 +103,7 @@ class EvalConfig:
             out.append(f"unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}")
         if self.domain_id is not None and not 0 <= self.domain_id <= 101:
             out.append("--domain-id must be within [0, 101]")
-        if self.robot_controller not in ("forward", "trajectory"):
+        if self.robot_controller not in ("forward", "trajectory", "ideal"):
             out.append(f"unknown robot controller {self.robot_controller!r}")
         if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
             out.append(f"unknown backend {self.backend!r}")

@@ -77,8 +77,9 @@ def test_fuzz_service_sequences(start_controller, tiny_model, probe, urdf_path) 
         if state == State.PRIMARY_STATE_UNCONFIGURED:
             assert probe.transition(Transition.TRANSITION_CONFIGURE, timeout=60.0)
         assert probe.transition(Transition.TRANSITION_ACTIVATE)
-        assert probe.enable(True).success
+        # the e-stop first: ~/enable is refused while it is latched
         probe.wait_for(lambda: probe.trigger("reset").success, 10.0, "the e-stop reset")
+        assert probe.enable(True).success
         n = len(probe.command_log())
         probe.wait_for(lambda: len(probe.command_log()) > n + 100, 20.0, "commands again")
         q = np.stack([c.q for c in probe.command_log()])
