@@ -196,7 +196,10 @@ class SafetyFilter(
             raise ValueError("reset: velocities above the safety limit: " + "; ".join(fast))
         lo, hi = viability_bounds(qa, va, lim.lower, lim.upper, lim.acceleration, self.dt)
         if np.any(lo > lim.acceleration + 1e-9) or np.any(hi < -lim.acceleration - 1e-9):
-            raise ValueError("reset: a joint is too fast to stop inside its position limits")
+            bad = (lo > lim.acceleration + 1e-9) | (hi < -lim.acceleration - 1e-9)
+            names = ", ".join(f"{n} ({x:.3f} rad/s)" for n, x, b in
+                              zip(lim.names, va, bad, strict=False) if b)
+            raise ValueError(f"reset: too fast to stop inside the position limits: {names}")
         aa = np.zeros(self.n)
         if a is not None:
             a_in, why = _vec(a, self.n, "a")
