@@ -16,6 +16,7 @@ re-exported here):
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -115,6 +116,15 @@ def worker_settings(values: Mapping[str, Any]) -> Any:
     from diffusion_controller.runtime.worker import WorkerSettings
 
     return build(WorkerSettings, values, SPECS)
+
+
+def live_safety_settings() -> frozenset[str]:
+    """The safety filter's settings that the table lets change while running (a change builds
+    a new filter from the merged values)."""
+    from diffusion_controller.control.safety_filter import SafetyConfig
+
+    return frozenset(f.name for f in dataclasses.fields(SafetyConfig)
+                     if f.name in SPECS and SPECS[f.name].live)
 
 
 def default_values(**changes: Any) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from visualization_msgs.msg import MarkerArray
 
 from diffusion_controller.control import assembly
 from diffusion_controller.control.types import Chunk, Command
+from diffusion_controller.control.watchdogs import WatchdogConfig
 from diffusion_controller.reliability import rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
@@ -71,12 +72,7 @@ FAILURE = TransitionCallbackReturn.FAILURE
 
 # Parameters the worker takes live (each is the WorkerSettings field of the same name).
 _WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerSettings))
-_WATCHDOG_PARAMS = ("joint_state_timeout", "image_timeout", "chunk_timeout",
-                    "tracking_error_limit", "stamp_tolerance")
-# The filter's tightened limits are fixed per filter: changing them builds a new filter that takes
-# over the commanded state between two ticks.
-_SAFETY_LIMIT_PARAMS = ("position_margin", "velocity_scale", "acceleration_scale", "jerk_scale")
-_WORKSPACE_PARAMS = ("workspace_min", "workspace_max", "table_z")
+_WATCHDOG_PARAMS = tuple(f.name for f in dataclasses.fields(WatchdogConfig))
 
 
 class ConfigureError(RuntimeError):
@@ -615,8 +611,9 @@ class ControllerNode(LifecycleNode):
             core.backend.check_num_samples(int(live["num_samples"]))
         v = dict(self._values)
         v.update(live)
-        safety_keys = set(_SAFETY_LIMIT_PARAMS) | set(_WORKSPACE_PARAMS) | {
-            "obstacles", "sphere_margin"}
+        # A live safety setting builds a new filter that takes over the commanded state between
+        # two ticks (its tightened limits are fixed per filter).
+        safety_keys = assembly.live_safety_settings()
         new_filter = new_robot = None
         if safety_keys & set(live):
             new_filter, new_robot = self._new_safety_filter(core, v)
