@@ -57,39 +57,22 @@ from visualization_msgs.msg import MarkerArray
 
 from diffusion_controller.control import assembly
 from diffusion_controller.control.types import Chunk, Command
+from diffusion_controller.control.watchdogs import WatchdogConfig
 from diffusion_controller.reliability import rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
 from diffusion_controller.ros.conversions import InputRejected, JointStateFilter
+from diffusion_controller.runtime.worker import WorkerSettings
 
 NODE_NAME = "diffusion_controller"
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
-# Parameters the worker takes live, and the WorkerSettings field each one maps to.
-_WORKER_FIELDS = {
-    "inference_rate_hz": "rate_hz",
-    "ddim_steps": "steps",
-    "eta": "eta",
-    "warm_start": "warm_start",
-    "warm_start_strength": "warm_start_strength",
-    "prefix_steps": "prefix_steps",
-    "num_samples": "num_samples",
-    "seed": "seed",
-    "image_timeout": "max_observation_age",
-    "uncertainty_threshold": "uncertainty_threshold",
-    "uncertainty_action": "uncertainty_action",
-    "uncertainty_scale": "uncertainty_scale",
-    "inference_frame_wait": "frame_wait",
-}
-_WATCHDOG_PARAMS = ("joint_state_timeout", "image_timeout", "chunk_timeout",
-                    "tracking_error_limit", "stamp_tolerance")
-# The filter's tightened limits are fixed per filter: changing them builds a new filter that takes
-# over the commanded state between two ticks.
-_SAFETY_LIMIT_PARAMS = ("position_margin", "velocity_scale", "acceleration_scale", "jerk_scale")
-_WORKSPACE_PARAMS = ("workspace_min", "workspace_max", "table_z")
+# Parameters the worker takes live (each is the WorkerSettings field of the same name).
+_WORKER_FIELDS = tuple(f.name for f in dataclasses.fields(WorkerSettings))
+_WATCHDOG_PARAMS = tuple(f.name for f in dataclasses.fields(WatchdogConfig))
 
 
 class ConfigureError(RuntimeError):
@@ -452,7 +435,7 @@ class ControllerNode(LifecycleNode):
             rt.unlock_memory()
             self._rt_threads = {}
         core.worker = InferenceWorker(
-            backend, buffer, self._submit_chunk, self._now, self._worker_settings(v),
+            backend, buffer, self._submit_chunk, self._now, assembly.worker_settings(v),
             current_chunk=self._current_chunk_model_order, hold=self._uncertainty_hold,
             on_chunk=self._on_chunk, thread_setup=setup)
         self._model_facts = facts
@@ -552,28 +535,6 @@ class ControllerNode(LifecycleNode):
             self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics,
                                                  callback_group=self._diag_group)
 
-    # ------------------------------------------------------------------ core configs
-    @staticmethod
-    def _worker_settings(v: dict[str, Any]) -> Any:
-        from diffusion_controller.runtime.worker import WorkerSettings
-
-        return WorkerSettings(
-            rate_hz=float(v["inference_rate_hz"]),
-            steps=int(v["ddim_steps"]),
-            eta=float(v["eta"]),
-            warm_start=bool(v["warm_start"]),
-            warm_start_strength=float(v["warm_start_strength"]),
-            prefix_steps=int(v["prefix_steps"]),
-            latency_margin=float(v["latency_margin"]),
-            num_samples=int(v["num_samples"]),
-            seed=int(v["seed"]),
-            max_observation_age=float(v["image_timeout"]),
-            uncertainty_threshold=float(v["uncertainty_threshold"]),
-            uncertainty_action=str(v["uncertainty_action"]),
-            uncertainty_scale=float(v["uncertainty_scale"]),
-            frame_wait=float(v["inference_frame_wait"]),
-        )
-
     # ------------------------------------------------------------------ parameters
     def _set_parameters_as_one_request(self) -> None:
         """Serve ~/set_parameters so that one request is one change.
@@ -650,8 +611,9 @@ class ControllerNode(LifecycleNode):
             core.backend.check_num_samples(int(live["num_samples"]))
         v = dict(self._values)
         v.update(live)
-        safety_keys = set(_SAFETY_LIMIT_PARAMS) | set(_WORKSPACE_PARAMS) | {
-            "obstacles", "sphere_margin"}
+        # A live safety setting builds a new filter that takes over the commanded state between
+        # two ticks (its tightened limits are fixed per filter).
+        safety_keys = assembly.live_safety_settings()
         new_filter = new_robot = None
         if safety_keys & set(live):
             new_filter, new_robot = self._new_safety_filter(core, v)
@@ -680,7 +642,7 @@ class ControllerNode(LifecycleNode):
             if watchdog is not None:
                 core.joint_filter.stamp_tolerance = float(v["stamp_tolerance"])
         if any(k in live for k in _WORKER_FIELDS):
-            core.worker.update(**dataclasses.asdict(self._worker_settings(v)))
+            core.worker.update(**dataclasses.asdict(assembly.worker_settings(v)))
         if "inference_timeout" in live and hasattr(core.backend, "timeout"):
             core.backend.timeout = float(live["inference_timeout"])
 
