@@ -213,3 +213,41 @@ def to_msg(entries: Iterable[StatusEntry], stamp: Any, hardware_id: str) -> Any:
         statuses.append(st)
     out.status = statuses
     return out
+
+
+class CoreRates:
+    """Commands published and chunks submitted per second, between two diagnostics calls."""
+
+    def __init__(self) -> None:
+        self._prev: tuple[float, int, int] | None = None
+        self._rejections_reported = 0
+
+    def rates(self, now: float, published: int, submitted: int) -> tuple[float, float]:
+        """(command rate, inference rate) in Hz since the previous call (NaN on the first)."""
+        prev, self._prev = self._prev, (now, published, submitted)
+        if prev is None or now <= prev[0]:
+            return math.nan, math.nan
+        return (published - prev[1]) / (now - prev[0]), (submitted - prev[2]) / (now - prev[0])
+
+    def new_rejections(self, total: int) -> int:
+        """Inputs refused since the previous call."""
+        new, self._rejections_reported = total - self._rejections_reported, total
+        return new
+
+
+def core_entries(prefix: str, snap: Any, rates: CoreRates, now: float, enabled: bool,
+                 estop_latched: bool, active: bool) -> list[StatusEntry]:
+    """The loop, inference, inputs and uncertainty entries from a ControllerStatus snapshot."""
+    cmd_rate, inf_rate = rates.rates(now, snap.loop.published, snap.worker.submitted)
+    s = snap.worker_settings
+    return [
+        loop_entry(prefix, snap.loop, cmd_rate, enabled, estop_latched),
+        inference_entry(prefix, snap.worker, snap.backend, inf_rate, active,
+                        process=snap.backend_status, stall_after=snap.chunk_timeout,
+                        mode=snap.inference_mode),
+        inputs_entry(prefix, snap.received, snap.rejected, snap.last_rejection, snap.input_ages,
+                     rates.new_rejections(sum(snap.rejected.values()))),
+        uncertainty_entry(prefix, snap.worker.last_spread, s.uncertainty_threshold,
+                          s.uncertainty_action, s.num_samples, snap.worker.uncertain,
+                          snap.worker.holding),
+    ]
