@@ -1,28 +1,25 @@
 """The controller as a ROS 2 lifecycle node: messages in, safety-filtered joint commands out.
 
-Threads: the executor only runs callbacks (sensor conversions, services, parameters, lifecycle
-transitions, diagnostics); inference is driven by its own thread (runtime.worker.InferenceWorker),
-and with `inference_mode` process (the default) the network itself runs in a child process
-(runtime.inference_process), so the only Python work left in this process is the loop, message
-conversion and chunk planning; the 100 Hz ControlLoop runs in a thread of its own and publishes
-every command from its output callback. Nothing the executor or inference does can make a tick
-wait. If the stamp clock jumps (a sim time reset), the loop brakes to a stop and the input filters,
-observation buffer and worker forget the old timeline, so inputs on the new one are accepted.
+The core (model, inference worker, scheduler, safety filter, watchdogs, 100 Hz loop) is
+runtime.controller.Controller, ROS-free; this node only wires it: parameters (ros/params.py, one
+request one change through ros/parameter_service.py), joint state and camera subscriptions, the
+command publisher (ros/command_output.py), the operator's services (ros/operator_services.py), the
+URDF (ros/urdf_source.py) and /diagnostics from the core's status snapshot.
 
-Lifecycle: configure validates the parameters, loads and warms up the model, gets the URDF and
-builds the robot model, safety filter, scheduler, watchdogs and loop; any failure returns FAILURE
-with the reason logged and on /diagnostics, and nothing is published. activate starts inference and
-the loop; deactivate brakes to a stop, holds, then stops the threads; cleanup releases everything;
+Threads: the executor only runs callbacks; inference runs in the worker thread (and, with
+`inference_mode: process`, the network in a child process); the loop thread publishes every
+command from its output callback. Nothing the executor or inference does can make a tick wait.
+
+Lifecycle: configure validates the parameters and builds the core (any failure returns FAILURE with
+the reason logged and on /diagnostics, and nothing is published); activate starts the loop, then
+inference; deactivate brakes to a stop, then stops the threads; cleanup releases everything;
 shutdown and errors brake first. With `autostart` the node walks itself through configure and
-activate with the same transition functions.
-
-Uses only rclpy API present in Humble (rclpy.lifecycle, SignalHandlerOptions, callback groups).
+activate with the same transition functions. Humble's rclpy API only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 import threading
@@ -41,7 +38,6 @@ from rclpy.qos import qos_profile_sensor_data
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image, JointState
 from std_msgs.msg import Float64MultiArray
-from std_srvs.srv import SetBool, Trigger
 from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
@@ -52,7 +48,11 @@ from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
 from diffusion_controller.ros.command_output import CommandOutput
-from diffusion_controller.ros.parameter_service import serve_set_parameters_as_one_request
+from diffusion_controller.ros.operator_services import OperatorServices
+from diffusion_controller.ros.parameter_service import (
+    apply_parameter_request,
+    serve_set_parameters_as_one_request,
+)
 from diffusion_controller.ros.urdf_source import read_urdf
 from diffusion_controller.runtime.controller import BuildError, Controller, Refused
 from diffusion_controller.runtime.joint_input import InputCounts
@@ -87,8 +87,6 @@ class ControllerNode(LifecycleNode):
         self._chunk_pub: Any = None
         self._marker_pub: Any = None
         self._active = False
-        self._enabled = bool(self._values["start_enabled"])
-        self._estop_latched = False
         self._last_failure = ""
         self._counts = InputCounts()  # the node's whole life, across configure cycles
         self._rates = diag.CoreRates()
@@ -98,13 +96,13 @@ class ControllerNode(LifecycleNode):
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         serve_set_parameters_as_one_request(self, self._service_group)
-        for srv, name, cb in ((SetBool, "~/enable", self._srv_enable),
-                              (Trigger, "~/estop", self._srv_estop),
-                              (Trigger, "~/reset", self._srv_reset),
-                              (Trigger, "~/reset_statistics", self._srv_reset_statistics)):
-            self.create_service(srv, name, cb, callback_group=self._service_group)
-        self._clock_jump_note = ""
         self._gc = GcMonitor()
+        self._operator = OperatorServices(
+            self, self._service_group, bool(self._values["start_enabled"]),
+            core=lambda: self._core, active=lambda: self._active,
+            enable_timeout=lambda: float(self._values["enable_timeout"]),
+            on_reset_statistics=self._gc.reset)
+        self._clock_jump_note = ""
         self._gc.install()
         self._rt_threads: dict[str, Any] = {}
         # Diagnostics are published in every lifecycle state, so a failed configure is visible.
@@ -181,7 +179,8 @@ class ControllerNode(LifecycleNode):
                 self.get_logger().warning(f"realtime: {err}")
         self.get_logger().info(f"heap frozen: {frozen['frozen']} objects, collect "
                                f"{frozen['collect_ms']:.1f} ms")
-        core.start(self._enabled, float(self._values["enable_timeout"]), self._estop_latched)
+        op = self._operator
+        core.start(op.enabled, float(self._values["enable_timeout"]), op.estop_latched)
         self._active = True
         self.get_logger().info("active: inference and control loop running")
         return SUCCESS
@@ -291,39 +290,8 @@ class ControllerNode(LifecycleNode):
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
-        changes: dict[str, Any] = {}
-        for p in changed:
-            spec = params.SPECS.get(p.name)
-            if spec is None:
-                continue  # not ours (e.g. use_sim_time): rclpy handles it
-            changes[p.name] = params.to_python(spec, p.value)
-        if not changes:
-            return SetParametersResult(successful=True)
-        errors = params.check_update(self._values, changes, self._model_facts)
-        if errors:
-            reason = "; ".join(errors)
-            self.get_logger().warning(f"parameter change rejected: {reason}")
-            return SetParametersResult(successful=False, reason=reason)
-        live = {k: val for k, val in changes.items() if params.SPECS[k].live}
-        deferred = sorted(k for k in changes if not params.SPECS[k].live)
-        core = self._core
-        if core is not None and live:
-            try:
-                core.apply_live(live)
-            except (ValueError, TypeError) as exc:
-                reason = f"cannot apply {sorted(live)}: {exc}"
-                self.get_logger().warning(f"parameter change rejected: {reason}")
-                return SetParametersResult(successful=False, reason=reason)
-        self._values.update(changes)
-        notes = []
-        if live and core is not None:
-            notes.append(f"applied live: {', '.join(sorted(live))}")
-        if deferred and core is not None:
-            self._pending.update(deferred)
-            notes.append(f"stored, takes effect on the next configure: {', '.join(deferred)}")
-        if notes:
-            self.get_logger().info("; ".join(notes))
-        return SetParametersResult(successful=True, reason="; ".join(notes))
+        return apply_parameter_request(changed, self._values, self._model_facts, self._core,
+                                       self._pending, self.get_logger())
 
     # ------------------------------------------------------------------ sensors
     def _on_joint_state(self, msg: JointState) -> None:
@@ -370,60 +338,6 @@ class ControllerNode(LifecycleNode):
         self._clock_jump_note = note
         self.get_logger().warning(note)
 
-    # ------------------------------------------------------------------ services
-    def _srv_enable(self, req: SetBool.Request, resp: SetBool.Response) -> SetBool.Response:
-        if req.data and self._estop_latched:
-            resp.success = False
-            resp.message = "e-stop latched: call ~/reset first (the arm must be at rest)"
-            return resp
-        self._enabled = bool(req.data)
-        core = self._core
-        timeout = float(self._values["enable_timeout"])
-        resp.success = True
-        if core is not None and self._active:
-            core.enable(self._enabled, timeout)
-            if self._enabled and timeout > 0:
-                resp.message = (f"enabled for {self._values['enable_timeout']:g} s "
-                                "(enable_timeout): renew with ~/enable true")
-                return resp
-            resp.message = "enabled" if self._enabled else "disabled: braking to a stop"
-        else:
-            resp.message = f"{'enabled' if self._enabled else 'disabled'} (applies on activate)"
-        return resp
-
-    def _srv_estop(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        self._estop_latched = True
-        if self._core is not None:
-            self._core.estop()
-        # The node-clock time of latching lets a caller tell its own call latency from the stop.
-        stamp = self.get_clock().now().nanoseconds * 1e-9
-        self.get_logger().warning("e-stop latched: braking to a stop; ~/reset clears it")
-        resp.success = True
-        resp.message = f"e-stop latched at {stamp:.6f} s (node clock)"
-        return resp
-
-    def _srv_reset(self, req: Trigger.Request, resp: Trigger.Response) -> Trigger.Response:
-        core = self._core
-        if core is None:
-            ok, msg = True, "e-stop cleared" if self._estop_latched else "nothing to reset"
-        else:
-            ok, msg = core.reset()
-        if ok:
-            self._estop_latched = False
-        resp.success = bool(ok)
-        resp.message = msg
-        return resp
-
-    def _srv_reset_statistics(self, req: Trigger.Request,
-                              resp: Trigger.Response) -> Trigger.Response:
-        if self._core is None:
-            resp.success, resp.message = False, "not configured"
-            return resp
-        self._core.reset_statistics()
-        self._gc.reset()
-        resp.success, resp.message = True, "whole-run timing statistics restarted"
-        return resp
-
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         try:
@@ -435,30 +349,16 @@ class ControllerNode(LifecycleNode):
                                            self.get_fully_qualified_name()))
 
     def _diagnostic_entries(self) -> list[diag.StatusEntry]:
-        name = self.get_name()
-        core = self._core
+        name, core, op = self.get_name(), self._core, self._operator
         state = "active" if self._active else ("inactive" if core is not None else "unconfigured")
-        node_values = [("lifecycle", state), ("pending_on_configure", sorted(self._pending)),
-                       ("pid", os.getpid())]
-        if self._rt_threads:
-            node_values.append(("realtime_threads", self._rt_threads.get("threads", {})))
-            node_values.append(("memory_locked", self._rt_threads.get("memory_locked", False)))
-            if self._rt_threads.get("errors"):
-                node_values.append(("realtime_errors", self._rt_threads["errors"]))
-        gc_summary = self._gc.summary()
-        node_values += [("gc_collections", gc_summary["collections"]),
-                        ("gc_max_pause_ms", gc_summary["max_pause_ms"]),
-                        ("gc_frozen", gc_summary["frozen"])]
-        if self._clock_jump_note:
-            node_values.append(("last_clock_jump", self._clock_jump_note))
-        entries = [diag.StatusEntry(f"{name}: node", diag.ERROR if self._last_failure else diag.OK,
-                                    self._last_failure or state, diag.kv(node_values))]
+        entries = [diag.node_entry(name, state, self._last_failure, sorted(self._pending),
+                                   self._rt_threads, self._gc.summary(), self._clock_jump_note)]
         if core is None:
             return entries
         snap = core.status()
-        enabled = self._enabled and (not self._active or snap.loop_enabled)  # deadman lapsed?
+        enabled = op.enabled and (not self._active or snap.loop_enabled)  # deadman lapsed?
         return entries + diag.core_entries(name, snap, self._rates, time.monotonic(), enabled,
-                                           self._estop_latched, self._active)
+                                           op.estop_latched, self._active)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,6 +9,7 @@ reason, ages), and uncertainty. Levels follow diagnostic_msgs: OK, WARN, ERROR.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -251,3 +252,24 @@ def core_entries(prefix: str, snap: Any, rates: CoreRates, now: float, enabled: 
                           s.uncertainty_action, s.num_samples, snap.worker.uncertain,
                           snap.worker.holding),
     ]
+
+
+def node_entry(prefix: str, lifecycle: str, failure: str, pending: list[str],
+               rt_threads: Mapping[str, Any], gc_summary: Mapping[str, Any],
+               clock_jump_note: str) -> StatusEntry:
+    """The node itself: lifecycle state (ERROR with the reason after a failed transition),
+    settings waiting for the next configure, what real-time scheduling was granted, GC pauses."""
+    values: list[tuple[str, Any]] = [("lifecycle", lifecycle), ("pending_on_configure", pending),
+                                     ("pid", os.getpid())]
+    if rt_threads:
+        values.append(("realtime_threads", rt_threads.get("threads", {})))
+        values.append(("memory_locked", rt_threads.get("memory_locked", False)))
+        if rt_threads.get("errors"):
+            values.append(("realtime_errors", rt_threads["errors"]))
+    values += [("gc_collections", gc_summary["collections"]),
+               ("gc_max_pause_ms", gc_summary["max_pause_ms"]),
+               ("gc_frozen", gc_summary["frozen"])]
+    if clock_jump_note:
+        values.append(("last_clock_jump", clock_jump_note))
+    return StatusEntry(f"{prefix}: node", ERROR if failure else OK, failure or lifecycle,
+                       kv(values))
