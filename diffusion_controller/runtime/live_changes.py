@@ -15,13 +15,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from diffusion_controller.control import assembly
 from diffusion_controller.runtime.controller_build import worker_settings
 
-if TYPE_CHECKING:
-    from diffusion_controller.runtime.controller import Controller
+# `ctrl` below is a runtime.controller.Controller (typed Any: that module imports this one).
+Controller = Any
 
 # Settings the worker takes live (the table's live sampling and inference settings).
 WORKER_KEYS = frozenset({
