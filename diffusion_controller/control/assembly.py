@@ -150,3 +150,25 @@ def watchdog_config(values: Mapping[str, Any]) -> Any:
         tracking_error=float(values["tracking_error_limit"]),
         future_tolerance=float(values["stamp_tolerance"]),
     )
+
+
+def worker_settings(values: Mapping[str, Any]) -> Any:
+    """The inference worker's settings (each field is the setting of the same name)."""
+    from diffusion_controller.runtime.worker import WorkerSettings
+
+    return WorkerSettings(
+        inference_rate_hz=float(values["inference_rate_hz"]),
+        ddim_steps=int(values["ddim_steps"]),
+        eta=float(values["eta"]),
+        warm_start=bool(values["warm_start"]),
+        warm_start_strength=float(values["warm_start_strength"]),
+        prefix_steps=int(values["prefix_steps"]),
+        latency_margin=float(values["latency_margin"]),
+        num_samples=int(values["num_samples"]),
+        seed=int(values["seed"]),
+        image_timeout=float(values["image_timeout"]),
+        uncertainty_threshold=float(values["uncertainty_threshold"]),
+        uncertainty_action=str(values["uncertainty_action"]),
+        uncertainty_scale=float(values["uncertainty_scale"]),
+        inference_frame_wait=float(values["inference_frame_wait"]),
+    )

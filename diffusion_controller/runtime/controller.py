@@ -36,12 +36,7 @@ from diffusion_controller.control import assembly
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.runtime import live_changes
-from diffusion_controller.runtime.controller_build import (
-    BuildError,
-    ModelCheck,
-    load_model,
-    worker_settings,
-)
+from diffusion_controller.runtime.controller_build import BuildError, ModelCheck, load_model
 from diffusion_controller.runtime.joint_input import (
     InputCounts,
     InputRejected,
@@ -158,7 +153,7 @@ class Controller:
             self.rt_threads = rt.raise_python_threads(helper_prio)
             setup = lambda: rt.set_fifo(0, helper_prio)  # noqa: E731 (the worker thread's own)
         self.worker = InferenceWorker(
-            backend, self.buffer, self._submit_chunk, clock, worker_settings(v),
+            backend, self.buffer, self._submit_chunk, clock, assembly.worker_settings(v),
             current_chunk=self._current_chunk_model_order, hold=self._uncertainty_hold,
             on_chunk=self._chunk_accepted, thread_setup=setup)
 

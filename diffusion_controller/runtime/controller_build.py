@@ -96,24 +96,3 @@ def _start_inference_process(path: str, v: Mapping[str, Any], affinity: int) -> 
                          f"inference process: {text}") from exc
     return backend
 
-
-def worker_settings(v: Mapping[str, Any]) -> Any:
-    """The inference worker's settings from the setting values."""
-    from diffusion_controller.runtime.worker import WorkerSettings
-
-    return WorkerSettings(
-        rate_hz=float(v["inference_rate_hz"]),
-        steps=int(v["ddim_steps"]),
-        eta=float(v["eta"]),
-        warm_start=bool(v["warm_start"]),
-        warm_start_strength=float(v["warm_start_strength"]),
-        prefix_steps=int(v["prefix_steps"]),
-        latency_margin=float(v["latency_margin"]),
-        num_samples=int(v["num_samples"]),
-        seed=int(v["seed"]),
-        max_observation_age=float(v["image_timeout"]),
-        uncertainty_threshold=float(v["uncertainty_threshold"]),
-        uncertainty_action=str(v["uncertainty_action"]),
-        uncertainty_scale=float(v["uncertainty_scale"]),
-        frame_wait=float(v["inference_frame_wait"]),
-    )

@@ -18,17 +18,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusion_controller.control import assembly
-from diffusion_controller.runtime.controller_build import worker_settings
+from diffusion_controller.runtime.worker import WorkerSettings
 
 # `ctrl` below is a runtime.controller.Controller (typed Any: that module imports this one).
 Controller = Any
 
-# Settings the worker takes live (the table's live sampling and inference settings).
-WORKER_KEYS = frozenset({
-    "inference_rate_hz", "ddim_steps", "eta", "warm_start", "warm_start_strength",
-    "prefix_steps", "num_samples", "seed", "image_timeout", "uncertainty_threshold",
-    "uncertainty_action", "uncertainty_scale", "inference_frame_wait",
-})
+# Settings the worker takes (each is the WorkerSettings field of the same name).
+WORKER_KEYS = frozenset(f.name for f in dataclasses.fields(WorkerSettings))
 WATCHDOG_KEYS = frozenset({"joint_state_timeout", "image_timeout", "chunk_timeout",
                            "tracking_error_limit", "stamp_tolerance"})
 # The filter's tightened limits and barriers are fixed per filter: changing any of them builds a
@@ -78,7 +74,7 @@ def _prepare(ctrl: Controller, changes: dict[str, Any]) -> _Prepared:
     v.update(changes)
     out = _Prepared(values=v)
     if keys & WORKER_KEYS:
-        settings = worker_settings(v)  # ValueError from the settings' own checks
+        settings = assembly.worker_settings(v)  # ValueError from the settings' own checks
         if settings.prefix_steps >= ctrl.worker.horizon:
             raise ValueError(f"prefix_steps {settings.prefix_steps} must be below the model's "
                              f"horizon {ctrl.worker.horizon}")

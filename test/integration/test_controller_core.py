@@ -169,7 +169,7 @@ def test_live_change_set_takes_effect_whole(rig: Rig) -> None:
     assert new.config.velocity_scale == 0.2 and new.config.acceleration_scale == 0.3
     assert [(list(s.center), s.radius) for s in new.config.obstacles] == [([0.9, 0.9, 0.9], 0.05)]
     assert rig.ctrl.loop.watchdogs.config.chunk_timeout == 0.8
-    assert rig.ctrl.worker.settings.steps == 6
+    assert rig.ctrl.worker.settings.ddim_steps == 6
     assert rig.ctrl.values["velocity_scale"] == 0.2
     assert np.all(new.limits.velocity < old_limits.velocity)
     # The hand-over continues from the commanded state: within the old limits while the new

@@ -12,10 +12,12 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is needed for the reference backend")
 torch.set_num_threads(1)
 
+from diffusion_controller.control import assembly  # noqa: E402
 from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
+from diffusion_controller.ros import params  # noqa: E402
 from diffusion_controller.runtime.backend import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
-from diffusion_controller.runtime.worker import InferenceWorker, WorkerSettings  # noqa: E402
+from diffusion_controller.runtime.worker import InferenceWorker  # noqa: E402
 
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -25,6 +27,11 @@ HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 def backend(tmp_path_factory, tiny_artifact):
     out = tiny_artifact(tmp_path_factory.mktemp("model"), HOME, 0.3, "tiny random test model")
     return load_backend(out, "torch", threads=1)
+
+
+def worker_settings(**changes):
+    """The worker settings of the table's defaults with `changes` on top."""
+    return assembly.worker_settings({**params.defaults(), **changes})
 
 
 class Clock:
@@ -53,12 +60,12 @@ def _setup(backend, **settings):
         return sched.submit(chunk, clock())
 
     worker = InferenceWorker(backend, buf, submit, clock,
-                             WorkerSettings(**settings), current_chunk=sched.current)
+                             worker_settings(**settings), current_chunk=sched.current)
     return clock, buf, sched, worker, submitted
 
 
 def test_step_outcomes_and_chunk_stamp(backend) -> None:
-    clock, buf, sched, worker, submitted = _setup(backend, seed=1, max_observation_age=0.5)
+    clock, buf, sched, worker, submitted = _setup(backend, seed=1, image_timeout=0.5)
     rng = np.random.default_rng(0)
     assert worker.step_once() == "no observation"
     _feed(buf, 99.0, 100.0, rng)
@@ -101,7 +108,7 @@ def test_backend_error_counted_and_no_chunk(backend) -> None:
     clock, buf, _, worker, submitted = _setup(backend)
     _feed(buf, 99.0, 100.0, np.random.default_rng(2))
     clock.t = 100.0
-    worker.update(steps=10_000)  # more DDIM steps than training timesteps: the backend refuses
+    worker.update(ddim_steps=10_000)  # more DDIM steps than training timesteps: the backend refuses
     assert worker.step_once() == "error"
     assert submitted == []
     s = worker.stats()
@@ -118,7 +125,7 @@ def test_uncertainty_actions(backend, action: str) -> None:
     submitted = []
     worker = InferenceWorker(
         backend, buf, lambda c: submitted.append(c), clock,
-        WorkerSettings(num_samples=4, uncertainty_threshold=1e-4, uncertainty_action=action,
+        worker_settings(num_samples=4, uncertainty_threshold=1e-4, uncertainty_action=action,
                        uncertainty_scale=0.5, seed=3),
         hold=lambda on, why: holds.append((on, why)),
     )
@@ -150,7 +157,7 @@ def test_thread_rate_and_stop(backend) -> None:
     buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
     submitted = []
     worker = InferenceWorker(backend, buf, lambda c: submitted.append(c), time.time,
-                             WorkerSettings(rate_hz=10.0))
+                             worker_settings(inference_rate_hz=10.0))
     stop = threading.Event()
     rng = np.random.default_rng(5)
 
@@ -188,8 +195,8 @@ def test_a_seeded_chunk_depends_on_its_observation_alone(backend) -> None:
         buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
         out: list[np.ndarray] = []
         worker = InferenceWorker(backend, buf, lambda c: out.append(c.positions) or True, clock,
-                                 WorkerSettings(seed=before_seed, warm_start=False,
-                                                prefix_steps=0, max_observation_age=5.0))
+                                 worker_settings(seed=before_seed, warm_start=False,
+                                                prefix_steps=0, image_timeout=5.0))
         rng = np.random.default_rng(before_count)
         _feed(buf, 99.0, 100.0, rng)
         for k in range(before_count):
