@@ -84,8 +84,7 @@ class ControllerNode(LifecycleNode):
         self._ros: list[Any] = []  # publishers and subscriptions of the configured core
         self._output: CommandOutput | None = None
         self._decoder: str | None = None
-        self._chunk_pub: Any = None
-        self._marker_pub: Any = None
+        self._chunk_pub = self._marker_pub = None  # display: ~/chunk, ~/chunk_markers
         self._active = False
         self._last_failure = ""
         self._counts = InputCounts()  # the node's whole life, across configure cycles
@@ -250,7 +249,7 @@ class ControllerNode(LifecycleNode):
             on_command=self._on_command, on_chunk=self._on_chunk, on_hold=self._on_hold,
             on_clock_jump=self._on_clock_jump, counts=self._counts)
         self._core = core
-        if core.rt_threads:
+        if v["realtime"]:
             self._rt_threads = core.rt_threads
         self._model_facts = model_facts(core.model_config)
         self._decoder = conv.compressed_decoder()
