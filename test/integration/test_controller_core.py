@@ -94,7 +94,6 @@ def rig() -> Iterator[Rig]:
     ctrl = Controller.build(
         values, Path(panda_urdf_path()).read_text(encoding="utf-8"),
         clock=lambda: holder["rig"].t,
-        check_model=lambda cfg: params.check_against_model(values, _facts(cfg)),
         on_command=lambda cmd: holder["rig"].commands.append(cmd),
         on_chunk=lambda chunk: holder["rig"].chunks.append(chunk))
     names = list(values["joint_names"])
@@ -107,13 +106,6 @@ def rig() -> Iterator[Rig]:
     finally:
         ctrl.close()
         world.close()
-
-
-def _facts(cfg: object) -> params.ModelFacts:
-    return params.ModelFacts(horizon=cfg.horizon, action_dt=cfg.action_dt,  # type: ignore[attr-defined]
-                             num_train_timesteps=cfg.diffusion.num_train_timesteps,  # type: ignore[attr-defined]
-                             joint_names=tuple(cfg.joint_names),  # type: ignore[attr-defined]
-                             cameras=tuple(cfg.cameras))  # type: ignore[attr-defined]
 
 
 def _check_stream(cmds: list[Command], limits: object, previous: Command | None) -> None:
@@ -239,6 +231,10 @@ def test_build_failures_name_the_setting(tmp_path: Path) -> None:
         urdf_calls.append(1)
         return "<robot name='x'/>"
 
+    with pytest.raises(BuildError, match="parameters do not fit the model: not this one"):
+        Controller.build(values, urdf, clock=lambda: 0.0, on_command=lambda cmd: None,
+                         check_model=lambda cfg: ["not this one"])
+    assert urdf_calls == []  # refused from the artifact's config, before the backend loads
     with pytest.raises(BuildError, match="URDF does not fit joint_names"):
         Controller.build(values, urdf, clock=lambda: 0.0, on_command=lambda cmd: None)
     assert urdf_calls == [1]  # read once the model had loaded
