@@ -36,9 +36,10 @@ DT = 0.01
 TOL = 1e-9
 
 
-def _values() -> dict:
+def _values(mode: str = "thread") -> dict:
     v = params.defaults()
-    v.update(model_path=str(MODEL), backend="onnxruntime", inference_mode="thread",
+    v.update(model_path=str(MODEL), backend="onnxruntime", inference_mode=mode,
+             inference_timeout=30.0,  # a loaded machine is slow, not broken
              inference_threads=1, warmup_runs=1,
              joint_names=list(reversed(params.PANDA_JOINTS)))  # not the model's order
     assert params.validate(v) == []
@@ -84,28 +85,36 @@ class Rig:
 
 
 
-@pytest.fixture(scope="module")
-def rig() -> Iterator[Rig]:
-    values = _values()
-    spec = sample_task(3)
+def _make_rig(mode: str) -> Rig:
+    values = _values(mode)
     world = SimWorld()
-    world.reset(spec)
+    world.reset(sample_task(3))
     holder: dict[str, Rig] = {}
-    ctrl = Controller.build(
-        values, Path(panda_urdf_path()).read_text(encoding="utf-8"),
-        clock=lambda: holder["rig"].t,
-        on_command=lambda cmd: holder["rig"].commands.append(cmd),
-        on_chunk=lambda chunk: holder["rig"].chunks.append(chunk))
+    try:
+        ctrl = Controller.build(
+            values, Path(panda_urdf_path()).read_text(encoding="utf-8"),
+            clock=lambda: holder["rig"].t,
+            on_command=lambda cmd: holder["rig"].commands.append(cmd),
+            on_chunk=lambda chunk: holder["rig"].chunks.append(chunk))
+    except BaseException:
+        world.close()
+        raise
     names = list(values["joint_names"])
     r = Rig(ctrl=ctrl, world=world,
             to_world=np.array([names.index(n) for n in ARM_JOINTS], dtype=np.intp))
     holder["rig"] = r
     ctrl.enable(True)
+    return r
+
+
+@pytest.fixture(scope="module")
+def rig() -> Iterator[Rig]:
+    r = _make_rig("thread")
     try:
         yield r
     finally:
-        ctrl.close()
-        world.close()
+        r.ctrl.close()
+        r.world.close()
 
 
 def _check_stream(cmds: list[Command], limits: object, previous: Command | None) -> None:
@@ -238,3 +247,20 @@ def test_build_failures_name_the_setting(tmp_path: Path) -> None:
     with pytest.raises(BuildError, match="URDF does not fit joint_names"):
         Controller.build(values, urdf, clock=lambda: 0.0, on_command=lambda cmd: None)
     assert urdf_calls == [1]  # read once the model had loaded
+
+
+def test_inference_process_mode_drives_the_same_core() -> None:
+    """The default deployment: the network in a child process, the rest as above."""
+    r = _make_rig("process")
+    try:
+        assert r.ctrl.backend.pid is not None
+        cmds = r.run(1.0)
+        assert len(r.chunks) >= 5, r.ctrl.status().worker
+        assert r.ctrl.loop.state == "running", r.ctrl.loop.status().reasons
+        _check_stream(cmds, r.ctrl.safety.limits, None)
+        status = r.ctrl.status()
+        assert status.inference_mode == "process" and status.backend_status is not None
+    finally:
+        r.ctrl.close()
+        r.world.close()
+    assert r.ctrl.backend.pid is None  # the child is gone with the controller
