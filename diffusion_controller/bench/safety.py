@@ -155,7 +155,7 @@ def bench_mode(
     robot, f = assembly.safety_filter_from_settings(panda.panda_urdf_path(), values)
     scene = _scene(values)
     dt = f.dt
-    horizon = f.config.horizon
+    horizon = f.config.mpc_horizon
     t = np.arange(ticks + warmup + horizon + 1) * dt
     q_ref, v_ref, a_ref = figure(t, seed)
     f.reset(panda.PANDA_READY_Q)

@@ -91,7 +91,7 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         scheduler: ChunkScheduler,
         watchdogs: Watchdogs,
         output: Callable[[Command], None],
-        rate_hz: float = 100.0,
+        rate_hz: float | None = None,
         clock: Callable[[], float] = time.time,
         *,
         realtime: bool = False,
@@ -104,10 +104,12 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         clock_jump_tolerance: float | None = None,
         clock_jump_forward: float = 1.0,
     ) -> None:
-        rate_hz = float(rate_hz)
+        # The filter integrates at its control_rate_hz setting; the loop runs at it unless told
+        # otherwise, and a different rate is refused.
+        filter_rate = safety.config.control_rate_hz
+        rate_hz = float(filter_rate if rate_hz is None else rate_hz)
         if not np.isfinite(rate_hz) or rate_hz <= 0.0:
             raise ValueError(f"rate_hz must be positive, got {rate_hz}")
-        filter_rate = getattr(getattr(safety, "config", None), "rate_hz", rate_hz)
         if abs(float(filter_rate) - rate_hz) > 1e-9:
             raise ValueError(
                 f"the safety filter integrates at {filter_rate} Hz, the loop runs at {rate_hz} Hz"
@@ -133,10 +135,8 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
             self.period if clock_jump_tolerance is None else float(clock_jump_tolerance)
         )
         self._jump_fwd = float(clock_jump_forward)
-        cfg = getattr(safety, "config", None)
-        self._mpc_steps = (
-            int(getattr(cfg, "horizon", 0)) if getattr(cfg, "mode", "cbf") == "mpc" else 0
-        )
+        cfg = safety.config
+        self._mpc_steps = int(cfg.mpc_horizon) if cfg.safety_mode == "mpc" else 0
         self._mpc_offsets = self.period * np.arange(1, self._mpc_steps + 1)
 
         # written by other threads, read by the loop (single reference writes)

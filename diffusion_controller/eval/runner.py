@@ -58,6 +58,7 @@ from diffusion_controller.node_process import (
     child_env,
     write_params_file,
 )
+from diffusion_controller.settings.controller import SPECS
 
 TRAINING_SEEDS = range(0, 300)  # the shipped demonstrations (data/demos) used these
 Progress = Callable[[str], None]
@@ -105,7 +106,7 @@ class EvalConfig:
             out.append("--domain-id must be within [0, 101]")
         if self.robot_controller not in ("forward", "trajectory", "ideal"):
             out.append(f"unknown robot controller {self.robot_controller!r}")
-        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
+        if self.backend not in SPECS["backend"].choices:
             out.append(f"unknown backend {self.backend!r}")
         return out
 
@@ -379,7 +380,6 @@ class _Run:
     def run(self) -> RunOutcome:
         from diffusion_controller.eval.client import EvalError
         from diffusion_controller.eval.safety_check import CommandChecker
-        from diffusion_controller.ros import params as ros_params
         from diffusion_controller.sim.task import sample_task
 
         cfg = self.cfg
@@ -461,7 +461,7 @@ class _Run:
                 values = params_by_policy[name]
                 checker = CommandChecker.from_params(
                     self.client.urdf,
-                    values.get("joint_names", ros_params.PANDA_JOINTS),
+                    values.get("joint_names", SPECS["joint_names"].default),
                     position_margin=float(_param(values, "position_margin")),
                     velocity_scale=float(_param(values, "velocity_scale")),
                     acceleration_scale=float(_param(values, "acceleration_scale")),
@@ -507,9 +507,7 @@ class _Run:
 
 
 def _param(values: dict[str, Any], name: str) -> Any:
-    from diffusion_controller.ros import params as ros_params
-
-    return values.get(name, ros_params.SPECS[name].default)
+    return values.get(name, SPECS[name].default)
 
 
 def _flat(spheres: list[Any]) -> list[float]:

@@ -28,10 +28,10 @@ from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.ddim import DDIMCore
 from diffusion_controller.policy.normalize import Normalizer
 from diffusion_controller.policy.preprocess import observation_images
+from diffusion_controller.settings.controller import BACKENDS
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
 MAX_SAMPLES = 64
 # Columns of DenoisePlan.schedule, one row per DDIM step (see DenoisePlan).
 SCHEDULE_COLUMNS = ("t", "sqrt_a", "sqrt_1ma", "sqrt_a_prev", "c_eps", "sigma")

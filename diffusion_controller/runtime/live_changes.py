@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusion_controller.control import assembly
+from diffusion_controller.control.watchdogs import WatchdogConfig
 from diffusion_controller.runtime.worker import WorkerSettings
 
 # `ctrl` below is a runtime.controller.Controller (typed Any: that module imports this one).
@@ -25,13 +26,10 @@ Controller = Any
 
 # Settings the worker takes (each is the WorkerSettings field of the same name).
 WORKER_KEYS = frozenset(f.name for f in dataclasses.fields(WorkerSettings))
-WATCHDOG_KEYS = frozenset({"joint_state_timeout", "image_timeout", "chunk_timeout",
-                           "tracking_error_limit", "stamp_tolerance"})
-# The filter's tightened limits and barriers are fixed per filter: changing any of them builds a
-# new filter that takes over the commanded state between two ticks.
-FILTER_KEYS = frozenset({"position_margin", "velocity_scale", "acceleration_scale", "jerk_scale",
-                         "workspace_min", "workspace_max", "table_z", "obstacles",
-                         "sphere_margin"})
+WATCHDOG_KEYS = frozenset(f.name for f in dataclasses.fields(WatchdogConfig))
+# The filter's live settings (its tightened limits and barriers) are fixed per filter: changing any
+# of them builds a new filter that takes over the commanded state between two ticks
+# (assembly.live_safety_settings: the SafetyConfig fields the table marks live).
 
 
 @dataclass
@@ -79,7 +77,7 @@ def _prepare(ctrl: Controller, changes: dict[str, Any]) -> _Prepared:
             raise ValueError(f"prefix_steps {settings.prefix_steps} must be below the model's "
                              f"horizon {ctrl.worker.horizon}")
         out.worker = settings
-    if keys & FILTER_KEYS:
+    if keys & assembly.live_safety_settings():
         out.robot, out.safety = assembly.safety_filter_from_settings(ctrl.urdf, v)
         try:
             q, qd, qdd = ctrl.loop.safety.state

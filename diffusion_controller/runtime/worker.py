@@ -27,8 +27,8 @@ from diffusion_controller.control.types import Chunk
 from diffusion_controller.runtime import fault_hooks
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer
 from diffusion_controller.runtime.planner import ChunkPlanner
-
-UNCERTAINTY_ACTIONS = ("scale", "hold", "report")
+from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.spec import check_fields
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,9 @@ class WorkerSettings:
     `seed` -1 draws fresh noise every inference, otherwise every inference draws its noise from
     this seed (the same noise until the seed changes), so a chunk depends on its observation alone
     and not on how many inferences the scheduling fitted in before it: eval sets the episode seed
-    here, which makes two runs of a seed panel agree (docs/benchmarks.md)."""
+    here, which makes two runs of a seed panel agree (docs/benchmarks.md). Every field is checked
+    against the table; what depends on the model (`prefix_steps` below its horizon) the worker
+    checks."""
 
     inference_rate_hz: float
     ddim_steps: int
@@ -59,25 +61,7 @@ class WorkerSettings:
     inference_frame_wait: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.inference_rate_hz) and self.inference_rate_hz > 0):
-            raise ValueError(f"inference_rate_hz must be positive, got {self.inference_rate_hz}")
-        if self.ddim_steps < 1:
-            raise ValueError(f"ddim_steps must be >= 1, got {self.ddim_steps}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.prefix_steps < 0:
-            raise ValueError(f"prefix_steps must be >= 0, got {self.prefix_steps}")
-        if self.uncertainty_action not in UNCERTAINTY_ACTIONS:
-            raise ValueError(
-                f"uncertainty_action must be one of {UNCERTAINTY_ACTIONS}, "
-                f"got {self.uncertainty_action!r}"
-            )
-        if not (0 < self.uncertainty_scale <= 1):
-            raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
-        if not (self.image_timeout > 0):
-            raise ValueError("image_timeout must be positive")
-        if not (math.isfinite(self.inference_frame_wait) and self.inference_frame_wait >= 0):
-            raise ValueError(f"inference_frame_wait must be >= 0, got {self.inference_frame_wait}")
+        check_fields(self, SPECS)
 
 
 @dataclass(frozen=True)

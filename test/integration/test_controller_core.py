@@ -23,10 +23,11 @@ import pytest
 pytest.importorskip("onnxruntime")
 pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
 
+from diffusion_controller.control import assembly
 from diffusion_controller.control.panda import panda_urdf_path
 from diffusion_controller.control.types import Chunk, Command
-from diffusion_controller.ros import params
 from diffusion_controller.runtime.controller import BuildError, Controller
+from diffusion_controller.settings.controller import defaults
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 from diffusion_controller.sim.task import sample_task
 from diffusion_controller.sim.world import SimWorld
@@ -37,13 +38,11 @@ TOL = 1e-9
 
 
 def _values(mode: str = "thread") -> dict:
-    v = params.defaults()
-    v.update(model_path=str(MODEL), backend="onnxruntime", inference_mode=mode,
-             inference_timeout=30.0,  # a loaded machine is slow, not broken
-             inference_threads=1, warmup_runs=1,
-             joint_names=list(reversed(params.PANDA_JOINTS)))  # not the model's order
-    assert params.validate(v) == []
-    return v
+    return assembly.default_values(
+        model_path=str(MODEL), backend="onnxruntime", inference_mode=mode,
+        inference_timeout=30.0,  # a loaded machine is slow, not broken
+        inference_threads=1, warmup_runs=1,
+        joint_names=list(reversed(defaults()["joint_names"])))  # not the model's order
 
 
 @dataclass

@@ -12,9 +12,10 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is needed for the reference backend")
 torch.set_num_threads(1)
 
-from diffusion_controller.control import assembly  # noqa: E402
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
-from diffusion_controller.ros import params  # noqa: E402
+from core_settings import scheduler  # noqa: E402
+from core_settings import worker as worker_settings  # noqa: E402
+
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler  # noqa: E402
 from diffusion_controller.runtime.backend import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
 from diffusion_controller.runtime.worker import InferenceWorker  # noqa: E402
@@ -27,11 +28,6 @@ HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 def backend(tmp_path_factory, tiny_artifact):
     out = tiny_artifact(tmp_path_factory.mktemp("model"), HOME, 0.3, "tiny random test model")
     return load_backend(out, "torch", threads=1)
-
-
-def worker_settings(**changes):
-    """The worker settings of the table's defaults with `changes` on top."""
-    return assembly.worker_settings({**params.defaults(), **changes})
 
 
 class Clock:
@@ -52,7 +48,7 @@ def _feed(buf: ObservationBuffer, t0: float, t1: float, rng: np.random.Generator
 def _setup(backend, **settings):
     clock = Clock()
     buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
-    sched = ChunkScheduler(len(JOINTS), SchedulerConfig(latency_margin=0.0))
+    sched = ChunkScheduler(len(JOINTS), scheduler(latency_margin=0.0))
     submitted = []
 
     def submit(chunk):
