@@ -63,14 +63,6 @@ FAILURE = TransitionCallbackReturn.FAILURE
 ConfigureError = BuildError  # configure cannot complete; the message is the operator's reason
 
 
-def model_facts(cfg: Any) -> params.ModelFacts:
-    """What the loaded model imposes on the parameters."""
-    return params.ModelFacts(
-        horizon=cfg.horizon, action_dt=cfg.action_dt,
-        num_train_timesteps=cfg.diffusion.num_train_timesteps,
-        joint_names=tuple(cfg.joint_names), cameras=tuple(cfg.cameras))
-
-
 class ControllerNode(LifecycleNode):
     """Lifecycle node wiring the controller core (runtime/controller.py) to ROS."""
 
@@ -236,22 +228,18 @@ class ControllerNode(LifecycleNode):
     def _configure(self) -> None:
         v = params.read_all(self)
         self._values = dict(v)
-        errors = params.validate(v)
-        if errors:
-            raise BuildError("invalid parameters: " + "; ".join(errors))
         if not v["realtime"] and self._rt_threads:
             rt.lower_python_threads()
             rt.unlock_memory()
             self._rt_threads = {}
         core = Controller.build(
-            v, lambda: read_urdf(self, v), self._now,
-            check_model=lambda cfg: params.check_against_model(v, model_facts(cfg)),
-            on_command=self._on_command, on_chunk=self._on_chunk, on_hold=self._on_hold,
-            on_clock_jump=self._on_clock_jump, counts=self._counts)
+            v, lambda: read_urdf(self, v), self._now, on_command=self._on_command,
+            on_chunk=self._on_chunk, on_hold=self._on_hold, on_clock_jump=self._on_clock_jump,
+            counts=self._counts)
         self._core = core
         if v["realtime"]:
             self._rt_threads = core.rt_threads
-        self._model_facts = model_facts(core.model_config)
+        self._model_facts = core.model_facts
         self._decoder = conv.compressed_decoder()
         if v["image_transport"] == "compressed" and self._decoder is None:
             raise BuildError("image_transport is 'compressed' but no decoder is installed "

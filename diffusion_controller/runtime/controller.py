@@ -1,14 +1,14 @@
 """The whole controller core, built from setting values, a URDF and a model artifact; ROS-free.
 
-`Controller.build(values, urdf, clock, ...)` loads the model (runtime/controller_build.py), builds
-the robot model and safety filter through control/assembly.py (the same path `bench safety`
-measures), the chunk scheduler, the watchdogs and the 100 Hz control loop, the observation buffer
-and the inference worker, and wires the worker to the loop, mapping the model's joint order onto
-the controller's. A host (the lifecycle node, a test, a bench) then only feeds it inputs and takes
-its outputs:
+`Controller.build(values, urdf, clock, ...)` checks the settings against the table, loads the model
+(runtime/controller_build.py), builds the robot model and safety filter through control/assembly.py
+(the same path `bench safety` measures), the chunk scheduler, the watchdogs and the 100 Hz control
+loop, the observation buffer and the inference worker, and wires the worker to the loop, mapping
+the model's joint order onto the controller's. A host (the lifecycle node, a test, a bench) then
+only feeds it inputs and takes its outputs:
 
     inputs   joint_state(names, positions, velocities, stamp), image(camera, stamp, decode),
-             enable / estop / reset / pause, apply_live(changes)
+             enable / estop / reset / reset_statistics, apply_live(changes)
     outputs  on_command(Command) from the loop thread; on_chunk(Chunk) (controller order) and
              on_hold(reason) from the worker thread; on_clock_jump(note) from the loop thread;
              status() -> ControllerStatus, an immutable snapshot for diagnostics
@@ -36,7 +36,7 @@ from diffusion_controller.control import assembly
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.runtime import live_changes
-from diffusion_controller.runtime.controller_build import BuildError, ModelCheck, load_model
+from diffusion_controller.runtime.controller_build import BuildError, load_model, model_facts
 from diffusion_controller.runtime.joint_input import (
     InputCounts,
     InputRejected,
@@ -96,6 +96,7 @@ class Controller:
         v = dict(values)
         self.values = v
         self.model_config = cfg
+        self.model_facts = model_facts(cfg)  # what the settings are checked against from now on
         self.backend = backend
         self.urdf = urdf
         self.counts = counts if counts is not None else InputCounts()
@@ -159,14 +160,14 @@ class Controller:
 
     @classmethod
     def build(cls, values: Mapping[str, Any], urdf: str | Callable[[], str],
-              clock: Callable[[], float], *, check_model: ModelCheck | None = None,
-              **hooks: Any) -> Controller:
-        """Load the model, then assemble the core; BuildError (the operator's reason) if not.
+              clock: Callable[[], float], **hooks: Any) -> Controller:
+        """Check the settings, load the model, then assemble the core; BuildError (the
+        operator's reason) if not.
 
-        `urdf` may be a function, called once the model has loaded (so a bad model fails before
-        any wait for a robot description); `check_model(cfg)` lists the reasons the settings do
-        not fit the model, checked before the backend loads. `hooks`: see `__init__`."""
-        cfg, backend = load_model(values, check_model)
+        `values` are checked against the settings table, then against the model's config before
+        its backend loads; `urdf` may be a function, called once the model has loaded (so a bad
+        model fails before any wait for a robot description). `hooks`: see `__init__`."""
+        cfg, backend = load_model(values)
         try:
             text = urdf() if callable(urdf) else urdf
             return cls(values, cfg, backend, text, clock, **hooks)

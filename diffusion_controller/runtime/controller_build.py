@@ -2,31 +2,41 @@
 or in this one, warmed up. Every failure is a `BuildError` whose message is what an operator needs
 to read (it becomes the configure failure on /diagnostics), never a bare traceback.
 
-The order is the cheap checks first: the path, the artifact's config (no torch), the settings
-against the model (`check_model`, the parameter table's check), and only then the backend, which
-can take seconds to load and warm up.
+The order is the cheap checks first: the settings against the table (settings/checks.py), the
+path, the artifact's config (no torch), the settings against that model, and only then the
+backend, which can take seconds to load and warm up.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-ModelCheck = Callable[[Any], list[str]]  # PolicyConfig -> reasons the settings do not fit it
+from diffusion_controller.settings import checks
 
 
 class BuildError(RuntimeError):
     """The controller cannot be built; the message is what the operator needs to read."""
 
 
-def load_model(values: Mapping[str, Any], check_model: ModelCheck | None = None
-               ) -> tuple[Any, Any]:
+def model_facts(cfg: Any) -> checks.ModelFacts:
+    """What a model (its PolicyConfig) imposes on the settings."""
+    return checks.ModelFacts(
+        horizon=cfg.horizon, action_dt=cfg.action_dt,
+        num_train_timesteps=cfg.diffusion.num_train_timesteps,
+        joint_names=tuple(cfg.joint_names), cameras=tuple(cfg.cameras))
+
+
+def load_model(values: Mapping[str, Any]) -> tuple[Any, Any]:
     """(PolicyConfig, loaded and warmed-up backend) for `model_path`; BuildError says why not."""
     from diffusion_controller.policy.artifact import ArtifactError, load_config
 
     v = values
+    errors = checks.validate(v)
+    if errors:
+        raise BuildError("invalid parameters: " + "; ".join(errors))
     path = str(v["model_path"])
     if not path:
         raise BuildError("model_path is empty: set it to a model artifact directory")
@@ -38,7 +48,7 @@ def load_model(values: Mapping[str, Any], check_model: ModelCheck | None = None
         cfg, _, _ = load_config(path)
     except ArtifactError as exc:
         raise BuildError(f"artifact corrupt: {exc}") from exc
-    errors = check_model(cfg) if check_model is not None else []
+    errors = checks.check_against_model(v, model_facts(cfg))
     if errors:
         raise BuildError("parameters do not fit the model: " + "; ".join(errors))
     if v["inference_mode"] == "process":

@@ -2,7 +2,8 @@
 
 A change request (what `ros2 param set` or `ros2 param load` sends, or a test) can touch the
 safety filter, the watchdogs, the inference worker and the backend at once. Everything is first
-prepared from the merged values and checked, with nothing touched: the backend's sample limit, the
+checked and prepared from the merged values, with nothing touched: the set against the settings
+table and the loaded model (settings/checks.py), the backend's sample limit, the
 worker's new settings, a new safety filter (with its own robot model, since pinocchio data is never
 shared across threads) that has taken over the commanded state now, the watchdog deadlines. Only
 then is the loop's part swapped in by one function the loop thread runs between two ticks
@@ -20,6 +21,8 @@ from typing import Any
 from diffusion_controller.control import assembly
 from diffusion_controller.control.watchdogs import WatchdogConfig
 from diffusion_controller.runtime.worker import WorkerSettings
+from diffusion_controller.settings import checks
+from diffusion_controller.settings.controller import SPECS
 
 # `ctrl` below is a runtime.controller.Controller (typed Any: that module imports this one).
 Controller = Any
@@ -45,11 +48,11 @@ class _Prepared:
 
 
 def apply(ctrl: Controller, changes: Mapping[str, Any]) -> None:
-    """Apply `changes` (setting name -> value, already admissible by the table) as one change.
+    """Apply `changes` (setting name -> value) as one change.
 
-    Keys the core has no live use for (node-side settings such as `publish_markers`) are only
-    recorded in `ctrl.values`. Raises ValueError (the reason) when the change cannot be taken;
-    then nothing has changed."""
+    Only settings the table marks live are taken; those the core has no use for (node-side ones
+    such as `publish_markers`) are only recorded in `ctrl.values`. Raises ValueError (the
+    reason) when the change cannot be taken; then nothing has changed."""
     prepared = _prepare(ctrl, dict(changes))
     _swap_into_loop(ctrl, prepared)
     # From here on nothing can fail: the worker settings were validated when they were built.
@@ -66,17 +69,20 @@ def apply(ctrl: Controller, changes: Mapping[str, Any]) -> None:
 
 def _prepare(ctrl: Controller, changes: dict[str, Any]) -> _Prepared:
     keys = set(changes)
+    errors = checks.check_update(ctrl.values, changes, ctrl.model_facts)
+    fixed = sorted(k for k in keys if k in SPECS and not SPECS[k].live)
+    if fixed and not errors:
+        errors = [f"{', '.join(fixed)} cannot change while running: build the controller again "
+                  "(the node's next configure)"]
+    if errors:
+        raise ValueError("; ".join(errors))
     if "num_samples" in keys:  # the loaded backend (engine profile) bounds it: say so now
         ctrl.backend.check_num_samples(int(changes["num_samples"]))
     v = dict(ctrl.values)
     v.update(changes)
     out = _Prepared(values=v)
     if keys & WORKER_KEYS:
-        settings = assembly.worker_settings(v)  # ValueError from the settings' own checks
-        if settings.prefix_steps >= ctrl.worker.horizon:
-            raise ValueError(f"prefix_steps {settings.prefix_steps} must be below the model's "
-                             f"horizon {ctrl.worker.horizon}")
-        out.worker = settings
+        out.worker = assembly.worker_settings(v)  # the model's bounds: checked above
     if keys & assembly.live_safety_settings():
         out.robot, out.safety = assembly.safety_filter_from_settings(ctrl.urdf, v)
         try:

@@ -185,9 +185,13 @@ def test_failed_live_change_changes_nothing(rig: Rig) -> None:
     safety, watch = rig.ctrl.safety, rig.ctrl.loop.watchdogs.config
     settings, values = rig.ctrl.worker.settings, dict(rig.ctrl.values)
     horizon = rig.ctrl.model_config.horizon
-    with pytest.raises(ValueError, match="prefix_steps"):
+    with pytest.raises(ValueError, match="prefix_steps"):  # the model's horizon bounds it
         rig.ctrl.apply_live({"velocity_scale": 0.1, "tracking_error_limit": 0.3,
                              "prefix_steps": horizon})
+    with pytest.raises(ValueError, match="mpc_horizon cannot change while running"):
+        rig.ctrl.apply_live({"velocity_scale": 0.1, "mpc_horizon": 12})
+    with pytest.raises(ValueError, match="workspace_min"):  # the set is inconsistent
+        rig.ctrl.apply_live({"velocity_scale": 0.1, "workspace_min": [2.0, 2.0, 2.0]})
     with pytest.raises(ValueError, match="num_samples"):
         rig.ctrl.apply_live({"acceleration_scale": 0.1, "num_samples": 10_000})
     assert rig.ctrl.safety is safety
@@ -239,9 +243,12 @@ def test_build_failures_name_the_setting(tmp_path: Path) -> None:
         urdf_calls.append(1)
         return "<robot name='x'/>"
 
-    with pytest.raises(BuildError, match="parameters do not fit the model: not this one"):
-        Controller.build(values, urdf, clock=lambda: 0.0, on_command=lambda cmd: None,
-                         check_model=lambda cfg: ["not this one"])
+    with pytest.raises(BuildError, match="invalid parameters: velocity_scale"):
+        Controller.build({**values, "velocity_scale": 7.0}, urdf, clock=lambda: 0.0,
+                         on_command=lambda cmd: None)
+    with pytest.raises(BuildError, match="parameters do not fit the model: prefix_steps 16"):
+        Controller.build({**values, "prefix_steps": 16}, urdf, clock=lambda: 0.0,
+                         on_command=lambda cmd: None)
     assert urdf_calls == []  # refused from the artifact's config, before the backend loads
     with pytest.raises(BuildError, match="URDF does not fit joint_names"):
         Controller.build(values, urdf, clock=lambda: 0.0, on_command=lambda cmd: None)
