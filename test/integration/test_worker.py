@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 
@@ -16,6 +17,7 @@ from core_settings import scheduler  # noqa: E402
 from core_settings import worker as worker_settings  # noqa: E402
 
 from diffusion_controller.control.chunk_scheduler import ChunkScheduler  # noqa: E402
+from diffusion_controller.runtime import fault_hooks  # noqa: E402
 from diffusion_controller.runtime.backend import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
 from diffusion_controller.runtime.worker import InferenceWorker  # noqa: E402
@@ -100,11 +102,15 @@ def test_prefix_comes_from_the_executing_chunk(backend) -> None:
     assert second.seq == first.seq + 1
 
 
-def test_backend_error_counted_and_no_chunk(backend) -> None:
+def test_backend_error_counted_and_no_chunk(backend, tmp_path, monkeypatch) -> None:
     clock, buf, _, worker, submitted = _setup(backend)
     _feed(buf, 99.0, 100.0, np.random.default_rng(2))
     clock.t = 100.0
-    worker.update(ddim_steps=10_000)  # more DDIM steps than training timesteps: the backend refuses
+    with pytest.raises(ValueError, match="ddim_steps"):  # the table's range, before any backend
+        worker.update(ddim_steps=10_000)
+    fault = tmp_path / "fault.json"  # the backend raises (the fault-injection hook)
+    fault.write_text(json.dumps({"raise": "backend failure"}), encoding="utf-8")
+    monkeypatch.setenv(fault_hooks.ENV, str(fault))
     assert worker.step_once() == "error"
     assert submitted == []
     s = worker.stats()
