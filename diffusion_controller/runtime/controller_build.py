@@ -59,7 +59,7 @@ def load_model(values: Mapping[str, Any]) -> tuple[Any, Any]:
 def _load_in_process(path: str, v: Mapping[str, Any]) -> Any:
     """The backend in this process (`inference_mode: thread`), warmed up."""
     from diffusion_controller.policy.artifact import ArtifactError
-    from diffusion_controller.runtime.backend import load_backend
+    from diffusion_controller.runtime.loading import load_backend
 
     try:
         backend = load_backend(

@@ -387,7 +387,7 @@ def _serve(conn: Connection) -> int:
         if spec.get("cpus"):
             with contextlib.suppress(AttributeError, OSError, ValueError):
                 os.sched_setaffinity(0, [int(c) for c in spec["cpus"]])
-        from diffusion_controller.runtime.backend import load_backend
+        from diffusion_controller.runtime.loading import load_backend
 
         backend = load_backend(spec["model_dir"], backend=spec["backend"], fp16=spec["fp16"],
                                cache_dir=spec["cache_dir"], threads=spec["threads"])
