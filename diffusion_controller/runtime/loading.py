@@ -83,7 +83,7 @@ def _auto(model_dir: str) -> tuple[str, str | None]:
     if "onnxruntime:cuda" in avail:
         return "onnxruntime", "cuda"
     if "onnxruntime" in avail:
-        from diffusion_controller.runtime.onnx_export import export_is_current
+        from diffusion_controller.runtime.onnx_manifest import export_is_current
 
         if "torch" in avail or export_is_current(model_dir):
             return "onnxruntime", "cpu"
