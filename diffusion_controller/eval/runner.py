@@ -43,14 +43,13 @@ from diffusion_controller.eval.metrics import (
     EpisodeResult,
     EpisodeTrace,
     episode_result,
-    summarise,
-    table_rows,
 )
 from diffusion_controller.eval.perturbations import (
     PERTURBATIONS,
     describe,
     perturbation_for,
 )
+from diffusion_controller.eval.summary import summarise, table_rows
 from diffusion_controller.node_process import (
     CONTROLLER_MODULE,
     SIM_MODULE,
