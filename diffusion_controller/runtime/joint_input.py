@@ -72,14 +72,8 @@ class JointStateFilter:
         self._index_cache = (key, idx)
         return idx
 
-    def check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
+    def check(self, names: Sequence[str], positions: Sequence[float],
+              velocities: Sequence[float], stamp: float, now: float) -> JointSample:
         """Return the sample in controller order, or raise InputRejected with the reason."""
         try:
             sample = self._check(names, positions, velocities, stamp, now)
@@ -90,14 +84,8 @@ class JointStateFilter:
         self.accepted += 1
         return sample
 
-    def _check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
+    def _check(self, names: Sequence[str], positions: Sequence[float],
+               velocities: Sequence[float], stamp: float, now: float) -> JointSample:
         names = list(names)
         pos = np.asarray(positions, dtype=np.float64).reshape(-1)
         if pos.shape[0] != len(names):
