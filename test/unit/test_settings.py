@@ -13,7 +13,7 @@ from diffusion_controller.control.chunk_scheduler import SchedulerConfig
 from diffusion_controller.control.safety_filter import LIVE_FIELDS, SafetyConfig
 from diffusion_controller.control.safety_filter.config import LIMIT_FIELDS
 from diffusion_controller.control.watchdogs import WatchdogConfig
-from diffusion_controller.runtime import backend
+from diffusion_controller.runtime import loading
 from diffusion_controller.runtime.worker import WorkerSettings
 from diffusion_controller.settings import sim
 from diffusion_controller.settings.controller import SPECS
@@ -103,7 +103,7 @@ def test_live_fields_are_the_tables_live_settings_less_the_limits() -> None:
 
 
 def test_backend_choices_are_the_tables() -> None:
-    assert SPECS["backend"].choices == ("auto", *backend.BACKENDS)
+    assert SPECS["backend"].choices == ("auto", *loading.BACKENDS)  # what load_backend takes
 
 
 def test_sim_table_defaults_valid_and_checks() -> None:
