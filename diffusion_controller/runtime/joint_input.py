@@ -42,11 +42,12 @@ class JointStateFilter:
     """Matches /joint_states by name and rejects anything unsafe to feed the loop.
 
     Extra joints (fingers, other arms) are ignored; NaN or Inf in an ignored joint does not matter.
-    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines).
+    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines):
+    the `stamp_tolerance` setting, which the caller passes (no default of its own here).
     """
 
     joint_names: Sequence[str]
-    stamp_tolerance: float = 0.05
+    stamp_tolerance: float
     rejected: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
     last_reason: str = ""
