@@ -42,11 +42,12 @@ class JointStateFilter:
     """Matches /joint_states by name and rejects anything unsafe to feed the loop.
 
     Extra joints (fingers, other arms) are ignored; NaN or Inf in an ignored joint does not matter.
-    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines).
+    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines):
+    the `stamp_tolerance` setting, which the caller passes (no default of its own here).
     """
 
     joint_names: Sequence[str]
-    stamp_tolerance: float = 0.05
+    stamp_tolerance: float
     rejected: dict[str, int] = field(default_factory=dict)
     accepted: int = 0
     last_reason: str = ""
@@ -72,14 +73,8 @@ class JointStateFilter:
         self._index_cache = (key, idx)
         return idx
 
-    def check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
+    def check(self, names: Sequence[str], positions: Sequence[float],
+              velocities: Sequence[float], stamp: float, now: float) -> JointSample:
         """Return the sample in controller order, or raise InputRejected with the reason."""
         try:
             sample = self._check(names, positions, velocities, stamp, now)
@@ -90,14 +85,8 @@ class JointStateFilter:
         self.accepted += 1
         return sample
 
-    def _check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
+    def _check(self, names: Sequence[str], positions: Sequence[float],
+               velocities: Sequence[float], stamp: float, now: float) -> JointSample:
         names = list(names)
         pos = np.asarray(positions, dtype=np.float64).reshape(-1)
         if pos.shape[0] != len(names):

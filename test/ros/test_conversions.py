@@ -16,10 +16,12 @@ from sensor_msgs.msg import CompressedImage, Image, JointState
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros.conversions import InputRejected, JointStateFilter
+from diffusion_controller.settings.controller import defaults
 
 pytestmark = pytest.mark.ros
 
 NAMES = [f"panda_joint{i}" for i in range(1, 8)]
+TOLERANCE = defaults()["stamp_tolerance"]  # the setting (0.05 s), as the controller passes it
 
 
 def _js(names, pos, vel=(), stamp=10.0):
@@ -38,7 +40,7 @@ def test_stamp_round_trip() -> None:
 
 
 def test_joint_state_reordered_and_extra_ignored() -> None:
-    f = JointStateFilter(NAMES)
+    f = JointStateFilter(NAMES, stamp_tolerance=TOLERANCE)
     names = ["panda_finger_joint1", *reversed(NAMES), "panda_finger_joint2"]
     pos = [math.nan, *[float(7 - i) for i in range(7)], 0.04]  # NaN only on an ignored joint
     vel = [0.0, *[0.1 * (7 - i) for i in range(7)], 0.0]
@@ -65,7 +67,7 @@ def test_joint_state_reordered_and_extra_ignored() -> None:
     ],
 )
 def test_joint_state_rejections(names, pos, vel, stamp, kind, fragment) -> None:
-    f = JointStateFilter(NAMES, stamp_tolerance=0.05)
+    f = JointStateFilter(NAMES, stamp_tolerance=TOLERANCE)
     with pytest.raises(InputRejected) as info:
         f.check_msg(_js(names, pos, vel, stamp), now=10.0)
     assert info.value.kind == kind
@@ -75,7 +77,7 @@ def test_joint_state_rejections(names, pos, vel, stamp, kind, fragment) -> None:
 
 
 def test_joint_state_out_of_order() -> None:
-    f = JointStateFilter(NAMES)
+    f = JointStateFilter(NAMES, stamp_tolerance=TOLERANCE)
     f.check_msg(_js(NAMES, np.zeros(7), stamp=10.0), now=10.0)
     for stamp in (10.0, 9.9):
         with pytest.raises(InputRejected, match="not after"):
