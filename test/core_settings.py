@@ -16,6 +16,7 @@ import dataclasses
 from typing import Any
 
 from diffusion_controller.control import assembly
+from diffusion_controller.runtime.worker import worker_settings
 from diffusion_controller.settings.controller import SPECS
 
 SCENE = ("workspace_min", "workspace_max", "table_z", "obstacles", "self_collision_pairs")
@@ -64,4 +65,4 @@ def watchdogs(**kw: Any) -> Any:
 
 def worker(**kw: Any) -> Any:
     """WorkerSettings: table defaults, `kw` on top."""
-    return assembly.worker_settings(values(**kw))
+    return worker_settings(values(**kw))

@@ -2,10 +2,11 @@
 
 `values` is a mapping of setting name -> value, keyed exactly as the settings table names them
 (diffusion_controller/settings/controller.py; `default_values()` gives a complete one). The
-core's config objects (SafetyConfig, SchedulerConfig, WatchdogConfig, WorkerSettings) carry the
-settings' names and no defaults of their own for them; the functions here fill every such field
-from `values` by name (settings.spec.build), so whatever the node runs, `bench safety --params
-FILE` measures, since both build the robot model and the safety filter through
+core's config objects (SafetyConfig, SchedulerConfig, WatchdogConfig, and runtime's
+WorkerSettings, built by runtime.worker.worker_settings since control/ never imports runtime/)
+carry the settings' names and no defaults of their own for them; the functions here fill every
+such field from `values` by name (settings.spec.build), so whatever the node runs, `bench safety
+--params FILE` measures, since both build the robot model and the safety filter through
 `safety_filter_from_settings`.
 
 Collision geometry is given as strings so that it fits ROS parameter types (settings/geometry.py,
@@ -118,13 +119,6 @@ def watchdog_config(values: Mapping[str, Any]) -> Any:
     from diffusion_controller.control.watchdogs import WatchdogConfig
 
     return build(WatchdogConfig, values, SPECS)
-
-
-def worker_settings(values: Mapping[str, Any]) -> Any:
-    """The inference worker's settings (each field is the setting of the same name)."""
-    from diffusion_controller.runtime.worker import WorkerSettings
-
-    return build(WorkerSettings, values, SPECS)
 
 
 def live_safety_settings() -> frozenset[str]:

@@ -91,7 +91,7 @@ class Controller:
         from diffusion_controller.control.robot_model import RobotModel
         from diffusion_controller.control.watchdogs import Watchdogs
         from diffusion_controller.runtime.observation_buffer import ObservationBuffer
-        from diffusion_controller.runtime.worker import InferenceWorker
+        from diffusion_controller.runtime.worker import InferenceWorker, worker_settings
 
         v = dict(values)
         self.values = v
@@ -154,7 +154,7 @@ class Controller:
             self.rt_threads = rt.raise_python_threads(helper_prio)
             setup = lambda: rt.set_fifo(0, helper_prio)  # noqa: E731 (the worker thread's own)
         self.worker = InferenceWorker(
-            backend, self.buffer, self._submit_chunk, clock, assembly.worker_settings(v),
+            backend, self.buffer, self._submit_chunk, clock, worker_settings(v),
             current_chunk=self._current_chunk_model_order, hold=self._uncertainty_hold,
             on_chunk=self._chunk_accepted, thread_setup=setup)
 

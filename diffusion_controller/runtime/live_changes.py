@@ -20,7 +20,7 @@ from typing import Any
 
 from diffusion_controller.control import assembly
 from diffusion_controller.control.watchdogs import WatchdogConfig
-from diffusion_controller.runtime.worker import WorkerSettings
+from diffusion_controller.runtime.worker import WorkerSettings, worker_settings
 from diffusion_controller.settings import checks
 from diffusion_controller.settings.controller import SPECS
 
@@ -82,7 +82,7 @@ def _prepare(ctrl: Controller, changes: dict[str, Any]) -> _Prepared:
     v.update(changes)
     out = _Prepared(values=v)
     if keys & WORKER_KEYS:
-        out.worker = assembly.worker_settings(v)  # the model's bounds: checked above
+        out.worker = worker_settings(v)  # the model's bounds: checked above
     if keys & assembly.live_safety_settings():
         out.robot, out.safety = assembly.safety_filter_from_settings(ctrl.urdf, v)
         try:

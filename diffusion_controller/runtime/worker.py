@@ -28,7 +28,7 @@ from diffusion_controller.runtime import fault_hooks
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer
 from diffusion_controller.runtime.planner import ChunkPlanner
 from diffusion_controller.settings.controller import SPECS
-from diffusion_controller.settings.spec import check_fields
+from diffusion_controller.settings.spec import build, check_fields
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class WorkerSettings:
     """What the worker does each period; replaced atomically by `InferenceWorker.update`.
 
     Every field is the controller setting of the same name (diffusion_controller/settings): its
-    default, range and meaning are written there, and `control.assembly.worker_settings(values)`
-    builds this from a settings mapping. `image_timeout` is the oldest observation worth a chunk;
+    default, range and meaning are written there, and `worker_settings(values)` below builds this
+    from a settings mapping. `image_timeout` is the oldest observation worth a chunk;
     `seed` -1 draws fresh noise every inference, otherwise every inference draws its noise from
     this seed (the same noise until the seed changes), so a chunk depends on its observation alone
     and not on how many inferences the scheduling fitted in before it: eval sets the episode seed
@@ -62,6 +62,12 @@ class WorkerSettings:
 
     def __post_init__(self) -> None:
         check_fields(self, SPECS)
+
+
+def worker_settings(values: Any) -> WorkerSettings:
+    """The worker's settings from a settings mapping, each field the setting of the same name
+    (here, not in control/assembly.py: control/ never imports runtime/)."""
+    return build(WorkerSettings, values, SPECS)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from diffusion_controller.control.safety_filter import LIVE_FIELDS, SafetyConfig
 from diffusion_controller.control.safety_filter.config import LIMIT_FIELDS
 from diffusion_controller.control.watchdogs import WatchdogConfig
 from diffusion_controller.runtime import loading
-from diffusion_controller.runtime.worker import WorkerSettings
+from diffusion_controller.runtime.worker import WorkerSettings, worker_settings
 from diffusion_controller.settings import sim
 from diffusion_controller.settings.controller import SPECS
 from diffusion_controller.settings.spec import build
@@ -59,7 +59,7 @@ def test_assembly_builds_every_config_from_the_table_defaults() -> None:
     wd = assembly.watchdog_config(values)
     assert (wd.chunk_timeout, wd.stamp_tolerance) == (SPECS["chunk_timeout"].default,
                                                       SPECS["stamp_tolerance"].default)
-    assert assembly.worker_settings(values).inference_frame_wait == \
+    assert worker_settings(values).inference_frame_wait == \
         SPECS["inference_frame_wait"].default
     with pytest.raises(TypeError, match="unknown settings"):
         assembly.default_values(blend_window=0.2)  # a typo never leaves a default in force
@@ -82,7 +82,7 @@ def test_assembly_builds_every_config_from_the_table_defaults() -> None:
 def test_ranges_come_from_the_table(cls, field: str, value, fragment: str) -> None:
     built = {
         SafetyConfig: assembly.safety_config, SchedulerConfig: assembly.scheduler_config,
-        WatchdogConfig: assembly.watchdog_config, WorkerSettings: assembly.worker_settings,
+        WatchdogConfig: assembly.watchdog_config, WorkerSettings: worker_settings,
     }[cls](assembly.default_values())
     with pytest.raises(ValueError, match=fragment) as err:
         dataclasses.replace(built, **{field: value})
