@@ -56,6 +56,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from diffusion_controller.control import assembly
+from diffusion_controller.control.loop_status import RUNNING
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
@@ -123,6 +124,7 @@ class _Core:
     last_command: Any = None  # trajectory interface: the previous command (the next's start)
     chunk_pub: Any = None
     marker_pub: Any = None
+    gripper: Any = None  # ros.gripper_io.GripperIO when the model has a gripper, else None
 
 
 class ControllerNode(LifecycleNode):
@@ -431,15 +433,19 @@ class ControllerNode(LifecycleNode):
         to_model = np.array([names.index(n) for n in model_names], dtype=np.intp)
         to_controller = np.array([model_names.index(n) for n in names], dtype=np.intp)
         image_size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
-        buffer = ObservationBuffer(model_names, list(cfg.cameras), image_size,
+        buffer = ObservationBuffer(list(cfg.dim_names), list(cfg.cameras), image_size,
                                    max_joint_gap=max(0.05, float(v["joint_state_timeout"])))
         decoder = conv.compressed_decoder()
+        gripper = self._gripper_io(cfg, len(names), v)
         core = _Core(
             values=dict(v), backend=backend, robot=robot, viz_robot=viz_robot, safety=safety,
             loop=loop, buffer=buffer, worker=None, joint_filter=JointStateFilter(
-                names, stamp_tolerance=float(v["stamp_tolerance"])),
+                names + (gripper.joints if gripper else []),
+                stamp_tolerance=float(v["stamp_tolerance"])),
             to_model=to_model, to_controller=to_controller, cameras=list(cfg.cameras),
-            image_size=image_size, decoder=decoder, urdf=urdf)
+            image_size=image_size, decoder=decoder, urdf=urdf, gripper=gripper)
+        if gripper is not None:
+            core.publishers.append(gripper.publisher)
         # The threads sharing the loop's GIL run just below the loop's real-time priority, so
         # none of them can be preempted by unrelated load while holding it (reliability/rt.py).
         setup = None
@@ -462,6 +468,23 @@ class ControllerNode(LifecycleNode):
                                  "(install Pillow or OpenCV), or use image_transport 'raw'")
         self._create_interfaces(core, v)
         return core
+
+    def _gripper_io(self, cfg: Any, arm: int, v: dict[str, Any]) -> Any:
+        """The gripper's inputs and outputs when the model has one (ros/gripper_io.py)."""
+        if cfg.gripper is None:
+            return None
+        from diffusion_controller.ros.gripper_io import GripperIO
+
+        try:
+            io = GripperIO(self, cfg.gripper, arm, v)
+        except ValueError as exc:
+            raise ConfigureError(f"gripper: {exc}") from exc
+        self.get_logger().info(
+            f"gripper: {cfg.gripper.joints} as {cfg.gripper.dim_names}, commands on "
+            f"{io.settings.command_topic} ({io.settings.command_type}), width "
+            f"[{io.settings.width_min:g}, {io.settings.width_max:g}] m, "
+            f"{io.settings.max_speed:g} m/s; holds its last command when the arm stops")
+        return io
 
     def _get_urdf(self, v: dict[str, Any]) -> str:
         path = str(v["urdf_path"])
@@ -708,8 +731,13 @@ class ControllerNode(LifecycleNode):
         except InputRejected as exc:
             self._reject(exc.kind, exc.reason, "joint_states")
             return
-        core.loop.update_joint_state(s.positions, s.velocities, s.stamp)
-        core.buffer.add_joints(s.stamp, s.positions[core.to_model])
+        if core.gripper is None:
+            core.loop.update_joint_state(s.positions, s.velocities, s.stamp)
+            core.buffer.add_joints(s.stamp, s.positions[core.to_model])
+            return
+        q, qd, state = core.gripper.joint_sample(s.positions, s.velocities, core.to_model)
+        core.loop.update_joint_state(q, qd, s.stamp)
+        core.buffer.add_joints(s.stamp, state)
 
     def _on_image(self, camera: str, msg: Any, compressed: bool) -> None:
         core = self._core
@@ -772,12 +800,18 @@ class ControllerNode(LifecycleNode):
             msg = conv.trajectory_stream_msg(cmd, core.robot.joint_names, period,
                                              float(core.values["trajectory_lead"]), previous)
         core.command_pub.publish(msg)
+        if core.gripper is not None:  # in step with the arm; holds unless the arm tracks a chunk
+            cur = core.loop.current_chunk()
+            core.gripper.publish(cmd.stamp, core.loop.state == RUNNING,
+                                 None if cur is None else cur.seq)
 
     def _submit_chunk(self, chunk: Chunk) -> Any:
         """Worker thread: model joint order -> controller order, into the loop's mailbox."""
         core = self._core
         if core is None:
             return None
+        if core.gripper is not None:
+            chunk = core.gripper.split(chunk)  # the gripper's dims stay with the gripper
         positions = np.asarray(chunk.positions)[:, core.to_controller]
         return core.loop.submit_chunk(Chunk(chunk.t0, chunk.dt, positions, chunk.seq))
 
@@ -788,7 +822,8 @@ class ControllerNode(LifecycleNode):
         cur = core.loop.current_chunk()
         if cur is None:
             return None
-        return Chunk(cur.t0, cur.dt, np.asarray(cur.positions)[:, core.to_model], cur.seq)
+        model = Chunk(cur.t0, cur.dt, np.asarray(cur.positions)[:, core.to_model], cur.seq)
+        return model if core.gripper is None else core.gripper.join(model)
 
     def _uncertainty_hold(self, on: bool, reason: str) -> None:
         core = self._core

@@ -20,6 +20,7 @@ from typing import Any
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.assembly import format_spheres, parse_pairs, parse_spheres
+from diffusion_controller.control.gripper import settings_errors as gripper_settings_errors
 
 # Parameter kinds, named as the ROS parameter types they become.
 BOOL = "bool"
@@ -255,6 +256,25 @@ PARAMS: tuple[ParamSpec, ...] = (
        "images also accept yuv422/uyvy (UYVY) and yuv422_yuy2/yuyv (YUYV), converted with "
        "BT.601; depth and 16/32-bit images are refused.", choices=("", "rgb", "bgr"),
        group="interfaces"),
+    # --- issue 13: gripper (used only when the model's actions include a gripper) ---------------
+    _p("gripper_command_topic", STRING, "gripper_controller/commands", "Gripper commands, sent "
+       "with every arm command (position interface) or every streamed trajectory, when the "
+       "model has a gripper (nothing is published for an arm-only model). The finger joints "
+       "are read from joint_states_topic; a message lacking them is rejected like one lacking "
+       "an arm joint.", group="gripper"),
+    _p("gripper_command_type", STRING, "float64_multi_array", "float64_multi_array: "
+       "std_msgs/Float64MultiArray with one position per gripper joint (a width w is sent as "
+       "[w/2, w/2] to a Panda hand's forward controller); joint_trajectory: a one-point "
+       "trajectory_msgs/JointTrajectory naming the gripper joints, due trajectory_lead after the "
+       "command's stamp plus the time to the next message.",
+       choices=("float64_multi_array", "joint_trajectory"), group="gripper"),
+    _p("gripper_width_limits", DOUBLE_ARRAY, [0.0, 0.08], "[min, max] of every gripper command "
+       "(the width for a width gripper, each joint for a per-joint one); 0..0.08 m is the "
+       "Panda/FR3 hand's travel.", unit="m", group="gripper"),
+    _p("gripper_max_speed", DOUBLE, 0.1, "Rate limit of the gripper command per dimension. "
+       "While the arm holds, brakes or is stopped (fault, e-stop, pause) the gripper holds its "
+       "last command: it never opens by itself, as it may be holding an object.", min=1e-4,
+       max=2.0, unit="m/s", group="gripper"),
 )
 
 SPECS: dict[str, ParamSpec] = {p.name: p for p in PARAMS}
@@ -366,6 +386,7 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         errors.append("image_topics must name at least one camera topic")
     elif len(set(topics)) != len(topics) or any(not t for t in topics):
         errors.append(f"image_topics must be unique and non-empty: {topics}")
+    errors += gripper_settings_errors(v)
     if model is not None:
         errors += check_against_model(v, model)
     return errors

@@ -1,0 +1,182 @@
+"""The gripper's command path: the gripper dims of each chunk -> one bounded command per tick.
+
+ROS-free; the node (ros/gripper_io.py publishes) feeds it from three threads:
+- the worker submits each chunk's gripper dims (`submit`, [H, G] with the chunk's t0, dt, seq),
+- the sensor callback offers the measured gripper dims (`measure`, e.g. the finger width),
+- the loop thread asks for the command of each published arm command (`step`), saying whether
+  the arm is tracking a chunk this tick and which one.
+
+What `step` returns:
+- while the arm tracks chunk `seq`: that chunk's gripper dims interpolated at the command's stamp,
+  clamped to [width_min, width_max] (each dim), then rate-limited to `max_speed` (m/s per dim)
+  from the previous command, so the command is continuous in time whatever the chunks do;
+- otherwise (holding, braking, a fault, the e-stop, a pause, waiting for a chunk): the last
+  command, unchanged. The gripper never opens (nor closes) by itself: it may be holding an object,
+  and releasing it because the arm stopped would drop it.
+- the first command (after configure or `reset`) starts from the measured dims, clamped into the
+  limits; with no measurement yet there is none (None: nothing is published).
+- when tracking resumes after a stop (a fault's resync, an e-stop reset, a new chunk after a
+  hold), the command restarts from the smaller of the last command and the measurement: where the
+  fingers are if they closed further than commanded meanwhile (no jump back), and never wider
+  than the last command, which would ease the grip on an object the fingers are blocked by (the
+  measured width is then wider than the command by the squeeze).
+
+Lock-free as the loop is: submitted chunks and measurements are immutable values swapped in by
+reference; only the loop thread writes the command state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
+_KEEP_CHUNKS = 8  # the loop's current chunk is always among the newest few submitted
+
+
+@dataclass(frozen=True)
+class GripperSettings:
+    """The node's gripper parameters (ros/params.py, group `gripper`)."""
+
+    command_topic: str = "gripper_controller/commands"
+    command_type: str = "float64_multi_array"
+    width_min: float = 0.0
+    width_max: float = 0.08
+    max_speed: float = 0.1
+
+    @classmethod
+    def from_values(cls, v: Mapping[str, Any]) -> GripperSettings:
+        errors = settings_errors(v)
+        if errors:
+            raise ValueError("; ".join(errors))
+        lo, hi = (float(x) for x in v["gripper_width_limits"])
+        return cls(str(v["gripper_command_topic"]), str(v["gripper_command_type"]), lo, hi,
+                   float(v["gripper_max_speed"]))
+
+
+def settings_errors(v: Mapping[str, Any]) -> list[str]:
+    """Why the gripper parameters cannot work together ([] when they can)."""
+    errors = []
+    limits = list(v["gripper_width_limits"])
+    if len(limits) != 2:
+        errors.append(f"gripper_width_limits needs [min, max], got {limits}")
+    elif not all(math.isfinite(float(x)) for x in limits) or not 0.0 <= limits[0] < limits[1]:
+        errors.append(f"gripper_width_limits must satisfy 0 <= min < max, got {limits}")
+    if not str(v["gripper_command_topic"]).strip():
+        errors.append("gripper_command_topic must not be empty")
+    return errors
+
+
+@dataclass(frozen=True)
+class _GripperChunk:
+    t0: float
+    dt: float
+    dims: np.ndarray  # [H, G]
+    seq: int
+
+    def at(self, t: float) -> np.ndarray:
+        """Linear interpolation on the chunk's grid, its first/last row outside it."""
+        x = (t - self.t0) / self.dt
+        h = self.dims.shape[0]
+        if x <= 0.0 or h == 1:
+            return self.dims[0]
+        if x >= h - 1:
+            return self.dims[-1]
+        k = math.floor(x)
+        f = x - k
+        return (1.0 - f) * self.dims[k] + f * self.dims[k + 1]
+
+
+class GripperCommander:
+    """See the module docstring. `dim` gripper dims; limits and speed apply to each dim."""
+
+    def __init__(self, dim: int, settings: GripperSettings) -> None:
+        if dim < 1:
+            raise ValueError(f"a gripper needs at least one dimension, got {dim}")
+        self.dim = int(dim)
+        self.settings = settings
+        self._lo = np.full(self.dim, settings.width_min)
+        self._hi = np.full(self.dim, settings.width_max)
+        self._chunks: tuple[_GripperChunk, ...] = ()
+        self._measured: np.ndarray | None = None
+        self._commanded: np.ndarray | None = None
+        self._stamp = math.nan
+        self._tracking = False
+        self.held_ticks = 0  # ticks that held the last command (diagnostics, tests)
+        self.limited_ticks = 0  # ticks whose change the speed limit cut
+
+    # ------------------------------------------------------------------ inputs (any thread)
+    def submit(self, t0: float, dt: float, dims: Any, seq: int) -> None:
+        """A chunk's gripper dims [H, G] (worker thread, before the arm's part reaches the loop)."""
+        d = np.array(dims, dtype=np.float64)
+        if d.ndim != 2 or d.shape[1] != self.dim or d.shape[0] < 1:
+            raise ValueError(f"gripper dims must be [H, {self.dim}], got {d.shape}")
+        if not np.all(np.isfinite(d)) or not (dt > 0 and math.isfinite(t0)):
+            raise ValueError("gripper chunk contains NaN/Inf or a bad time grid")
+        d.flags.writeable = False
+        chunk = _GripperChunk(float(t0), float(dt), d, int(seq))
+        self._chunks = (*self._chunks[-(_KEEP_CHUNKS - 1):], chunk)
+
+    def measure(self, dims: Any) -> None:
+        """The measured gripper dims (sensor thread); non-finite values are ignored."""
+        m = np.array(dims, dtype=np.float64).reshape(-1)
+        if m.shape == (self.dim,) and np.all(np.isfinite(m)):
+            m.flags.writeable = False
+            self._measured = m
+
+    def dims_for(self, seq: int) -> np.ndarray | None:
+        """The gripper dims [H, G] submitted with chunk `seq` (for the planner's warm start)."""
+        for chunk in reversed(self._chunks):
+            if chunk.seq == seq:
+                return chunk.dims
+        return None
+
+    @property
+    def commanded(self) -> np.ndarray | None:
+        return None if self._commanded is None else self._commanded.copy()
+
+    @property
+    def measured(self) -> np.ndarray | None:
+        return self._measured
+
+    # ------------------------------------------------------------------ loop thread
+    def reset(self) -> None:
+        """Forget the command: the next one starts from the measurement (activate, clock jump)."""
+        self._commanded = None
+        self._stamp = math.nan
+        self._tracking = False
+
+    def step(self, stamp: float, tracking: bool, seq: int | None) -> np.ndarray | None:
+        """The gripper command for the arm command stamped `stamp` (None: nothing to send yet)."""
+        measured = self._measured
+        if self._commanded is None:
+            if measured is None:
+                return None
+            self._commanded = np.clip(measured, self._lo, self._hi)
+            self._stamp = stamp
+            self._tracking = False
+        chunk = None
+        if tracking and seq is not None:
+            chunk = next((c for c in reversed(self._chunks) if c.seq == seq), None)
+        if chunk is None:
+            self._tracking = False
+            self._stamp = stamp
+            self.held_ticks += 1
+            return self._commanded.copy()
+        if not self._tracking and measured is not None:  # resuming: see the module docstring
+            self._commanded = np.clip(np.minimum(self._commanded, measured), self._lo, self._hi)
+        self._tracking = True
+        dt = stamp - self._stamp if math.isfinite(self._stamp) else 0.0
+        dt = min(max(dt, 0.0), 1.0)  # a clock step back allows no motion, a long gap no jump
+        self._stamp = stamp
+        target = np.clip(chunk.at(stamp), self._lo, self._hi)
+        reach = self.settings.max_speed * dt
+        change = np.clip(target - self._commanded, -reach, reach)
+        if np.any(np.abs(change) < np.abs(target - self._commanded) - 1e-12):
+            self.limited_ticks += 1
+        self._commanded = np.clip(self._commanded + change, self._lo, self._hi)
+        return self._commanded.copy()
