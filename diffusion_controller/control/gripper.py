@@ -9,7 +9,10 @@ ROS-free; the node (ros/gripper_io.py publishes) feeds it from three threads:
 What `step` returns:
 - while the arm tracks chunk `seq`: that chunk's gripper dims interpolated at the command's stamp,
   clamped to [width_min, width_max] (each dim), then rate-limited to `max_speed` (m/s per dim)
-  from the previous command, so the command is continuous in time whatever the chunks do;
+  from the previous command: at most max_speed * period per command, `period` being the
+  nominal time between two commands (as the arm's filter steps one period per command, a missed
+  tick slows the gripper down rather than letting it jump), so the command is continuous
+  whatever the chunks do;
 - otherwise (holding, braking, a fault, the e-stop, a pause, waiting for a chunk): the last
   command, unchanged. The gripper never opens (nor closes) by itself: it may be holding an object,
   and releasing it because the arm stopped would drop it.
@@ -94,17 +97,19 @@ class _GripperChunk:
 class GripperCommander:
     """See the module docstring. `dim` gripper dims; limits and speed apply to each dim."""
 
-    def __init__(self, dim: int, settings: GripperSettings) -> None:
+    def __init__(self, dim: int, settings: GripperSettings, period: float) -> None:
         if dim < 1:
             raise ValueError(f"a gripper needs at least one dimension, got {dim}")
+        if not (period > 0 and math.isfinite(period)):
+            raise ValueError(f"period must be positive, got {period}")
         self.dim = int(dim)
         self.settings = settings
+        self.reach = float(settings.max_speed) * float(period)  # the most one command may move
         self._lo = np.full(self.dim, settings.width_min)
         self._hi = np.full(self.dim, settings.width_max)
         self._chunks: tuple[_GripperChunk, ...] = ()
         self._measured: np.ndarray | None = None
         self._commanded: np.ndarray | None = None
-        self._stamp = math.nan
         self._tracking = False
         self.held_ticks = 0  # ticks that held the last command (diagnostics, tests)
         self.limited_ticks = 0  # ticks whose change the speed limit cut
@@ -147,7 +152,6 @@ class GripperCommander:
     def reset(self) -> None:
         """Forget the command: the next one starts from the measurement (activate, clock jump)."""
         self._commanded = None
-        self._stamp = math.nan
         self._tracking = False
 
     def step(self, stamp: float, tracking: bool, seq: int | None) -> np.ndarray | None:
@@ -157,24 +161,19 @@ class GripperCommander:
             if measured is None:
                 return None
             self._commanded = np.clip(measured, self._lo, self._hi)
-            self._stamp = stamp
             self._tracking = False
         chunk = None
         if tracking and seq is not None:
             chunk = next((c for c in reversed(self._chunks) if c.seq == seq), None)
         if chunk is None:
             self._tracking = False
-            self._stamp = stamp
             self.held_ticks += 1
             return self._commanded.copy()
         if not self._tracking and measured is not None:  # resuming: see the module docstring
             self._commanded = np.clip(np.minimum(self._commanded, measured), self._lo, self._hi)
         self._tracking = True
-        dt = stamp - self._stamp if math.isfinite(self._stamp) else 0.0
-        dt = min(max(dt, 0.0), 1.0)  # a clock step back allows no motion, a long gap no jump
-        self._stamp = stamp
         target = np.clip(chunk.at(stamp), self._lo, self._hi)
-        reach = self.settings.max_speed * dt
+        reach = self.reach
         change = np.clip(target - self._commanded, -reach, reach)
         if np.any(np.abs(change) < np.abs(target - self._commanded) - 1e-12):
             self.limited_ticks += 1

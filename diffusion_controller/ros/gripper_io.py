@@ -27,13 +27,13 @@ class GripperIO:
         self.gripper = gripper
         self.arm = int(arm)
         self.settings = GripperSettings.from_values(values)
-        self.commander = GripperCommander(gripper.dim, self.settings)
         self.lead = float(values["trajectory_lead"])
         self.period = 1.0 / float(values["control_rate_hz"])
         if values["command_interface"] == "trajectory":
             every = max(1, round(float(values["control_rate_hz"])
                                  / float(values["trajectory_rate_hz"])))
             self.period *= every  # one gripper message per streamed arm trajectory
+        self.commander = GripperCommander(gripper.dim, self.settings, self.period)
         if self.settings.command_type == "joint_trajectory":
             from trajectory_msgs.msg import JointTrajectory
 

@@ -17,24 +17,28 @@ def run(g: GripperCommander, t0: float, n: int, tracking: bool = True, seq: int 
 
 
 def test_nothing_before_a_measurement_then_the_measurement_clamped() -> None:
-    g = GripperCommander(1, S)
+    g = GripperCommander(1, S, PERIOD)
     assert g.step(0.0, False, None) is None
     g.measure([0.08])
     assert g.step(0.01, False, None)[0] == pytest.approx(0.07)  # inside the limits
 
 
 def test_tracking_is_clamped_rate_limited_and_reaches_the_target() -> None:
-    g = GripperCommander(1, S)
+    g = GripperCommander(1, S, PERIOD)
     g.measure([0.05])
     g.submit(0.0, 0.1, np.full((16, 1), 0.0), seq=1)  # asks below the minimum
     w = run(g, 0.0, 100)
     assert np.all(np.abs(np.diff(w)) <= S.max_speed * PERIOD + 1e-12)
-    assert w[0] == pytest.approx(0.05) and w[-1] == pytest.approx(0.01)  # clamped at the min
+    # the limit is per command, whatever the stamps say (a missed tick moves it no further)
+    assert abs(g.step(5.0, True, 1)[0] - w[-1]) <= S.max_speed * PERIOD + 1e-12
+    assert w[0] == pytest.approx(0.05 - S.max_speed * PERIOD)  # from the measurement
+    assert w[-1] == pytest.approx(0.01)  # clamped at the min
     assert np.all(w >= S.width_min - 1e-12) and g.limited_ticks > 0
 
 
 def test_interpolates_the_chunk_in_time() -> None:
-    g = GripperCommander(1, GripperSettings(width_min=0.0, width_max=0.08, max_speed=10.0))
+    g = GripperCommander(1, GripperSettings(width_min=0.0, width_max=0.08, max_speed=10.0),
+                         PERIOD)
     g.measure([0.0])
     g.submit(1.0, 0.1, np.array([[0.0], [0.02], [0.04]]), seq=3)
     assert g.step(0.5, True, 3)[0] == pytest.approx(0.0)  # before t0: the first row
@@ -44,7 +48,7 @@ def test_interpolates_the_chunk_in_time() -> None:
 
 
 def test_holds_its_last_command_whenever_the_arm_does_not_track() -> None:
-    g = GripperCommander(1, S)
+    g = GripperCommander(1, S, PERIOD)
     g.measure([0.07])
     g.submit(0.0, 0.1, np.full((16, 1), 0.07), seq=1)
     g.submit(0.5, 0.1, np.full((16, 1), 0.01), seq=2)  # closing on an object
@@ -63,7 +67,7 @@ def test_holds_its_last_command_whenever_the_arm_does_not_track() -> None:
 
 
 def test_resuming_follows_fingers_that_closed_further() -> None:
-    g = GripperCommander(1, S)
+    g = GripperCommander(1, S, PERIOD)
     g.measure([0.06])
     g.submit(0.0, 0.1, np.full((16, 1), 0.06), seq=1)
     run(g, 0.0, 5)
@@ -74,12 +78,11 @@ def test_resuming_follows_fingers_that_closed_further() -> None:
 
 
 def test_joint_mapping_dims_and_bad_inputs() -> None:
-    g = GripperCommander(2, S)
+    g = GripperCommander(2, S, PERIOD)
     g.measure([0.02, 0.03])
     g.submit(0.0, 0.1, np.tile([0.06, 0.01], (4, 1)), seq=1)
-    np.testing.assert_allclose(g.step(0.01, True, 1), [0.02, 0.03])  # the first: no motion
-    out = g.step(0.02, True, 1)
-    np.testing.assert_allclose(out, [0.0205, 0.0295])  # per dim, at most max_speed * dt
+    out = g.step(0.01, True, 1)
+    np.testing.assert_allclose(out, [0.0205, 0.0295])  # per dim, at most max_speed * period
     assert g.dims_for(1).shape == (4, 2) and g.dims_for(7) is None
     with pytest.raises(ValueError):
         g.submit(0.0, 0.1, np.zeros((4, 3)), seq=2)
