@@ -970,6 +970,8 @@ class ControllerNode(LifecycleNode):
         entries.append(diag.uncertainty_entry(name, wstats.last_spread, s.uncertainty_threshold,
                                               s.uncertainty_action, s.num_samples,
                                               wstats.uncertain, wstats.holding))
+        if core.gripper is not None:
+            entries.append(core.gripper.diagnostic(name))
         return entries
 
 

@@ -17,6 +17,7 @@ import numpy as np
 from diffusion_controller.control.gripper import GripperCommander, GripperSettings
 from diffusion_controller.control.types import Chunk
 from diffusion_controller.data.gripper import GripperConfig
+from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros.conversions import sec_to_duration, sec_to_stamp
 
 
@@ -103,3 +104,20 @@ class GripperIO:
             msg.data = [float(x) for x in positions]
         self.publisher.publish(msg)
         self.published += 1
+
+    def diagnostic(self, prefix: str) -> diag.StatusEntry:
+        """The gripper on /diagnostics: commanded and measured dims, and what it did."""
+        c = self.commander
+        cmd, meas = c.commanded, c.measured
+        if meas is None:
+            level, text = diag.WARN, f"no finger joint states yet ({', '.join(self.joints)})"
+        elif cmd is None:
+            level, text = diag.OK, "not commanded yet"
+        else:
+            level, text = diag.OK, f"commanded {', '.join(f'{x:.4f}' for x in cmd)} m"
+        values = [("dims", self.gripper.dim_names), ("topic", self.settings.command_topic),
+                  ("commanded_m", [] if cmd is None else [float(x) for x in cmd]),
+                  ("measured_m", [] if meas is None else [float(x) for x in meas]),
+                  ("published", self.published), ("held_ticks", c.held_ticks),
+                  ("speed_limited_ticks", c.limited_ticks)]
+        return diag.StatusEntry(f"{prefix}: gripper", level, text, diag.kv(values))

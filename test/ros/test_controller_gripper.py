@@ -151,6 +151,9 @@ def test_gripper_commands_follow_the_model_within_limits_and_hold_on_estop(
         n_arm, n_grip = len(gprobe.command_log()), len(gprobe.width_log())
         assert abs(n_arm - n_grip) <= 20, (n_arm, n_grip)
         assert "gripper: ['panda_finger_joint1', 'panda_finger_joint2']" in ctrl.log()
+        gprobe.wait_for(lambda: "commanded" in (gprobe.diag_message("gripper") or ""), 10.0,
+                        "the gripper on /diagnostics")
+        assert int(gprobe.diag_value("gripper", "published") or 0) > 0
 
         # E-stop: the arm brakes and holds; the gripper keeps publishing its last command.
         assert gprobe.trigger("estop").success
