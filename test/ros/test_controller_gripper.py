@@ -198,3 +198,17 @@ def test_missing_fingers_hold_then_trajectory_gripper_output(
         _check_limits(gprobe.width_log(), SPEED * 2 * PERIOD)
     finally:
         ctrl.stop()
+
+
+def test_an_arm_only_model_has_no_gripper_output(start_controller, tiny_model,
+                                                 gprobe: GripperProbe) -> None:
+    ctrl = start_controller(model_path=tiny_model)
+    try:
+        gprobe.wait_for(lambda: len(gprobe.command_log()) > 50, 60.0, "arm commands")
+        gprobe.wait_for(lambda: gprobe.diag_message("control loop") is not None, 10.0,
+                        "diagnostics")
+        assert gprobe.get_publishers_info_by_topic("/gripper_controller/commands") == []
+        assert gprobe.width_log() == [] and gprobe.diag_message("gripper") is None
+        assert "gripper:" not in ctrl.log()
+    finally:
+        ctrl.stop()
