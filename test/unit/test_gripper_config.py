@@ -69,6 +69,7 @@ def test_spec_gripper_defaults_and_checks() -> None:
     assert spec.gripper.source == "commands"
     assert spec.gripper.action_topic("/joint_states") == "/gripper_controller/commands"
     assert spec.to_dict()["gripper"]["mapping"] == "width"
+    assert parse_spec(spec.to_dict()) == spec  # written back (model cards), read the same
     traj = parse_spec({"gripper": {"source": "trajectory", "topic": "/g/traj"}})
     assert traj.gripper is not None and traj.gripper.action_topic("/js") == "/g/traj"
     assert parse_spec({"gripper": {"source": "measured"}}).gripper.action_topic("/js") == "/js"
