@@ -1,6 +1,8 @@
 """The gripper's command path: the gripper dims of each chunk -> one bounded command per tick.
 
-ROS-free; the node (ros/gripper_io.py publishes) feeds it from three threads:
+ROS-free. `GripperPath` is what a controller core with a gripper model needs (the joints to read,
+the model state, the chunk split, the command per tick); ros/gripper_io.py only publishes its
+commands. Its `GripperCommander` is fed from three threads:
 - the worker submits each chunk's gripper dims (`submit`, [H, G] with the chunk's t0, dt, seq),
 - the sensor callback offers the measured gripper dims (`measure`, e.g. the finger width),
 - the loop thread asks for the command of each published arm command (`step`), saying whether
@@ -33,9 +35,14 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from diffusion_controller.control.types import Chunk
+
+if TYPE_CHECKING:
+    from diffusion_controller.data.gripper import GripperConfig
 
 COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
 _KEEP_CHUNKS = 8  # the loop's current chunk is always among the newest few submitted
@@ -179,3 +186,55 @@ class GripperCommander:
             self.limited_ticks += 1
         self._commanded = np.clip(self._commanded + change, self._lo, self._hi)
         return self._commanded.copy()
+
+
+class GripperPath:
+    """A gripper model's state and commands around a controller core: `arm` arm joints come
+    first in every model vector, the gripper's dims (`gripper`, data/gripper.py) after them."""
+
+    def __init__(self, gripper: GripperConfig, arm: int, settings: GripperSettings,
+                 period: float) -> None:
+        self.gripper = gripper
+        self.arm = int(arm)
+        self.settings = settings
+        self.commander = GripperCommander(gripper.dim, settings, period)
+
+    @property
+    def joints(self) -> list[str]:
+        """The gripper joints the joint-state filter must find after the arm's."""
+        return list(self.gripper.joints)
+
+    def joint_sample(self, positions: np.ndarray, velocities: np.ndarray | None,
+                     to_model: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """A filtered joint state [arm (controller order)..., gripper joints...] -> the arm's
+        positions and velocities for the loop, and the model's state [arm (model order)...,
+        gripper dims...] for the observation buffer; records the measured gripper dims."""
+        q_arm = positions[:self.arm]
+        dims = self.gripper.to_dims(positions[self.arm:])
+        self.commander.measure(dims)
+        v_arm = None if velocities is None else velocities[:self.arm]
+        return q_arm, v_arm, np.concatenate([q_arm[to_model], dims])
+
+    def split(self, chunk: Chunk) -> Chunk:
+        """Worker thread: keep the chunk's gripper dims; return the chunk with only the arm's."""
+        positions = np.asarray(chunk.positions)
+        self.commander.submit(chunk.t0, chunk.dt, positions[:, self.arm:], chunk.seq)
+        return Chunk(chunk.t0, chunk.dt, positions[:, :self.arm], chunk.seq)
+
+    def join(self, arm_chunk: Chunk) -> Chunk:
+        """The current chunk in model layout again (arm in model order + its gripper dims)."""
+        dims = self.commander.dims_for(arm_chunk.seq)
+        if dims is None:  # not ours (never expected): the command in force, held
+            held = self.commander.commanded
+            if held is None:
+                held = np.zeros(self.gripper.dim)
+            dims = np.repeat(held[None], arm_chunk.horizon, axis=0)
+        return Chunk(arm_chunk.t0, arm_chunk.dt,
+                     np.concatenate([np.asarray(arm_chunk.positions), dims], axis=1),
+                     arm_chunk.seq)
+
+    def command(self, stamp: float, tracking: bool, seq: int | None) -> np.ndarray | None:
+        """Loop thread, with each published arm command: the gripper joints' position commands
+        (e.g. [w/2, w/2]), or None while there is nothing to send yet."""
+        dims = self.commander.step(stamp, tracking, seq)
+        return None if dims is None else self.gripper.to_joint_positions(dims)

@@ -440,7 +440,7 @@ class ControllerNode(LifecycleNode):
         core = _Core(
             values=dict(v), backend=backend, robot=robot, viz_robot=viz_robot, safety=safety,
             loop=loop, buffer=buffer, worker=None, joint_filter=JointStateFilter(
-                names + (gripper.joints if gripper else []),
+                names + (gripper.path.joints if gripper else []),
                 stamp_tolerance=float(v["stamp_tolerance"])),
             to_model=to_model, to_controller=to_controller, cameras=list(cfg.cameras),
             image_size=image_size, decoder=decoder, urdf=urdf, gripper=gripper)
@@ -735,7 +735,7 @@ class ControllerNode(LifecycleNode):
             core.loop.update_joint_state(s.positions, s.velocities, s.stamp)
             core.buffer.add_joints(s.stamp, s.positions[core.to_model])
             return
-        q, qd, state = core.gripper.joint_sample(s.positions, s.velocities, core.to_model)
+        q, qd, state = core.gripper.path.joint_sample(s.positions, s.velocities, core.to_model)
         core.loop.update_joint_state(q, qd, s.stamp)
         core.buffer.add_joints(s.stamp, state)
 
@@ -811,7 +811,7 @@ class ControllerNode(LifecycleNode):
         if core is None:
             return None
         if core.gripper is not None:
-            chunk = core.gripper.split(chunk)  # the gripper's dims stay with the gripper
+            chunk = core.gripper.path.split(chunk)  # the gripper's dims stay with the gripper
         positions = np.asarray(chunk.positions)[:, core.to_controller]
         return core.loop.submit_chunk(Chunk(chunk.t0, chunk.dt, positions, chunk.seq))
 
@@ -823,7 +823,7 @@ class ControllerNode(LifecycleNode):
         if cur is None:
             return None
         model = Chunk(cur.t0, cur.dt, np.asarray(cur.positions)[:, core.to_model], cur.seq)
-        return model if core.gripper is None else core.gripper.join(model)
+        return model if core.gripper is None else core.gripper.path.join(model)
 
     def _uncertainty_hold(self, on: bool, reason: str) -> None:
         core = self._core

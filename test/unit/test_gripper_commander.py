@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from diffusion_controller.control.gripper import GripperCommander, GripperSettings, settings_errors
+from diffusion_controller.control.gripper import (
+    GripperCommander,
+    GripperPath,
+    GripperSettings,
+    settings_errors,
+)
+from diffusion_controller.control.types import Chunk
+from diffusion_controller.data.gripper import GripperConfig
 
 PERIOD = 0.01
 S = GripperSettings(width_min=0.01, width_max=0.07, max_speed=0.05)
@@ -102,3 +109,23 @@ def test_settings_errors() -> None:
     assert settings_errors({**base, "gripper_command_topic": " "})
     with pytest.raises(ValueError, match="gripper_width_limits"):
         GripperSettings.from_values({**base, "gripper_width_limits": [1.0, 0.0]})
+
+
+def test_gripper_path_splits_joins_and_commands_fingers() -> None:
+    """The core's view: arm first, width last; the width is sent as [w/2, w/2]."""
+    path = GripperPath(GripperConfig(), arm=3, settings=S, period=PERIOD)
+    assert path.joints == ["panda_finger_joint1", "panda_finger_joint2"]
+    to_model = np.array([2, 0, 1])
+    q, v, state = path.joint_sample(np.array([0.1, 0.2, 0.3, 0.02, 0.025]), None, to_model)
+    np.testing.assert_allclose(q, [0.1, 0.2, 0.3])
+    assert v is None
+    np.testing.assert_allclose(state, [0.3, 0.1, 0.2, 0.045])
+    np.testing.assert_allclose(path.commander.measured, [0.045])
+    chunk = Chunk(1.0, 0.1, np.c_[np.zeros((4, 3)), np.full(4, 0.03)], seq=5)
+    arm = path.split(chunk)
+    assert arm.positions.shape == (4, 3) and arm.seq == 5
+    back = path.join(arm)
+    np.testing.assert_array_equal(back.positions, chunk.positions)
+    first = path.command(1.0, True, 5)
+    np.testing.assert_allclose(first, [0.0225 - 0.00025, 0.0225 - 0.00025])  # from 0.045 m
+    assert path.command(1.01, False, 5)[0] == first[0]  # held while the arm is not tracking
