@@ -88,3 +88,27 @@ def test_a_policy_with_a_gripper_needs_the_gripper_in_the_data(tmp_path: Path) -
         load_episodes(tmp_path / "arm_only", tiny_config(gripper=GripperConfig()), spec=spec)
 
 
+
+
+def test_gripper_actions_from_a_trajectory_topic_or_measured(tmp_path: Path) -> None:
+    """A gripper trajectory controller's commands (first point, by joint name, in any order),
+    and the measured fingers (kinesthetic teaching) as the gripper's action source."""
+    topic = "/gripper_trajectory_controller/joint_trajectory"
+    path = tmp_path / "traj"
+    with BagWriter(path, trajectory_topic=topic) as w:
+        for k in range(201):
+            t = k / 100
+            half = width_at(t) / 2
+            w.joint_state(int(t * NS) + 1, [*ARM, *FINGERS], np.r_[np.zeros(7), half, half])
+            if k % 10 == 0:
+                w.command(int(t * NS) + 1, np.zeros(7))
+                w.trajectory(int(t * NS) + 1, FINGERS[::-1], np.full(2, half))
+                w.image(int(t * NS) + 1, np.full((16, 16, 3), 90, np.uint8))
+    spec = parse_spec({"gripper": {"source": "trajectory", "topic": topic}})
+    (ep,) = load_episodes(path, action_dt=0.1, joint_names=ARM, cameras=["camera"], spec=spec)
+    t = ep.stamps + ep.meta["t0"]
+    np.testing.assert_allclose(ep.actions[:, 7], [width_at(round(x, 3)) for x in t], atol=1e-6)
+    assert ep.meta["gripper_source"] == "trajectory" and ep.meta["gripper_topic"] == topic
+    spec = parse_spec({"gripper": {"source": "measured"}, "action": {"lead_s": 0.1}})
+    (ep,) = load_episodes(path, action_dt=0.1, joint_names=ARM, cameras=["camera"], spec=spec)
+    np.testing.assert_allclose(ep.actions[:-1, 7], ep.joints[1:, 7], atol=1e-6)  # one step ahead
