@@ -48,6 +48,7 @@ from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
 from diffusion_controller.ros.command_output import CommandOutput
+from diffusion_controller.ros.gripper_io import GripperIO
 from diffusion_controller.ros.operator_services import OperatorServices
 from diffusion_controller.ros.parameter_service import (
     apply_parameter_request,
@@ -255,7 +256,7 @@ class ControllerNode(LifecycleNode):
                 JointTrajectory, v["trajectory_command_topic"], 10)
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
-                                     float(v["trajectory_lead"]))
+                                     float(v["trajectory_lead"]), self._gripper_io(core, v))
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/chunk", 10)
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "~/chunk_markers", 10)
         self._ros += [pub, self._chunk_pub, self._marker_pub]
@@ -274,6 +275,16 @@ class ControllerNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics,
                                                  callback_group=self._diag_group)
+
+    def _gripper_io(self, core: Controller, v: dict[str, Any]) -> GripperIO | None:
+        """The gripper's publisher when the model has one (ros/gripper_io.py)."""
+        if core.gripper is None:
+            return None
+        io = GripperIO(self, core.gripper, core.gripper_command, v,
+                       core.stream_every / core.loop.rate_hz)
+        self._ros.append(io.publisher)
+        self.get_logger().info(io.describe())
+        return io
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:
@@ -344,8 +355,12 @@ class ControllerNode(LifecycleNode):
             return entries
         snap = core.status()
         enabled = op.enabled and (not self._active or snap.loop_enabled)  # deadman lapsed?
-        return entries + diag.core_entries(name, snap, self._rates, time.monotonic(), enabled,
-                                           op.estop_latched, self._active)
+        entries += diag.core_entries(name, snap, self._rates, time.monotonic(), enabled,
+                                     op.estop_latched, self._active)
+        gripper = None if self._output is None else self._output.gripper
+        if gripper is not None:
+            entries.append(gripper.diagnostic(name))
+        return entries
 
 
 def main(argv: Sequence[str] | None = None) -> int:
