@@ -48,7 +48,7 @@ from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
 from diffusion_controller.ros.command_output import CommandOutput
-from diffusion_controller.ros.gripper_io import GripperIO
+from diffusion_controller.ros.gripper_io import gripper_output
 from diffusion_controller.ros.operator_services import OperatorServices
 from diffusion_controller.ros.parameter_service import (
     apply_parameter_request,
@@ -254,12 +254,15 @@ class ControllerNode(LifecycleNode):
         else:
             pub = self.create_lifecycle_publisher(
                 JointTrajectory, v["trajectory_command_topic"], 10)
+        gripper = gripper_output(self, core, v)  # None for an arm-only model
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
-                                     float(v["trajectory_lead"]), self._gripper_io(core, v))
+                                     float(v["trajectory_lead"]), gripper)
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/chunk", 10)
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "~/chunk_markers", 10)
         self._ros += [pub, self._chunk_pub, self._marker_pub]
+        if gripper is not None:
+            self._ros.append(gripper.publisher)
         self._ros.append(self.create_subscription(
             JointState, v["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data,
             callback_group=self._sensor_group))
@@ -275,16 +278,6 @@ class ControllerNode(LifecycleNode):
             self.destroy_timer(self._diag_timer)
             self._diag_timer = self.create_timer(1.0 / rate, self._publish_diagnostics,
                                                  callback_group=self._diag_group)
-
-    def _gripper_io(self, core: Controller, v: dict[str, Any]) -> GripperIO | None:
-        """The gripper's publisher when the model has one (ros/gripper_io.py)."""
-        if core.gripper is None:
-            return None
-        io = GripperIO(self, core.gripper, core.gripper_command, v,
-                       core.stream_every / core.loop.rate_hz)
-        self._ros.append(io.publisher)
-        self.get_logger().info(io.describe())
-        return io
 
     # ------------------------------------------------------------------ parameters
     def _on_set_parameters(self, changed: list[Any]) -> SetParametersResult:

@@ -19,6 +19,17 @@ from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros.conversions import sec_to_duration, sec_to_stamp
 
 
+def gripper_output(node: Any, core: Any, values: Mapping[str, Any]) -> GripperIO | None:
+    """The gripper's publisher for a configured core (runtime.controller.Controller) whose model
+    has a gripper, logged once; None for an arm-only model."""
+    if core.gripper is None:
+        return None
+    io = GripperIO(node, core.gripper, core.gripper_command, values,
+                   core.stream_every / core.loop.rate_hz)  # one message per arm message
+    node.get_logger().info(io.describe())
+    return io
+
+
 class GripperIO:
     """One model's gripper on one node: its command publisher and /diagnostics entry.
 
