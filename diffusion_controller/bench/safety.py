@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 # Keep-out spheres the figure runs into; added when the parameter file has none (a deployment's
 # obstacles are usually set live), so the measured filter carries obstacle rows as well.
 BENCH_OBSTACLES = [0.55, 0.25, 0.35, 0.08, 0.45, -0.30, 0.55, 0.10, 0.20, 0.45, 0.75, 0.07]
+# An object on the table, as `grasp_objects` (body-only rows), likewise added when the file has
+# none, so the measured filter carries grasp rows too.
+BENCH_GRASP_OBJECTS = [0.5, 0.0, 0.025, 0.025]
 
 
 def default_params_file() -> str:
@@ -71,6 +74,8 @@ def settings(params_file: str | None, mode: str) -> dict[str, Any]:
     values["safety_mode"] = mode
     if not values["obstacles"]:
         values["obstacles"] = list(BENCH_OBSTACLES)
+    if not values["grasp_objects"]:
+        values["grasp_objects"] = list(BENCH_GRASP_OBJECTS)
     return values
 
 
@@ -82,6 +87,8 @@ def _scene(values: dict[str, Any]) -> dict[str, Any]:
         "workspace_min": tuple(values["workspace_min"]),
         "workspace_max": tuple(values["workspace_max"]),
         "obstacles": assembly.obstacles(values["obstacles"]),
+        "grasp_objects": assembly.obstacles(values["grasp_objects"], prefix="grasp"),
+        "tool_links": list(values["tool_links"]),
         "self_collision_pairs": assembly.parse_pairs(values["self_collision_pairs"]),
     }
 
@@ -112,6 +119,7 @@ class Checker:
         self.moving = robot.moving
         self.radii = robot.sphere_radii
         groups = np.array(robot.sphere_groups)
+        self.body = self.moving & ~np.isin(groups, scene["tool_links"])
         pa, pb = [], []
         for ga, gb in scene["self_collision_pairs"]:
             for i in np.flatnonzero(groups == ga):
@@ -138,6 +146,10 @@ class Checker:
         for o in self.scene["obstacles"]:
             if np.any(np.linalg.norm(pm - o.center, axis=1) < rm + o.radius - 1e-6):
                 out.append(f"obstacle {o.name}")
+        pb, rb = p[self.body], self.radii[self.body]
+        for o in self.scene["grasp_objects"]:  # the body may not touch it (the tool may)
+            if np.any(np.linalg.norm(pb - o.center, axis=1) < rb + o.radius - 1e-6):
+                out.append(f"grasp object {o.name}")
         if len(self.pa):
             d = np.linalg.norm(p[self.pa] - p[self.pb], axis=1)
             if np.any(d < self.radii[self.pa] + self.radii[self.pb] - 1e-6):
@@ -223,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     params_file = args.params or default_params_file()
     rows = [bench_mode(mode, args.ticks, args.seed, paced=args.paced, params_file=params_file)
             for mode in modes]
-    columns = ["mode", "constraints", "self_collision_rows", "qp_rows", "p50_ms", "p99_ms",
+    columns = ["mode", "constraints", "self_collision_rows", "tool_rows", "qp_rows", "p50_ms",
+               "p99_ms",
                "max_ms", "violations",
                "cpu_p50_ms", "cpu_p99_ms", "iters_p50", "intervened", "braking",
                "track_rms_rad"]

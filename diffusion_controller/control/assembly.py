@@ -12,6 +12,8 @@ Collision geometry is given as strings so that it fits ROS parameter types (sett
 re-exported here):
     collision_spheres:     ["panda_link0: -0.074 -0.002 0.015 0.099", ...]  (link: x y z r, m)
     self_collision_pairs:  ["panda_hand:panda_link0", ...]                   (link:link)
+    tool_links:            ["panda_leftfinger", "panda_rightfinger"]         (the tool's links)
+    grasp_objects:         [x, y, z, r, ...] flat, like obstacles           (body-only keep-outs)
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ from diffusion_controller.settings.geometry import (  # noqa: F401 (re-exported)
 from diffusion_controller.settings.spec import build
 
 
-def obstacles(flat: Sequence[float]) -> list[Sphere]:
-    """Flat x, y, z, r, ... (length a multiple of 4, checked by the table) -> spheres."""
+def obstacles(flat: Sequence[float], prefix: str = "obstacle") -> list[Sphere]:
+    """Flat x, y, z, r, ... (length a multiple of 4, checked by the table) -> spheres named
+    prefix0, prefix1, ... (grasp objects use prefix "grasp")."""
     vals = [float(x) for x in flat]
-    return [Sphere(center=np.array(vals[i:i + 3]), radius=vals[i + 3], name=f"obstacle{i // 4}")
+    return [Sphere(center=np.array(vals[i:i + 3]), radius=vals[i + 3], name=f"{prefix}{i // 4}")
             for i in range(0, len(vals) - len(vals) % 4, 4)]
 
 
@@ -68,6 +71,10 @@ def robot_from_settings(urdf: str, values: Mapping[str, Any]) -> Any:
         raise ValueError(
             f"self_collision_pairs names links {unpaired} that carry no collision sphere: add "
             "spheres for them to collision_spheres or drop those pairs")
+    toolless = sorted(set(values["tool_links"]) - set(spheres))
+    if toolless:
+        raise ValueError(f"tool_links names links {toolless} that carry no collision sphere: "
+                         "set tool_links to this robot's finger links (or [] for no tool)")
     return RobotModel.from_urdf(xml, joint_names=list(values["joint_names"]), spheres=spheres,
                                 ee_frame=str(values["ee_frame"]) or None)
 
@@ -81,6 +88,8 @@ def safety_config(values: Mapping[str, Any], **tuning: Any) -> Any:
         "workspace_max": lambda x: tuple(float(v) for v in x),
         "obstacles": obstacles,
         "self_collision_pairs": parse_pairs,
+        "tool_links": lambda x: [str(v) for v in x],
+        "grasp_objects": lambda x: obstacles(x, prefix="grasp"),
     }
     return build(SafetyConfig, values, SPECS, convert, **tuning)
 

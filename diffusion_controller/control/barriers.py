@@ -1,5 +1,10 @@
-"""Cartesian barrier values for the safety filter: workspace box, table plane, keep-out spheres and
-self-collision sphere pairs, evaluated for every link sphere at once.
+"""Cartesian barrier values for the safety filter: workspace box, table plane, keep-out spheres,
+grasp objects and self-collision sphere pairs, evaluated for every link sphere at once.
+
+Tool and body: the spheres of the `tool_links` (the fingers) are the tool, every other moving
+sphere the body. The tool keeps its own clearance over the floor (the table; `row_margins`) and
+may touch a grasp object; a grasp object is a keep-out sphere for the body spheres only (it has
+no rows for the tool at all). Everything else treats tool and body alike.
 
 Each barrier is a distance h(q) (metres, positive when safe) with its joint-space gradient
 G = dh/dq. The filter turns them into braking-distance-aware rows; this module only supplies h, G
@@ -37,8 +42,8 @@ class CartesianBarriers:
     """Barrier rows for the moving link spheres of `robot`.
 
     Row layout: 6 workspace faces per moving sphere (the floor face is the higher of the box floor
-    and the table), then `obstacle_slots` keep-out spheres per moving sphere, then one row per
-    self-collision sphere pair.
+    and the table), then `obstacle_slots` keep-out spheres per moving sphere, then `grasp_slots`
+    grasp objects per moving body sphere, then one row per self-collision sphere pair.
     """
 
     def __init__(
@@ -46,12 +51,22 @@ class CartesianBarriers:
         robot: RobotModel,
         self_collision_pairs: Sequence[tuple[str, str]] | None = None,
         obstacle_slots: int = 0,
+        tool_links: Sequence[str] | None = None,
+        grasp_slots: int = 0,
     ) -> None:
         self.robot = robot
         self.moving = np.flatnonzero(robot.moving)
         self.radii = robot.sphere_radii[self.moving]
         groups = robot.sphere_groups
         known = set(groups)
+        tools = [str(t) for t in tool_links or []]
+        unknown = sorted(set(tools) - known)
+        if unknown:
+            raise ValueError(f"tool_links {unknown} carry no collision sphere")
+        # per moving sphere: part of the tool? and the body spheres (grasp rows are theirs)
+        self.tool = np.array([groups[s] in tools for s in self.moving], dtype=bool)
+        self.body = self.moving[~self.tool]
+        self.body_radii = robot.sphere_radii[self.body]
         pa: list[int] = []
         pb: list[int] = []
         for pair in self_collision_pairs or []:
@@ -83,7 +98,12 @@ class CartesianBarriers:
         self.obstacles: list[Sphere] = []
         self._centers = np.zeros((0, 3))
         self._oradii = np.zeros(0)
-        self.resize(obstacle_slots)
+        self.grasp_slots = 0
+        self.grasp_objects: list[Sphere] = []
+        self._gcenters = np.zeros((0, 3))
+        self._gradii = np.zeros(0)
+        self._grasp_labels: list[str] = []
+        self.resize(obstacle_slots, grasp_slots)
         m = len(self.moving)
         self.labels = (
             [f"{face}:{groups[s]}" for s in self.moving for face in
@@ -95,15 +115,35 @@ class CartesianBarriers:
     # ------------------------------------------------------------------ configuration
     @property
     def count(self) -> int:
-        return self._n_faces + self.obstacle_slots * len(self.moving) + len(self.pair_a)
+        return (self._n_faces + self.obstacle_slots * len(self.moving)
+                + self.grasp_slots * len(self.body) + len(self.pair_a))
 
     def row_counts(self) -> dict[str, int]:
         """Barrier rows by kind (what `bench safety` reports, so a benchmark shows which
         constraints the measured filter carries): workspace faces and floor, keep-out slots,
-        self-collision sphere pairs."""
+        grasp-object slots (body spheres only), self-collision sphere pairs, and of all of
+        these the rows that act on a tool sphere."""
         m = len(self.moving)
+        tool_spheres = set(self.moving[self.tool].tolist())
+        tool_pairs = sum(int(a in tool_spheres or b in tool_spheres)
+                         for a, b in zip(self.pair_a.tolist(), self.pair_b.tolist(), strict=True))
+        n_tool = int(self.tool.sum())
         return {"workspace_rows": self._n_faces, "obstacle_rows": self.obstacle_slots * m,
-                "self_collision_rows": len(self.pair_a)}
+                "grasp_rows": self.grasp_slots * len(self.body),
+                "self_collision_rows": len(self.pair_a),
+                "tool_rows": n_tool * (6 + self.obstacle_slots) + tool_pairs}
+
+    def row_margins(self, margin: float, tool_clearance: float,
+                    grasp_margin: float) -> np.ndarray:
+        """Per row, the clearance the filter keeps beyond the distance h: `margin` everywhere
+        except the floor rows of the tool spheres, which keep `tool_clearance` (so the fingers
+        may come close to the table while the links and the hand keep `margin`), and the
+        grasp-object rows (body spheres only), which keep `grasp_margin`."""
+        out = np.full(self.count, float(margin))
+        out[6 * np.flatnonzero(self.tool) + 4] = float(tool_clearance)  # face 4: the floor
+        g0 = self._n_faces + self.obstacle_slots * len(self.moving)
+        out[g0:g0 + self.grasp_slots * len(self.body)] = float(grasp_margin)
+        return out
 
     def _index_rows(self) -> None:
         """Fixed per-row index arrays, laid out once (and again when the obstacle slots grow).
@@ -114,9 +154,11 @@ class CartesianBarriers:
         centres], so one gather-subtract-norm covers both families.
         """
         m, s = len(self.moving), len(self.robot.sphere_radii)
-        n_obs = self.obstacle_slots * m
+        n_obs = self.obstacle_slots * m + self.grasp_slots * len(self.body)  # sphere-to-centre
+        body_rows = np.tile(self.body, self.grasp_slots)
         self.row_sphere = np.concatenate([
-            np.repeat(self.moving, 6), np.tile(self.moving, self.obstacle_slots), self.pair_a,
+            np.repeat(self.moving, 6), np.tile(self.moving, self.obstacle_slots), body_rows,
+            self.pair_a,
         ]).astype(np.int64)
         self.row_other = np.full(len(self.row_sphere), s, dtype=np.int64)
         self._obs_rows = np.arange(6 * m, 6 * m + n_obs)
@@ -130,9 +172,11 @@ class CartesianBarriers:
         self._face_sign_rows = np.tile(self._face_sign, m)
         self._face_radius = np.repeat(self.radii, 6)
         # point rows: entries of the point table [S sphere centres; obstacle centres]
-        self._pt_a = np.concatenate([np.tile(self.moving, self.obstacle_slots), self.pair_a])
+        self._pt_a = np.concatenate([np.tile(self.moving, self.obstacle_slots), body_rows,
+                                     self.pair_a])
         self._pt_b = np.concatenate([
-            s + np.repeat(np.arange(self.obstacle_slots), m), self.pair_b,
+            s + np.repeat(np.arange(self.obstacle_slots), m),
+            s + np.repeat(np.arange(self.grasp_slots), len(self.body)), self.pair_b,
         ]).astype(np.int64)
         k = len(self._pt_a)
         # a - b for every point row in one product: +1 for a, -1 for b where b is a sphere;
@@ -162,20 +206,31 @@ class CartesianBarriers:
         self._face_const = (self._face_sign_rows * np.tile(self._bounds, m)
                             + self._face_radius)
         n_obs = self.obstacle_slots * len(self.moving)
+        n_grasp = self.grasp_slots * len(self.body)
         self._pt_offset[:n_obs] = -np.repeat(self._centers, len(self.moving), axis=0)
+        self._pt_offset[n_obs:n_obs + n_grasp] = -np.repeat(self._gcenters, len(self.body),
+                                                             axis=0)
         self._pt_rsum = np.concatenate([
-            (self._oradii[:, None] + self.radii[None, :]).reshape(-1), self.pair_r,
+            (self._oradii[:, None] + self.radii[None, :]).reshape(-1),
+            (self._gradii[:, None] + self.body_radii[None, :]).reshape(-1), self.pair_r,
         ])
 
-    def resize(self, slots: int) -> None:
-        """Reserve room for `slots` keep-out spheres (the row count of the QP depends on it)."""
+    def resize(self, slots: int, grasp_slots: int | None = None) -> None:
+        """Reserve room for `slots` keep-out spheres and `grasp_slots` grasp objects (None:
+        keep their number); the row count of the QP depends on both."""
+
+        def grown(centers: np.ndarray, radii: np.ndarray, k: int) -> tuple[np.ndarray, ...]:
+            c = np.full((k, 3), INACTIVE)  # empty slots: far away
+            r = np.zeros(k)
+            n = min(len(radii), k)
+            c[:n], r[:n] = centers[:n], radii[:n]
+            return c, r
+
         self.obstacle_slots = int(slots)
-        centers = np.full((self.obstacle_slots, 3), INACTIVE)  # empty slots: far away
-        radii = np.zeros(self.obstacle_slots)
-        n = min(len(self._oradii), self.obstacle_slots)
-        centers[:n] = self._centers[:n]
-        radii[:n] = self._oradii[:n]
-        self._centers, self._oradii = centers, radii
+        self._centers, self._oradii = grown(self._centers, self._oradii, self.obstacle_slots)
+        if grasp_slots is not None:
+            self.grasp_slots = int(grasp_slots)
+            self._gcenters, self._gradii = grown(self._gcenters, self._gradii, self.grasp_slots)
         self._index_rows()
 
     def set_workspace(
@@ -211,6 +266,21 @@ class CartesianBarriers:
         self.obstacles = list(spheres)
         self._obstacle_labels = [s.name or f"obstacle{k}" for k, s in enumerate(spheres)]
 
+    def set_grasp_objects(self, spheres: Sequence[Sphere]) -> None:
+        """Replace the grasp objects (spheres the tool may touch and the body keeps out of);
+        needs `len(spheres) <= grasp_slots` (resize first)."""
+        checked = [check_sphere(s) for s in spheres]
+        if len(checked) > self.grasp_slots:
+            raise ValueError("more grasp objects than reserved slots")
+        self._gcenters[:] = INACTIVE
+        self._gradii[:] = 0.0
+        for k, (c, r) in enumerate(checked):
+            self._gcenters[k] = c
+            self._gradii[k] = r
+        self._refresh_constants()
+        self.grasp_objects = list(spheres)
+        self._grasp_labels = [s.name or f"grasp{k}" for k, s in enumerate(spheres)]
+
     def row_label(self, row: int) -> str:
         m = len(self.moving)
         if row < self._n_faces:
@@ -221,7 +291,13 @@ class CartesianBarriers:
             names = getattr(self, "_obstacle_labels", [])
             name = names[k] if k < len(names) else f"slot{k}"
             return f"{name}:{self.robot.sphere_groups[self.moving[s]]}"
-        return self._pair_labels[row - self.obstacle_slots * m]
+        row -= self.obstacle_slots * m
+        mb = len(self.body)
+        if row < self.grasp_slots * mb:
+            k, s = divmod(row, mb)
+            name = self._grasp_labels[k] if k < len(self._grasp_labels) else f"grasp_slot{k}"
+            return f"{name}:{self.robot.sphere_groups[self.body[s]]}"
+        return self._pair_labels[row - self.grasp_slots * mb]
 
     # ------------------------------------------------------------------ evaluation
     def _face_bounds(self) -> np.ndarray:

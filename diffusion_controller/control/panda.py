@@ -13,6 +13,7 @@ import numpy as np
 
 from diffusion_controller.settings.panda import (  # noqa: F401 (re-exported)
     PANDA_EE_FRAME,
+    PANDA_FINGER_LINKS,
     PANDA_JOINT_NAMES,
     PANDA_SELF_COLLISION_PAIRS,
     PANDA_SPHERES,

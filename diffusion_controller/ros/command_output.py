@@ -14,6 +14,11 @@ from typing import Any
 from diffusion_controller.control.types import Command
 from diffusion_controller.ros import conversions as conv
 
+# Commands a reliable writer keeps for a subscriber that falls behind (1 s at 100 Hz): a recorder
+# or monitor that is starved for a moment receives every command late rather than losing some
+# (a ros2_control controller takes only the newest anyway). The gripper's publisher too.
+COMMAND_DEPTH = 100
+
 
 class CommandOutput:
     """Publishes each command the loop hands over, in the configured interface."""

@@ -47,7 +47,7 @@ from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
-from diffusion_controller.ros.command_output import CommandOutput
+from diffusion_controller.ros.command_output import COMMAND_DEPTH, CommandOutput
 from diffusion_controller.ros.gripper_io import gripper_output
 from diffusion_controller.ros.operator_services import OperatorServices
 from diffusion_controller.ros.parameter_service import (
@@ -250,10 +250,10 @@ class ControllerNode(LifecycleNode):
     def _create_interfaces(self, core: Controller, v: dict[str, Any]) -> None:
         if v["command_interface"] == "position":
             pub = self.create_lifecycle_publisher(
-                Float64MultiArray, v["position_command_topic"], 10)
+                Float64MultiArray, v["position_command_topic"], COMMAND_DEPTH)
         else:
             pub = self.create_lifecycle_publisher(
-                JointTrajectory, v["trajectory_command_topic"], 10)
+                JointTrajectory, v["trajectory_command_topic"], COMMAND_DEPTH)
         gripper = gripper_output(self, core, v)  # None for an arm-only model
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,

@@ -16,6 +16,7 @@ import numpy as np
 
 from diffusion_controller.control.gripper import GripperPath
 from diffusion_controller.ros import diagnostics as diag
+from diffusion_controller.ros.command_output import COMMAND_DEPTH
 from diffusion_controller.ros.conversions import sec_to_duration, sec_to_stamp
 
 
@@ -48,12 +49,12 @@ class GripperIO:
             from trajectory_msgs.msg import JointTrajectory
 
             self.publisher = node.create_lifecycle_publisher(
-                JointTrajectory, self.settings.command_topic, 10)
+                JointTrajectory, self.settings.command_topic, COMMAND_DEPTH)
         else:
             from std_msgs.msg import Float64MultiArray
 
             self.publisher = node.create_lifecycle_publisher(
-                Float64MultiArray, self.settings.command_topic, 10)
+                Float64MultiArray, self.settings.command_topic, COMMAND_DEPTH)
         self.published = 0
 
     def publish(self, stamp: float) -> None:

@@ -12,9 +12,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from typing import TYPE_CHECKING
 
-from diffusion_controller.runtime.backend import PolicyBackend
 from diffusion_controller.settings.controller import BACKENDS
+
+if TYPE_CHECKING:  # runtime.backend re-exports this module's functions: no import back at load
+    from diffusion_controller.runtime.backend import PolicyBackend
 
 log = logging.getLogger("diffusion_controller.runtime.backend")  # the name users filter on
 

@@ -53,6 +53,12 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         )
     elif any(r <= 0 for r in obstacles[3::4]):
         errors.append("obstacles: every radius must be positive")
+    grasp = list(v["grasp_objects"])
+    if len(grasp) % 4:
+        errors.append(f"grasp_objects must be a flat list x, y, z, r, ... (a multiple of 4 "
+                      f"values), got {len(grasp)}")
+    elif any(r <= 0 for r in grasp[3::4]):
+        errors.append("grasp_objects: every radius must be positive")
     try:
         parse_spheres(v["collision_spheres"])
         pairs = parse_pairs(v["self_collision_pairs"])
@@ -63,6 +69,9 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         lonely = sorted({g for p in pairs for g in p} - links)
         if lonely:
             errors.append(f"self_collision_pairs names links {lonely} without collision_spheres")
+        toolless = sorted(set(v["tool_links"]) - links)
+        if toolless:
+            errors.append(f"tool_links names links {toolless} without collision_spheres")
     if float(v["trajectory_rate_hz"]) > float(v["control_rate_hz"]):
         errors.append(f"trajectory_rate_hz {v['trajectory_rate_hz']} must not exceed "
                       f"control_rate_hz {v['control_rate_hz']}")

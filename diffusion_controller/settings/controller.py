@@ -18,6 +18,7 @@ from typing import Any
 from diffusion_controller.settings.geometry import format_spheres
 from diffusion_controller.settings.panda import (
     PANDA_EE_FRAME,
+    PANDA_FINGER_LINKS,
     PANDA_JOINT_NAMES,
     PANDA_SELF_COLLISION_PAIRS,
     PANDA_SPHERES,
@@ -223,6 +224,25 @@ PARAMS: tuple[ParamSpec, ...] = (
        "images also accept yuv422/uyvy (UYVY) and yuv422_yuy2/yuyv (YUYV), converted with "
        "BT.601; depth and 16/32-bit images are refused.", choices=("", "rgb", "bgr"),
        group="interfaces"),
+    # --- issue 13: tool and body in the safety filter ---------------------------------------------
+    _p("tool_links", STRING_ARRAY, list(PANDA_FINGER_LINKS), "Links whose collision "
+       "spheres are the tool (the fingers): they keep `tool_clearance` over the table and may "
+       "touch `grasp_objects`; every other link (and the hand body) keeps `sphere_margin` from "
+       "both. Empty: no tool. Another robot names its own finger links.", group="safety"),
+    _p("tool_clearance", DOUBLE, 0.005, "Clearance the tool spheres keep over the table (or the "
+       "workspace floor, the higher one), instead of `sphere_margin`. The finger spheres cover "
+       "each finger over its whole travel with 5 mm to spare, so the fingertips stay at least "
+       "this plus about 8 mm above the table.", when=LIVE, min=0.0, max=0.5, unit="m",
+       group="safety"),
+    _p("grasp_objects", DOUBLE_ARRAY, [], "Objects to be grasped, as spheres in the base frame, "
+       "flat x, y, z, r, ...: the tool may touch them, the links and the hand body keep "
+       "`grasp_margin` from them (a keep-out sphere for the body only). Set the object as it is "
+       "picked and clear it after the release.", when=LIVE, unit="m", group="safety"),
+    _p("grasp_margin", DOUBLE, 0.005, "Clearance the links and the hand body keep from the "
+       "`grasp_objects`: small, since the hand comes close to what its fingers enclose (a 5 cm "
+       "object between the fingertips 1 cm over the table leaves 6 mm to the Panda hand's "
+       "mesh; its spheres add 5 mm or more to that mesh).", when=LIVE, min=0.0, max=0.5,
+       unit="m", group="safety"),
     # --- issue 13: gripper (used only when the model's actions include a gripper) ---------------
     _p("gripper_command_topic", STRING, "gripper_controller/commands", "Gripper commands, sent "
        "with every arm command (position interface) or every streamed trajectory, when the "

@@ -9,8 +9,14 @@ rounded up to the millimetre, so every point of every collision mesh lies at lea
 sphere of its link (test/unit/test_robot_model_spheres.py re-checks this against the meshes).
 
 The finger spheres cover the finger over its whole travel: the model locks the finger joints at
-mid-travel (0.02 m) by default, and each finger sphere covers the finger shifted by +-0.02 m along
-its joint axis, so an open or a closed gripper is inside it.
+mid-travel (0.02 m) by default, and each finger's spheres cover the finger shifted by +-0.02 m along
+its joint axis, so an open or a closed gripper is inside them. They are two per finger along the
+travel, fitted (minimax over points sampled on the mesh's triangles and over the travel, centres
+on the finger's mid-plane) for the lowest bottom: it lies 8 mm below the fingertip (the 5 mm to
+spare and 3 mm of fit), where the single sphere per finger they replace reached 22 mm below it.
+With the fingers as the filter's tool (`tool_links`, which keep `tool_clearance` over the table),
+the fingertips may come to about 1.3 cm above the table. Three spheres per finger would reach no
+lower (the bottom is set by the fingertip's corners) and made the filter's QP measurably slower.
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ PANDA_SPHERES: dict[str, list[SphereSpec]] = {
         (0.002, -0.008, 0.020, 0.059),
     ],
     # The right finger's collision mesh is the left one turned by pi about z.
-    "panda_leftfinger": [(0.000, 0.014, 0.027, 0.049)],
-    "panda_rightfinger": [(0.000, -0.014, 0.027, 0.049)],
+    "panda_leftfinger": [(0.000, -0.010, 0.011, 0.051), (0.000, 0.020, 0.011, 0.051)],
+    "panda_rightfinger": [(0.000, 0.010, 0.011, 0.051), (0.000, -0.020, 0.011, 0.051)],
 }
 
 # Sphere groups that can meet when the arm folds back on itself: the wrist and hand against the
@@ -55,3 +61,4 @@ PANDA_SELF_COLLISION_PAIRS: list[tuple[str, str]] = [
 ]
 
 PANDA_EE_FRAME = "panda_hand"
+PANDA_FINGER_LINKS: list[str] = ["panda_leftfinger", "panda_rightfinger"]  # the filter's tool

@@ -57,7 +57,12 @@ def test_a_urdf_without_the_sphere_links_names_what_to_set() -> None:
     with pytest.raises(ValueError, match="carry no collision sphere"):
         assembly.safety_filter_from_settings(TWO_LINK, values)
     values["self_collision_pairs"] = []
+    with pytest.raises(ValueError, match="set tool_links"):  # the Panda's fingers by default
+        assembly.safety_filter_from_settings(TWO_LINK, values)
+    values["tool_links"] = ["l2"]
     robot, filt = assembly.safety_filter_from_settings(TWO_LINK, values)
+    assert filt.barrier_row_counts["tool_rows"] == 6 + len(values["obstacles"]) // 4
+    values["tool_links"] = []
     assert robot.joint_names == ["j1", "j2"]
     filt.reset(np.zeros(2))
     assert filt.barrier_row_counts["self_collision_rows"] == 0

@@ -107,9 +107,9 @@ def test_end_effector_jacobian_and_manipulability(model: RobotModel) -> None:
 def test_sphere_sets(model: RobotModel) -> None:
     counts = {link: model.sphere_groups.count(link) for link in panda.PANDA_SPHERES}
     assert counts == {link: len(s) for link, s in panda.PANDA_SPHERES.items()}
-    assert len(model.sphere_radii) == 23
+    assert len(model.sphere_radii) == 25
     # link0 is the fixed base: its spheres never move, every other sphere does
-    assert model.moving.sum() == 20
+    assert model.moving.sum() == 22
     assert not model.moving[[g == "panda_link0" for g in model.sphere_groups]].any()
     custom = RobotModel.from_urdf(panda.panda_urdf_path(),
                                   spheres={"panda_hand": [(0.0, 0.0, 0.05, 0.1)]})

@@ -317,8 +317,9 @@ def test_update_config(robot: RobotModel) -> None:
 def test_constraint_count(robot: RobotModel) -> None:
     obstacles = [Sphere(np.array([0.5, 0.3 * k, 0.2]), 0.05, f"o{k}") for k in range(3)]
     f = make(robot, obstacles=obstacles, workspace_min=(-1, -1, -1), workspace_max=(1, 1, 1.5))
-    # 7 box + 14 split rows, and per moving sphere 6 faces + 3 obstacles
-    assert f.constraint_count == 21 + 20 * 9
+    # 7 box + 14 split rows, and per moving sphere (18 on the arm and hand, 2 per finger)
+    # 6 faces + 3 obstacles
+    assert f.constraint_count == 21 + 22 * 9
     assert f.qp_rows == 21 + f.config.barrier_slots
     mpc = make(robot, safety_mode="mpc", obstacles=obstacles)
     assert mpc.constraint_count > f.constraint_count

@@ -18,6 +18,7 @@ HAND = ("panda_hand", "panda_leftfinger", "panda_rightfinger")
 def _setup(mode: str):
     values = params.defaults()
     values["safety_mode"] = mode
+    values["tool_links"] = []  # the fingers keep sphere_margin too (the tool: test_safety_tool.py)
     robot, filt = assembly.safety_filter_from_settings(panda.panda_urdf_path(), values)
     groups = np.array(robot.sphere_groups)
     hand = np.isin(groups, HAND)
@@ -35,20 +36,32 @@ def _pose_inside_floor_margin(robot, filt, hand, clearance, depth: float) -> np.
     margin = params.SPECS["sphere_margin"].default
     lim = filt.limits
     moving = robot.moving
+    target = margin - depth
     rng = np.random.default_rng(0)
     for _ in range(50000):
         q = np.clip(panda.PANDA_READY_Q + rng.normal(0, 0.5, 7), lim.lower + 0.05,
                     lim.upper - 0.05)
+        if abs(clearance(q) - target) > 0.05:
+            continue
+        for _ in range(5):  # Newton steps on the hand's clearance, towards the target depth
+            c = clearance(q)
+            g = _gradient(q, clearance)
+            q = np.clip(q + (target - c) * g / max(float(g @ g), 1e-12), lim.lower + 0.05,
+                        lim.upper - 0.05)
         p = robot.sphere_positions(q)
         c = clearance(q)
         lowest = float(np.min(p[moving, 2] - robot.sphere_radii[moving]))
-        if abs(c - (margin - depth)) < 0.004 and lowest >= c - 1e-9 and p[hand, 0].min() > 0.45:
+        if abs(c - target) < 0.004 and lowest >= c - 1e-9 and p[hand, 0].min() > 0.45:
             return q
     raise AssertionError("no such pose found")
 
 
+def _gradient(q: np.ndarray, clearance) -> np.ndarray:
+    return np.array([(clearance(q + d) - clearance(q - d)) / 2e-4 for d in np.eye(7) * 1e-4])
+
+
 def _upward(q: np.ndarray, clearance) -> np.ndarray:
-    g = np.array([(clearance(q + d) - clearance(q - d)) / 2e-4 for d in np.eye(7) * 1e-4])
+    g = _gradient(q, clearance)
     return q + 0.3 * g / np.linalg.norm(g)
 
 

@@ -13,7 +13,7 @@ from diffusion_controller.control.chunk_scheduler import SchedulerConfig
 from diffusion_controller.control.safety_filter import LIVE_FIELDS, SafetyConfig
 from diffusion_controller.control.safety_filter.config import LIMIT_FIELDS
 from diffusion_controller.control.watchdogs import WatchdogConfig
-from diffusion_controller.runtime import backend
+from diffusion_controller.runtime import loading
 from diffusion_controller.runtime.worker import WorkerSettings
 from diffusion_controller.settings import sim
 from diffusion_controller.settings.controller import SPECS
@@ -26,7 +26,8 @@ TAKES = {
     SafetyConfig: {"control_rate_hz", "safety_mode", "mpc_horizon", "mpc_inputs",
                    "position_margin", "velocity_scale", "acceleration_scale", "jerk_scale",
                    "workspace_min", "workspace_max", "table_z", "obstacles", "sphere_margin",
-                   "self_collision_pairs"},
+                   "self_collision_pairs", "tool_links", "tool_clearance", "grasp_objects",
+                   "grasp_margin"},
     SchedulerConfig: {"latency_margin", "blend_time", "chunk_timeout", "stamp_tolerance"},
     WatchdogConfig: {"joint_state_timeout", "image_timeout", "chunk_timeout",
                      "tracking_error_limit", "stamp_tolerance"},
@@ -103,7 +104,9 @@ def test_live_fields_are_the_tables_live_settings_less_the_limits() -> None:
 
 
 def test_backend_choices_are_the_tables() -> None:
-    assert SPECS["backend"].choices == ("auto", *backend.BACKENDS)
+    assert SPECS["backend"].choices == ("auto", *loading.BACKENDS)
+    with pytest.raises(ValueError, match="unknown backend"):
+        loading.parse_backend("tflite")
 
 
 def test_sim_table_defaults_valid_and_checks() -> None:

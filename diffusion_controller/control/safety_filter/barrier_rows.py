@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffusion_controller.control.safety_filter._shared import (
-    _EMPTY,
-    _SOLVER_SLACK_M,
-)
+from diffusion_controller.control.safety_filter._shared import _EMPTY
 
 
 class _BarrierRows:
@@ -33,7 +30,9 @@ class _BarrierRows:
         gamma = cfg.barrier_gamma
         if gamma != self._gamma_seen:
             self._set_gamma(gamma)
-        margin = cfg.sphere_margin + _SOLVER_SLACK_M
+        if (cfg.sphere_margin, cfg.tool_clearance, cfg.grasp_margin) != self._margins_seen:
+            self._refresh_margins()  # a live change of the margins (or a new row layout)
+        margin = self._row_margin_s  # per row (sphere_margin, tool_clearance, grasp_margin)
         m2 = self._m2
         av = np.abs(v)
         # joint excursion bound over this tick and the stop after it (see braking.py), and the
@@ -103,7 +102,7 @@ class _BarrierRows:
         # m2 @ [g; |g|; w]: row 0 is w . reach + |G| . b dt^2/8, row 1 the rest of rhs
         y2 = np.dot(m2, gaw.reshape(3 * n, count))
         base = h_all.take(cand)
-        base -= margin
+        base -= margin.take(cand)
         base -= e[0]
         self._bval = base - y2[0]
         base *= self._c_gamma

@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from diffusion_controller.control.braking import UpperBounds
+from diffusion_controller.control.safety_filter._shared import _SOLVER_SLACK_M
 
 
 class _TickBuffers:
@@ -94,3 +95,13 @@ class _TickBuffers:
         self._rb_tb = np.empty(count)
         self._rb_mask = np.empty(count, dtype=bool)
         self._rs_empty = self._rs = np.zeros((2 * self.n, 0))
+        self._margins_seen = (math.nan,) * 3  # per-row margins: rebuilt at the next tick
+
+    def _refresh_margins(self) -> None:
+        """Per-row clearance beyond h (sphere_margin; tool floor rows: tool_clearance; grasp
+        rows: grasp_margin), plain and with the solver slack, for the current live settings and
+        row layout."""
+        cfg = self.config
+        self._margins_seen = (cfg.sphere_margin, cfg.tool_clearance, cfg.grasp_margin)
+        self._row_margin = self._barriers.row_margins(*self._margins_seen)
+        self._row_margin_s = self._row_margin + _SOLVER_SLACK_M

@@ -19,13 +19,14 @@ from diffusion_controller.settings.spec import check_fields
 class SafetyConfig:
     """Safety filter settings. Units: metres, radians, seconds.
 
-    The fields up to `self_collision_pairs` are the controller settings of the same names
+    The fields up to `grasp_margin` are the controller settings of the same names
     (diffusion_controller/settings/controller.py): their defaults, ranges, units and meaning are
     written there, not here, and they are checked against that table; build one from settings
-    values with control.assembly.safety_config(values). The core holds three of them in its own
-    form: `obstacles` as spheres, `self_collision_pairs` as (link, link) tuples, the workspace
-    corners as tuples (None switches the box off, as None for `table_z` does the table). The
-    fields after them are the filter's own tuning, which no deployment sets."""
+    values with control.assembly.safety_config(values). The core holds four of them in its own
+    form: `obstacles` and `grasp_objects` as spheres, `self_collision_pairs` as (link, link)
+    tuples, the workspace corners as tuples (None switches the box off, as None for `table_z`
+    does the table). The fields after them are the filter's own tuning, which no deployment
+    sets."""
 
     control_rate_hz: float
     """Tick rate of the commanded double integrator (dt = 1 / control_rate_hz)."""
@@ -56,6 +57,19 @@ class SafetyConfig:
     """Extra clearance (m) added to every Cartesian barrier; also covers motion between ticks."""
     self_collision_pairs: list[tuple[str, str]] | None
     """Pairs of sphere groups (link names) kept apart; None or []: none."""
+    # --- tool and body (issue 13): the fingers may come close to the table and touch the object
+    tool_links: list[str]
+    """Sphere groups (links) that are the tool, e.g. the two fingers; every other moving sphere is
+    the body. Empty: no tool, every sphere keeps sphere_margin from everything."""
+    tool_clearance: float
+    """Clearance (m) the tool spheres keep over the floor (table or workspace floor), instead of
+    sphere_margin; the body keeps sphere_margin."""
+    grasp_objects: list[Sphere]
+    """Spheres (base frame) the tool may touch and the body keeps grasp_margin from: the object
+    being grasped. Change them while running with set_grasp_objects()."""
+    grasp_margin: float
+    """Clearance (m) the body keeps from a grasp object: small, since the hand must come close
+    to what its fingers enclose (its spheres add at least 5 mm over its mesh)."""
     barrier_gamma: float = 0.1
     """Discrete CBF decay in (0, 1]: B(x+) >= (1 - gamma) B(x); smaller approaches more gently."""
     singularity: tuple[float, float] = (0.02, 0.005)

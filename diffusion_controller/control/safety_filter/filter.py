@@ -77,9 +77,11 @@ class SafetyFilter(
             else np.asarray(cfg.joint_weights, dtype=np.float64)
         )
         self._lock = threading.RLock()
-        self._barriers = CartesianBarriers(robot, cfg.self_collision_pairs, len(cfg.obstacles))
+        self._barriers = CartesianBarriers(robot, cfg.self_collision_pairs, len(cfg.obstacles),
+                                           cfg.tool_links, len(cfg.grasp_objects))
         self._barriers.set_workspace(cfg.workspace_min, cfg.workspace_max, cfg.table_z)
         self._barriers.set_obstacles(cfg.obstacles)
+        self._barriers.set_grasp_objects(cfg.grasp_objects)
         self._q: np.ndarray | None = None
         self._v = np.zeros(self.n)
         self._a = np.zeros(self.n)
@@ -152,7 +154,8 @@ class SafetyFilter(
 
     @property
     def barrier_row_counts(self) -> dict[str, int]:
-        """Cartesian barrier rows by kind: workspace_rows, obstacle_rows, self_collision_rows."""
+        """Cartesian barrier rows by kind: workspace_rows, obstacle_rows, grasp_rows,
+        self_collision_rows, and tool_rows (those of them acting on a tool sphere)."""
         return self._barriers.row_counts()
 
     def reset(self, q: Sequence[float], v: Sequence[float] | None = None) -> None:
@@ -227,6 +230,22 @@ class SafetyFilter(
                 self._barriers.set_obstacles(spheres)
             self.config.obstacles = spheres
 
+    def set_grasp_objects(self, spheres: Sequence[Sphere]) -> None:
+        """Replace the grasp objects: spheres the tool (fingers) may touch and the body (links,
+        hand) keeps grasp_margin from; centre and radius may change every tick. A body sphere
+        already inside a new object's margin may only move out (margin recovery)."""
+        spheres = list(spheres)
+        with self._lock:
+            bars = self._barriers
+            if len(spheres) > bars.grasp_slots:
+                bars.set_grasp_objects([])
+                bars.resize(bars.obstacle_slots, len(spheres))
+                bars.set_grasp_objects(spheres)
+                self._build()
+            else:
+                bars.set_grasp_objects(spheres)
+            self.config.grasp_objects = spheres
+
     def set_workspace(
         self,
         workspace_min: Sequence[float] | None,
@@ -256,6 +275,8 @@ class SafetyFilter(
                                    candidate.table_z)
             if "obstacles" in changes:
                 self.set_obstacles(candidate.obstacles)
+            if "grasp_objects" in changes:
+                self.set_grasp_objects(candidate.grasp_objects)
             self.config = candidate
             if {"eps_abs", "eps_rel", "max_iter", "time_limit"} & set(changes):
                 assert self._qp is not None

@@ -160,7 +160,8 @@ class _Solve:
         details = {
             "manipulability": w,
             "speed_scale": scale,
-            "min_clearance": float(h_all.min()) - cfg.sphere_margin if len(h_all) else math.inf,
+            # clearance beyond each row's own margin (tool floor rows: tool_clearance)
+            "min_clearance": float(np.min(h_all - self._row_margin)) if len(h_all) else math.inf,
             "barrier_rows_in_qp": float(self._n_selected),
             "blend": blend,
         }
@@ -202,7 +203,7 @@ class _Solve:
     def _bounds_mpc(self, q, v, lo, hi, relax: bool) -> bool:
         """The horizon's bounds for this tick, and its soft terminal rows; True when the
         terminal rows' coefficients changed (or must be switched off)."""
-        cfg, lim, dt, n, M = self.config, self._limits, self.dt, self.n, self._M
+        lim, dt, n, M = self._limits, self.dt, self.n, self._M
         lo_all, up_all = self._lo, self._up
         lo_all[self._u_index] = lo  # the first step's box; later blocks keep +-amax
         up_all[self._u_index] = hi
@@ -238,7 +239,8 @@ class _Solve:
             np.multiply(v, self._mpc_horizon_dt, out=w2[:n])
             low = np.dot(w2, self._gaw[:2].reshape(2 * n, -1))
             low += h
-            sel = (low < cfg.sphere_margin).nonzero()[0]
+            margin = self._row_margin.take(self._cand)
+            sel = (low < margin).nonzero()[0]
             used = len(sel)
             if used:
                 pred = np.dot(w2[:n], g.take(sel, axis=1))  # with the current motion alone
@@ -251,7 +253,7 @@ class _Solve:
                 norm = np.abs(gs).max(axis=0)
                 np.maximum(norm, 1e-9, out=norm)
                 np.divide(gs, norm, out=self._term_vals[:used, :n].T)
-                np.subtract(cfg.sphere_margin, pred, out=pred)
+                np.subtract(margin.take(sel), pred, out=pred)
                 np.divide(pred, norm, out=lo_all[t0:t0 + used])
         if before > used:
             self._term_vals[used:before, :n] = 0.0
