@@ -153,6 +153,8 @@ def inspect_bag(
         "joints": names,
         "action_dt": action_dt,
     }
+    if plan.gripper is not None:
+        report["plan"]["gripper"] = {**plan.gripper.to_dict(), "topic": plan.gripper_topic}
     episodes: list[dict[str, Any]] = []
     try:
         with warnings.catch_warnings(record=True) as caught:

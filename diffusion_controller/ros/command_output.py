@@ -1,6 +1,7 @@
 """The controller's commands as messages: one Float64MultiArray per tick (`position`), or a
 JointTrajectory stream (`trajectory`) every `stream_every`-th tick carrying the previous command,
-this one and the filter's certified continuation, stamped `trajectory_lead` late.
+this one and the filter's certified continuation, stamped `trajectory_lead` late. A gripper
+model's command (ros/gripper_io.py) goes out right after each arm message, in step with it.
 
 Runs in the control loop thread (ControlLoop's output callback).
 """
@@ -13,12 +14,17 @@ from typing import Any
 from diffusion_controller.control.types import Command
 from diffusion_controller.ros import conversions as conv
 
+# Commands a reliable writer keeps for a subscriber that falls behind (1 s at 100 Hz): a recorder
+# or monitor that is starved for a moment receives every command late rather than losing some
+# (a ros2_control controller takes only the newest anyway). The gripper's publisher too.
+COMMAND_DEPTH = 100
+
 
 class CommandOutput:
     """Publishes each command the loop hands over, in the configured interface."""
 
     def __init__(self, publisher: Any, interface: str, joint_names: Sequence[str],
-                 rate_hz: float, stream_every: int, lead: float) -> None:
+                 rate_hz: float, stream_every: int, lead: float, gripper: Any = None) -> None:
         self._pub = publisher
         self._position = interface == "position"
         self._names = list(joint_names)
@@ -27,10 +33,13 @@ class CommandOutput:
         self._lead = float(lead)
         self._tick = self._every - 1  # the first command goes out at once
         self._last: Command | None = None  # the previous command (the next message's start)
+        self.gripper = gripper  # ros.gripper_io.GripperIO, or None for an arm-only model
 
     def __call__(self, cmd: Command) -> None:
         if self._position:
             self._pub.publish(conv.position_command_msg(cmd))
+            if self.gripper is not None:
+                self.gripper.publish(cmd.stamp)
             return
         previous, self._last = self._last, cmd
         self._tick += 1
@@ -42,3 +51,5 @@ class CommandOutput:
             previous = None  # not the tick before (a missed tick or a restart)
         self._pub.publish(conv.trajectory_stream_msg(cmd, self._names, period, self._lead,
                                                      previous))
+        if self.gripper is not None:
+            self.gripper.publish(cmd.stamp)

@@ -47,7 +47,8 @@ from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.ros import params
-from diffusion_controller.ros.command_output import CommandOutput
+from diffusion_controller.ros.command_output import COMMAND_DEPTH, CommandOutput
+from diffusion_controller.ros.gripper_io import gripper_output
 from diffusion_controller.ros.operator_services import OperatorServices
 from diffusion_controller.ros.parameter_service import (
     apply_parameter_request,
@@ -57,10 +58,6 @@ from diffusion_controller.ros.urdf_source import read_urdf
 from diffusion_controller.runtime.controller import BuildError, Controller, Refused
 from diffusion_controller.runtime.joint_input import InputCounts
 
-# Commands a reliable writer keeps for a subscriber that falls behind (1 s at 100 Hz): a recorder
-# or monitor that is starved for a moment receives every command late rather than losing some
-# (a ros2_control controller takes only the newest anyway).
-COMMAND_DEPTH = 100
 NODE_NAME = "diffusion_controller"
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -257,12 +254,15 @@ class ControllerNode(LifecycleNode):
         else:
             pub = self.create_lifecycle_publisher(
                 JointTrajectory, v["trajectory_command_topic"], COMMAND_DEPTH)
+        gripper = gripper_output(self, core, v)  # None for an arm-only model
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
-                                     float(v["trajectory_lead"]))
+                                     float(v["trajectory_lead"]), gripper)
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/chunk", 10)
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "~/chunk_markers", 10)
         self._ros += [pub, self._chunk_pub, self._marker_pub]
+        if gripper is not None:
+            self._ros.append(gripper.publisher)
         self._ros.append(self.create_subscription(
             JointState, v["joint_states_topic"], self._on_joint_state, qos_profile_sensor_data,
             callback_group=self._sensor_group))
@@ -348,8 +348,12 @@ class ControllerNode(LifecycleNode):
             return entries
         snap = core.status()
         enabled = op.enabled and (not self._active or snap.loop_enabled)  # deadman lapsed?
-        return entries + diag.core_entries(name, snap, self._rates, time.monotonic(), enabled,
-                                           op.estop_latched, self._active)
+        entries += diag.core_entries(name, snap, self._rates, time.monotonic(), enabled,
+                                     op.estop_latched, self._active)
+        gripper = None if self._output is None else self._output.gripper
+        if gripper is not None:
+            entries.append(gripper.diagnostic(name))
+        return entries
 
 
 def main(argv: Sequence[str] | None = None) -> int:

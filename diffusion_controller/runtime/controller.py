@@ -11,7 +11,14 @@ only feeds it inputs and takes its outputs:
              enable / estop / reset / reset_statistics, apply_live(changes)
     outputs  on_command(Command) from the loop thread; on_chunk(Chunk) (controller order) and
              on_hold(reason) from the worker thread; on_clock_jump(note) from the loop thread;
-             status() -> ControllerStatus, an immutable snapshot for diagnostics
+             gripper_command(stamp) for each published arm command, when the model has a
+             gripper; status() -> ControllerStatus, an immutable snapshot for diagnostics
+
+A gripper model (cfg.gripper) has its gripper dims after the arm's in every state and action
+vector: `self.gripper` (control/gripper.GripperPath) then reads the finger joints from each joint
+state beside the arm's, takes each chunk's gripper dims before the arm's part reaches the loop,
+and turns them into one clamped, rate-limited command per published arm command that holds
+whenever the arm does not track a chunk. Without one, `self.gripper` is None and nothing changes.
 
 Start and stop keep the safe order: `start` starts the loop before inference; `brake_and_stop`
 brakes the loop to a standstill first (the arm is at rest within its braking time whatever
@@ -33,6 +40,8 @@ from typing import Any
 import numpy as np
 
 from diffusion_controller.control import assembly
+from diffusion_controller.control.gripper import GripperPath, GripperSettings
+from diffusion_controller.control.loop_status import RUNNING
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.runtime import live_changes
@@ -140,11 +149,14 @@ class Controller:
             self.joints = JointOrder.between(names, list(cfg.joint_names))
         except ValueError as exc:
             raise BuildError(str(exc)) from exc
+        self.gripper = self._gripper_path(cfg, len(names), v, rate)
         self.cameras = list(cfg.cameras)
         self.image_size = (int(cfg.image_size[0]), int(cfg.image_size[1]))
-        self.buffer = ObservationBuffer(list(cfg.joint_names), self.cameras, self.image_size,
+        self.buffer = ObservationBuffer(list(cfg.dim_names), self.cameras, self.image_size,
                                         max_joint_gap=max(0.05, float(v["joint_state_timeout"])))
-        self.joint_filter = JointStateFilter(names, stamp_tolerance=float(v["stamp_tolerance"]))
+        # A gripper model needs its finger joints in every joint state, as the arm's.
+        read = names + (self.gripper.joints if self.gripper is not None else [])
+        self.joint_filter = JointStateFilter(read, stamp_tolerance=float(v["stamp_tolerance"]))
         # The threads sharing the loop's GIL run just below the loop's real-time priority, so
         # none of them can be preempted by unrelated load while holding it (reliability/rt.py).
         setup = None
@@ -157,6 +169,19 @@ class Controller:
             backend, self.buffer, self._submit_chunk, clock, worker_settings(v),
             current_chunk=self._current_chunk_model_order, hold=self._uncertainty_hold,
             on_chunk=self._chunk_accepted, thread_setup=setup)
+
+    def _gripper_path(self, cfg: Any, arm: int, v: Mapping[str, Any],
+                      rate: float) -> GripperPath | None:
+        """The gripper's path when the model has one. It steps once per published arm message:
+        every tick (position interface) or every streamed trajectory, so its rate limit per
+        step covers that period."""
+        if cfg.gripper is None:
+            return None
+        try:
+            settings = GripperSettings.from_values(v)
+        except ValueError as exc:
+            raise BuildError(f"gripper: {exc}") from exc
+        return GripperPath(cfg.gripper, arm, settings, self.stream_every / rate)
 
     @classmethod
     def build(cls, values: Mapping[str, Any], urdf: str | Callable[[], str],
@@ -252,8 +277,15 @@ class Controller:
             s = self.joint_filter.check(names, positions, velocities, stamp, self._clock())
         except InputRejected as exc:
             return self._refuse("joint_states", exc.kind, exc.reason)
-        self.loop.update_joint_state(s.positions, s.velocities, s.stamp)
-        self.buffer.add_joints(s.stamp, self.joints.model_from_controller(s.positions))
+        if self.gripper is None:
+            self.loop.update_joint_state(s.positions, s.velocities, s.stamp)
+            self.buffer.add_joints(s.stamp, self.joints.model_from_controller(s.positions))
+            return None
+        # [arm..., fingers...]: the arm to the loop, the model's state (arm, gripper dims) to
+        # the buffer; the measured gripper dims to the gripper's commander
+        q, qd, state = self.gripper.joint_sample(s.positions, s.velocities, self.joints.to_model)
+        self.loop.update_joint_state(q, qd, s.stamp)
+        self.buffer.add_joints(s.stamp, state)
         return None
 
     def image(self, camera: str, stamp: float, decode: Callable[[], np.ndarray]
@@ -292,6 +324,18 @@ class Controller:
         except ValueError:
             return None
 
+    def gripper_command(self, stamp: float) -> np.ndarray | None:
+        """Loop thread, with each published arm message: the gripper joints' position commands
+        for the arm command stamped `stamp` (the current chunk's gripper dims while the arm
+        tracks it, else the last command held); None without a gripper or before its first
+        measurement."""
+        gripper = self.gripper
+        if gripper is None:
+            return None
+        loop = self.loop
+        cur = loop.current_chunk()
+        return gripper.command(stamp, loop.state == RUNNING, None if cur is None else cur.seq)
+
     def status(self) -> ControllerStatus:
         """An immutable snapshot of the loop, inference and inputs."""
         received, rejected, last = self.counts.snapshot()
@@ -309,7 +353,10 @@ class Controller:
 
     # ------------------------------------------------------------------ worker and loop hooks
     def _submit_chunk(self, chunk: Chunk) -> Any:
-        """Worker thread: model joint order -> controller order, into the loop's mailbox."""
+        """Worker thread: model joint order -> controller order, into the loop's mailbox (a
+        gripper model's gripper dims stay with the gripper)."""
+        if self.gripper is not None:
+            chunk = self.gripper.split(chunk)
         positions = self.joints.controller_from_model(chunk.positions)
         return self.loop.submit_chunk(Chunk(chunk.t0, chunk.dt, positions, chunk.seq))
 
@@ -317,7 +364,8 @@ class Controller:
         cur = self.loop.current_chunk()
         if cur is None:
             return None
-        return Chunk(cur.t0, cur.dt, self.joints.model_from_controller(cur.positions), cur.seq)
+        model = Chunk(cur.t0, cur.dt, self.joints.model_from_controller(cur.positions), cur.seq)
+        return model if self.gripper is None else self.gripper.join(model)
 
     def _uncertainty_hold(self, on: bool, reason: str) -> None:
         if on:
@@ -328,7 +376,8 @@ class Controller:
             self.loop.resume()
 
     def _chunk_accepted(self, chunk: Chunk, result: Any) -> None:
-        """Worker thread: every submitted chunk, in controller order, to the host (display)."""
+        """Worker thread: every submitted chunk, in controller order, to the host (display);
+        the arm's joints only (a gripper's dims, after them, are not picked)."""
         if self._on_chunk_hook is None:
             return
         q = self.joints.controller_from_model(chunk.positions)

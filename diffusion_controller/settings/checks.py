@@ -5,6 +5,7 @@ tests) and configure all run these."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,8 +88,23 @@ def _check_consistency(v: Mapping[str, Any], model: ModelFacts | None) -> list[s
         errors.append("image_topics must name at least one camera topic")
     elif len(set(topics)) != len(topics) or any(not t for t in topics):
         errors.append(f"image_topics must be unique and non-empty: {topics}")
+    errors += gripper_settings_errors(v)
     if model is not None:
         errors += check_against_model(v, model)
+    return errors
+
+
+def gripper_settings_errors(v: Mapping[str, Any]) -> list[str]:
+    """Why the gripper settings cannot work together ([] when they can); checked whether or
+    not the model has a gripper, so a parameter file is refused before a gripper model meets it."""
+    errors = []
+    limits = list(v["gripper_width_limits"])
+    if len(limits) != 2:
+        errors.append(f"gripper_width_limits needs [min, max], got {limits}")
+    elif not all(math.isfinite(float(x)) for x in limits) or not 0.0 <= limits[0] < limits[1]:
+        errors.append(f"gripper_width_limits must satisfy 0 <= min < max, got {limits}")
+    if not str(v["gripper_command_topic"]).strip():
+        errors.append("gripper_command_topic must not be empty")
     return errors
 
 

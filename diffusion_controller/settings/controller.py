@@ -39,6 +39,8 @@ from diffusion_controller.settings.spec import (
 
 # The inference backends the runtime has (runtime/backend.py reads them from here); "auto" picks.
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# The gripper command messages the node can send (ros/gripper_io.py builds them).
+GRIPPER_COMMAND_TYPES = ("float64_multi_array", "joint_trajectory")
 
 
 def _p(name: str, kind: str, default: Any, description: str, **kw: Any) -> ParamSpec:
@@ -241,6 +243,25 @@ PARAMS: tuple[ParamSpec, ...] = (
        "object between the fingertips 1 cm over the table leaves 6 mm to the Panda hand's "
        "mesh; its spheres add 5 mm or more to that mesh).", when=LIVE, min=0.0, max=0.5,
        unit="m", group="safety"),
+    # --- issue 13: gripper (used only when the model's actions include a gripper) ---------------
+    _p("gripper_command_topic", STRING, "gripper_controller/commands", "Gripper commands, sent "
+       "with every arm command (position interface) or every streamed trajectory, when the "
+       "model has a gripper (nothing is published for an arm-only model). The finger joints "
+       "are read from joint_states_topic; a message lacking them is rejected like one lacking "
+       "an arm joint.", group="gripper"),
+    _p("gripper_command_type", STRING, "float64_multi_array", "float64_multi_array: "
+       "std_msgs/Float64MultiArray with one position per gripper joint (a width w is sent as "
+       "[w/2, w/2] to a Panda hand's forward controller); joint_trajectory: a one-point "
+       "trajectory_msgs/JointTrajectory naming the gripper joints, due trajectory_lead after the "
+       "command's stamp plus the time to the next message.",
+       choices=GRIPPER_COMMAND_TYPES, group="gripper"),
+    _p("gripper_width_limits", DOUBLE_ARRAY, [0.0, 0.08], "[min, max] of every gripper command "
+       "(the width for a width gripper, each joint for a per-joint one); 0..0.08 m is the "
+       "Panda/FR3 hand's travel.", unit="m", group="gripper"),
+    _p("gripper_max_speed", DOUBLE, 0.1, "Rate limit of the gripper command per dimension. "
+       "While the arm holds, brakes or is stopped (fault, e-stop, pause) the gripper holds its "
+       "last command: it never opens by itself, as it may be holding an object.", min=1e-4,
+       max=2.0, unit="m/s", group="gripper"),
 )
 
 SPECS: dict[str, ParamSpec] = by_name(PARAMS)

@@ -154,6 +154,8 @@ def test_commands_follow_the_policy_within_the_limits(rig: Rig) -> None:
     status = rig.ctrl.status()
     assert status.rejected == {} and status.received["joint_states"] >= 200
     assert status.loop.chunks_accepted >= 10
+    # an arm-only model: no gripper path, the finger joints in the message ignored, no command
+    assert rig.ctrl.gripper is None and rig.ctrl.gripper_command(rig.t) is None
 
 
 def test_live_change_set_takes_effect_whole(rig: Rig) -> None:

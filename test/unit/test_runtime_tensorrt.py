@@ -78,3 +78,29 @@ def test_default_profile_spans_the_num_samples_parameter(tmp_path) -> None:
     with pytest.raises(ValueError, match="num_samples 5 exceeds the 4 this tensorrt backend"):
         small.check_num_samples(5)
     assert small.status()["max_samples"] == 4
+
+
+@pytest.mark.parametrize("kind", ["diffusion", "regression"])
+def test_profiles_with_a_gripper_match_the_exported_shapes(tmp_path, kind: str) -> None:
+    """A model with a gripper (7 joints + the width): every fixed dimension of the TensorRT
+    profiles equals the exported graph's, so an engine builds for the 8-wide state and chunk."""
+    import onnx
+
+    from diffusion_controller.data.gripper import GripperConfig
+    from diffusion_controller.policy.artifact import load_config
+
+    d = make_random_artifact(tmp_path / kind, kind=kind, gripper=GripperConfig(), **TINY)
+    manifest = export_onnx(d)
+    cfg, _, _ = load_config(d)
+    assert cfg.action_dim == 8
+    profiles = engine_profiles(cfg, manifest["cond_dim"], max_samples=4)
+    assert profiles["encoder"]["joints"][0] == (1, cfg.n_obs_steps, 8)
+    for role, profile in profiles.items():
+        graph = onnx.load(str(tmp_path / kind / "onnx" / f"{role}.onnx")).graph
+        dims = {i.name: [x.dim_value if x.HasField("dim_value") else None
+                         for x in i.type.tensor_type.shape.dim] for i in graph.input}
+        for name, (lo, _, hi) in profile.items():
+            assert len(dims[name]) == len(lo), (role, name)
+            for static, a, b in zip(dims[name], lo, hi, strict=True):
+                if static is not None:  # a fixed graph dimension: the profile must match it
+                    assert a == b == static, (role, name, dims[name], lo, hi)
