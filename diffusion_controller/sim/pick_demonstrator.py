@@ -1,4 +1,4 @@
-"""The scripted expert for pick_place: grasp the cube, carry it to the bin a fair coin picks, drop it.
+"""The scripted pick_place expert: grasp the cube, carry it to the bin a fair coin picks, drop it.
 
 The plan is made once per episode, open loop, as a 100 Hz stream of arm joint targets and finger
 targets (the gripper command), from the cube position it is given:
@@ -33,7 +33,7 @@ GRASP_DEPTH = 0.002  # tool point this far above the cube's centre at the grasp
 
 @dataclass
 class PickPlacePlan:
-    """Timed arm and finger targets; `command_at` / `gripper_at` hold the last sample after the end."""
+    """Timed arm and finger targets; `command_at`, `gripper_at` hold the last sample at the end."""
 
     side: str  # the bin: "left" | "right"
     dt: float
@@ -56,6 +56,10 @@ class PickPlacePlan:
 
     def gripper_at(self, t: float) -> np.ndarray:
         return self.fingers[self._index(t)].copy()
+
+
+def _up(dz: float) -> np.ndarray:
+    return np.array([0.0, 0.0, dz])
 
 
 def _pick_rng(seed: int) -> np.random.Generator:
@@ -145,13 +149,13 @@ def plan_pick_place(
     speed = rng.uniform(0.16, 0.22)  # m/s, mean tool speed of a move
     drop = rng.uniform(-0.025, 0.025, size=2)  # within the bin, away from its walls
     b = _Builder(spec, speed)
-    b.move(aim + [0.0, 0.0, above])
-    b.move(aim + [0.0, 0.0, GRASP_DEPTH], min_time=0.8)
+    b.move(aim + _up(above))
+    b.move(aim + _up(GRASP_DEPTH), min_time=0.8)
     b.grip(0.0, hold=0.25)
-    b.move(aim + [0.0, 0.0, lift], min_time=0.8)
+    b.move(aim + _up(lift), min_time=0.8)
     b.move(np.array([bin_.x + drop[0], bin_.y + drop[1], release]))
     b.grip(FINGER_OPEN, hold=0.1)
-    b.move(b.tool + [0.0, 0.0, 0.05], min_time=0.5)
+    b.move(b.tool + _up(0.05), min_time=0.5)
     b.wait(0.2)
     q = np.array(b.q)
     tool = np.array([b.kin.tool_position(qk) for qk in q])

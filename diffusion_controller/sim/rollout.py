@@ -8,10 +8,9 @@ then read the state the command produced.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
-
-from typing import Any
 
 from diffusion_controller.sim.tasks import task_of
 from diffusion_controller.sim.world import SimWorld
