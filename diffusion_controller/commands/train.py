@@ -87,7 +87,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace, episodes: list) -> object:
+def _gripper_of(episodes: list, spec: object) -> object:
+    """The gripper the data carries: the spec's, else the one the episodes were recorded with."""
+    from diffusion_controller.data.gripper import GripperConfig
+
+    g = getattr(spec, "gripper", None)
+    if g is not None:
+        return g.config
+    found = episodes[0].meta.get("gripper")
+    return None if not found else GripperConfig.from_dict(found)
+
+
+def build_config(args: argparse.Namespace, episodes: list, spec: object = None) -> object:
+    """The policy config for this data: arm joints (--joints, else the data's), then the gripper
+    dims when the spec or the episodes carry a gripper."""
     from diffusion_controller.policy.config import PolicyConfig
 
     first = episodes[0]
@@ -108,8 +121,13 @@ def build_config(args: argparse.Namespace, episodes: list) -> object:
         overrides["n_action_steps"] = min(8, args.horizon)
     if args.n_obs_steps is not None:
         overrides["n_obs_steps"] = args.n_obs_steps
+    gripper = _gripper_of(episodes, spec)
+    extra = set(gripper.dim_names) if gripper is not None else set()
+    if gripper is not None:
+        overrides["gripper"] = gripper
     preset = PolicyConfig.cpu_default if args.preset == "cpu" else PolicyConfig.paper
-    return preset(list(args.joints or first.joint_names), **overrides)
+    arm = list(args.joints or [n for n in first.joint_names if n not in extra])
+    return preset(arm, **overrides)
 
 
 def canonical_command(args: argparse.Namespace) -> str:
@@ -149,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
             cameras=args.cameras,
             spec=spec,
         )
-        cfg = build_config(args, raw)
+        cfg = build_config(args, raw, spec)
         episodes = [conform_episode(ep, cfg, source=ep.meta.get("source", "episode")) for ep in raw]
         tcfg = TrainConfig(
             steps=args.steps if args.steps is not None else TrainConfig.steps,

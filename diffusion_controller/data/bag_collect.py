@@ -25,7 +25,7 @@ from diffusion_controller.data.bag_writer import (
     TRAJECTORY,
 )
 from diffusion_controller.data.images import IMAGE_TYPES
-from diffusion_controller.data.spec import DataSpec
+from diffusion_controller.data.spec import DataSpec, GripperSpec
 
 ACTION_TYPES = {"commands": FLOAT64_ARRAY, "trajectory": TRAJECTORY}
 _NS = 1_000_000_000
@@ -43,12 +43,21 @@ class Plan:
     marker_topic: str | None
     tolerance_s: float
     lead_s: float
+    gripper: GripperSpec | None = None
+    gripper_topic: str | None = None  # the gripper's action topic (None: no gripper)
+
+    def joint_names(self, arm: Sequence[str]) -> list[str]:
+        """The joints read from the joint states: the arm's, then the gripper's."""
+        return [*arm, *(self.gripper.joints if self.gripper is not None else ())]
 
     def required(self) -> dict[str, tuple[str, ...]]:
         """Topic -> acceptable message types."""
         need: dict[str, tuple[str, ...]] = {self.joint_topic: (JOINT_STATE,)}
         if self.source in ACTION_TYPES:
             need[self.action_topic] = (ACTION_TYPES[self.source],)
+        if self.gripper is not None and self.gripper.source in ACTION_TYPES:
+            assert self.gripper_topic is not None
+            need[self.gripper_topic] = (ACTION_TYPES[self.gripper.source],)
         for topic in self.cameras.values():
             need[topic] = IMAGE_TYPES
         return need
@@ -84,6 +93,8 @@ def plan_for(
         marker_topic=spec.marker_topic if spec.split == "marker" else None,
         tolerance_s=spec.tolerance_s,
         lead_s=spec.action.resolved_lead(action_dt),
+        gripper=spec.gripper,
+        gripper_topic=None if spec.gripper is None else spec.gripper.action_topic(joints),
     )
 
 
@@ -113,11 +124,12 @@ class Collected:
     marker: Stream | None
     task_texts: list[str] = field(default_factory=list)
     seen_names: set[str] = field(default_factory=set)
+    gripper: Stream | None = None  # the gripper's commands (None: none, or measured)
 
     def aligned(self) -> list[Stream]:
         """The streams whose clocks must agree."""
-        out = [self.joints, *self.images.values()]
-        return out if self.action is None else [self.joints, self.action, *self.images.values()]
+        acts = [s for s in (self.action, self.gripper) if s is not None]
+        return [self.joints, *acts, *self.images.values()]
 
 
 def _ns(stamp: Any) -> int:
@@ -149,18 +161,47 @@ def trajectory_point(msg: Any, names: Sequence[str]) -> tuple[np.ndarray, int] |
     return q, _ns(point.time_from_start)
 
 
+def _action_message(
+    msg: Any, t_recv: int, source: str, names: Sequence[str], stream: Stream
+) -> None:
+    """A command (by position in `names` order) or a trajectory's first point (by name)."""
+    if source == "commands":
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.shape != (len(names),) or not np.all(np.isfinite(data)):
+            stream.skipped += 1
+        else:
+            stream.add(0, t_recv, data)
+        return
+    got = trajectory_point(msg, names)
+    if got is None:
+        stream.skipped += 1
+    else:
+        stream.add(_ns(msg.header.stamp), t_recv, got[0], delay=got[1])
+
+
 def collect(reader: Any, ts: Any, plan: Plan, names: Sequence[str]) -> Collected:
-    """One pass over the needed topics (corrupt or unusable messages counted, not fatal)."""
+    """One pass over the needed topics (corrupt or unusable messages counted, not fatal).
+
+    `names` are the arm's joints; with a gripper the joint stream holds the arm's joints and then
+    the gripper's (Plan.joint_names), and the gripper's commands form a stream of their own."""
+    arm = list(names)
+    names = plan.joint_names(arm)
     joints = Stream(plan.joint_topic)
     action = (
         Stream(plan.action_topic, has_header=plan.source == "trajectory")
         if plan.source in ACTION_TYPES
         else None
     )
+    g = plan.gripper
+    gripper = (
+        Stream(plan.gripper_topic, has_header=g.source == "trajectory")
+        if g is not None and plan.gripper_topic is not None and g.source in ACTION_TYPES
+        else None
+    )
     images = {cam: Stream(topic) for cam, topic in plan.cameras.items()}
     cam_of = {topic: cam for cam, topic in plan.cameras.items()}
     marker = Stream(plan.marker_topic, has_header=False) if plan.marker_topic else None
-    out = Collected(joints, action, images, marker)
+    out = Collected(joints, action, images, marker, gripper=gripper)
     wanted = set(plan.required()) | {plan.task_topic}
     if plan.marker_topic:
         wanted.add(plan.marker_topic)
@@ -170,7 +211,7 @@ def collect(reader: Any, ts: Any, plan: Plan, names: Sequence[str]) -> Collected
         try:
             msg = ts.deserialize_cdr(raw, conn.msgtype)
         except Exception:  # a corrupt message must not sink the whole recording
-            for s in (joints, action, marker, images.get(cam_of.get(topic, ""))):
+            for s in (joints, action, gripper, marker, images.get(cam_of.get(topic, ""))):
                 if s is not None and s.topic == topic:
                     s.skipped += 1
             continue
@@ -182,18 +223,9 @@ def collect(reader: Any, ts: Any, plan: Plan, names: Sequence[str]) -> Collected
             else:
                 joints.add(_ns(msg.header.stamp), t_recv, q)
         if action is not None and topic == plan.action_topic:
-            if plan.source == "commands":
-                data = np.asarray(msg.data, dtype=np.float64)
-                if data.shape != (len(names),) or not np.all(np.isfinite(data)):
-                    action.skipped += 1
-                else:
-                    action.add(0, t_recv, data)
-            else:
-                got = trajectory_point(msg, names)
-                if got is None:
-                    action.skipped += 1
-                else:
-                    action.add(_ns(msg.header.stamp), t_recv, got[0], delay=got[1])
+            _action_message(msg, t_recv, plan.source, arm, action)
+        if gripper is not None and g is not None and topic == plan.gripper_topic:
+            _action_message(msg, t_recv, g.source, list(g.joints), gripper)
         if topic in cam_of:
             stream = images[cam_of[topic]]
             stream.add(_ns(msg.header.stamp), t_recv, len(stream.values))

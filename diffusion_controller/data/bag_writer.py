@@ -32,6 +32,8 @@ DEFAULT_TOPICS = {
     "joint_states": "/joint_states",
     "commands": "/forward_position_controller/commands",
     "task": "/sim/task",
+    # the forward gripper controller: Float64MultiArray, one position per finger joint
+    "gripper_commands": "/gripper_controller/commands",
 }
 DEFAULT_CAMERAS = {"camera": "/camera/image_raw"}
 STORAGES = ("mcap", "sqlite3")
@@ -61,7 +63,9 @@ class BagWriter:
     recorded on the robot's clock with no transport delay, unless `received_ns` says otherwise.
     `cameras` carry sensor_msgs/Image, `compressed_cameras` CompressedImage; `command_topic`
     (Float64MultiArray) and `trajectory_topic` (JointTrajectory) may each be None, as in a
-    kinesthetic demonstration that records joint states only.
+    kinesthetic demonstration that records joint states only. `gripper_topic` (Float64MultiArray,
+    one position per gripper joint, e.g. [w/2, w/2] for a Panda hand at width w) carries the
+    gripper's commands when the demonstration has a gripper.
     """
 
     def __init__(
@@ -77,6 +81,7 @@ class BagWriter:
         marker_topic: str | None = None,
         marker_type: str = BOOL,
         storage: str = "mcap",
+        gripper_topic: str | None = None,
     ) -> None:
         from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability
         from rosbags.interfaces import QosTime as _T
@@ -130,6 +135,11 @@ class BagWriter:
             if trajectory_topic
             else None
         )
+        self._gripper = (
+            add(gripper_topic, FLOAT64_ARRAY, typestore=self.ts, offered_qos_profiles=reliable)
+            if gripper_topic
+            else None
+        )
         if marker_type not in (BOOL, STRING):
             raise ValueError(f"marker_type must be {BOOL} or {STRING}, got {marker_type!r}")
         self._marker_type = marker_type
@@ -150,6 +160,7 @@ class BagWriter:
             "trajectories": 0,
             "task": 0,
             "markers": 0,
+            "gripper_commands": 0,
         }
 
     def _write(self, conn: Any, t_ns: int, msg: Any, kind: str, received_ns: int | None) -> None:
@@ -217,6 +228,16 @@ class BagWriter:
         if self._cmds is None:
             raise ValueError("this writer was opened without a command topic")
         self._write(self._cmds, t_ns, msg, "commands", None)
+
+    def gripper_command(self, t_ns: int, positions: np.ndarray) -> None:
+        """A gripper command (one position per gripper joint); `t_ns` is its receive time."""
+        if self._gripper is None:
+            raise ValueError("this writer was opened without a gripper topic")
+        layout = self.ts.types["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
+        msg = self.ts.types[FLOAT64_ARRAY](
+            layout=layout, data=np.ascontiguousarray(positions, dtype=np.float64)
+        )
+        self._write(self._gripper, t_ns, msg, "gripper_commands", None)
 
     def compressed_image(
         self,

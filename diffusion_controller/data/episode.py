@@ -20,7 +20,9 @@ class Episode:
 
     `joints[k]` is the measured joint position at `stamps[k]`, `actions[k]` the joint position
     command in force at `stamps[k]`, and `images[cam][k]` the newest RGB frame at or before
-    `stamps[k]`. Joint columns follow `joint_names`.
+    `stamps[k]`. Columns follow `joint_names`: the arm's joints, then, for a recording with a
+    gripper, the gripper's dims (data/gripper.py, e.g. `gripper/width` in m, whose action is the
+    gripper command); `meta["gripper"]` then holds the GripperConfig as a dict.
     """
 
     joint_names: list[str]

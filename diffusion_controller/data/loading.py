@@ -10,6 +10,7 @@ defaults of before specs existed apply.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
@@ -18,18 +19,47 @@ from typing import Protocol
 import numpy as np
 
 from diffusion_controller.data.episode import Episode
+from diffusion_controller.data.gripper import GripperConfig
 from diffusion_controller.data.pixels import resize_image
-from diffusion_controller.data.spec import DataSpec
+from diffusion_controller.data.spec import DataSpec, GripperSpec
 
 
 class ConformTarget(Protocol):
     """What conforming needs of a policy's configuration (policy.config.PolicyConfig has it;
-    named here so the data layer does not import the policy)."""
+    named here so the data layer does not import the policy). `dim_names` are the state/action
+    columns: the arm's joint names, then the gripper's dims (none without a gripper)."""
 
     joint_names: list[str]
     cameras: list[str]
     image_size: tuple[int, int]
     action_dt: float
+    gripper: GripperConfig | None
+
+    @property
+    def dim_names(self) -> list[str]: ...
+
+
+def _columns(cfg: ConformTarget) -> list[str]:
+    return list(getattr(cfg, "dim_names", cfg.joint_names))
+
+
+def spec_for(cfg: ConformTarget, spec: DataSpec | None) -> DataSpec:
+    """The spec with the policy's gripper in it: a model with a gripper reads the gripper's
+    default source (commands on /gripper_controller/commands) unless the spec names another;
+    a spec whose gripper disagrees with the model's is an error, never silently trained on."""
+    spec = spec or DataSpec()
+    want = getattr(cfg, "gripper", None)
+    if want is None:
+        return spec
+    if spec.gripper is None:
+        return dataclasses.replace(
+            spec, gripper=GripperSpec(tuple(want.joints), want.mapping))
+    if spec.gripper.config.to_dict() != want.to_dict():
+        raise ValueError(
+            f"the spec's gripper {spec.gripper.config.to_dict()} differs from the policy's "
+            f"{want.to_dict()}"
+        )
+    return spec
 
 
 BAG_MARKER = "metadata.yaml"
@@ -99,7 +129,7 @@ def _read_bag(
             joint_names=list(cfg.joint_names),
             cameras=camera_topics(cfg.cameras),
             image_size=tuple(cfg.image_size),
-            spec=spec,
+            spec=spec_for(cfg, spec),
         )
     if not joint_names:
         raise ValueError(
@@ -125,17 +155,26 @@ def _read_lerobot(
 ) -> list[Episode]:
     from diffusion_controller.data.lerobot import read_lerobot
 
+    if (spec is not None and spec.gripper is not None) or getattr(cfg, "gripper", None):
+        raise ValueError(
+            f"{path}: a gripper is read from rosbag2 recordings only; for a LeRobot dataset "
+            "train on its state feature's joints without a gripper section"
+        )
     if cfg is not None:
         return read_lerobot(path, cfg.action_dt, list(cfg.joint_names), list(cfg.cameras), spec)
     return read_lerobot(path, action_dt, joint_names, cameras, spec)
 
 
 def conform_episode(ep: Episode, cfg: ConformTarget, source: str = "episode") -> Episode:
-    """Reorder/select joints and cameras, resize images, and check the grid spacing."""
-    missing = [n for n in cfg.joint_names if n not in ep.joint_names]
+    """Reorder/select joints (and gripper dims) and cameras, resize images, check the grid."""
+    want = _columns(cfg)
+    missing = [n for n in want if n not in ep.joint_names]
     if missing:
-        raise ValueError(f"{source}: joints {missing} are missing (episode has {ep.joint_names})")
-    cols = [ep.joint_names.index(n) for n in cfg.joint_names]
+        hint = ("; a gripper is read with a `gripper` section in the data spec"
+                if getattr(cfg, "gripper", None) is not None else "")
+        raise ValueError(
+            f"{source}: joints {missing} are missing (episode has {ep.joint_names}){hint}")
+    cols = [ep.joint_names.index(n) for n in want]
     cams = [c for c in cfg.cameras if c not in ep.images]
     if cams:
         raise ValueError(f"{source}: cameras {cams} are missing (episode has {sorted(ep.images)})")
@@ -156,7 +195,7 @@ def conform_episode(ep: Episode, cfg: ConformTarget, source: str = "episode") ->
             )
         images[cam] = frames
     return Episode(
-        joint_names=list(cfg.joint_names),
+        joint_names=want,
         stamps=ep.stamps,
         joints=ep.joints[:, cols],
         actions=ep.actions[:, cols],

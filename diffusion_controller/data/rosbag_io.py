@@ -12,6 +12,9 @@ Reading (`read_episodes`, `read_episode`) works the same for real recordings and
   the stamp is zero) plus the point's time_from_start. `measured`: the joint states themselves,
   `lead_s` ahead, for kinesthetic or teleoperated demonstrations. With `lead_s` the action at
   grid time t is the source's value at t + lead_s.
+- A gripper (spec `gripper`): its joints are read from the same joint states and mapped to the
+  gripper's dims (data/gripper.py, e.g. the width), its actions from its own command topic (or
+  trajectory, or measured) with the same lead; they become the last columns of the Episode.
 - Images are sensor_msgs/Image or CompressedImage (jpeg/png), detected per topic (data/images).
 - Times follow data/align: header stamps where a message has them, receive time where not; a
   clock disagreement beyond the spec's tolerance is an error naming the two topics; stamps on
@@ -140,6 +143,7 @@ def read_episodes(
             raise ValueError(problems[0])
         got = collect(reader, ts, plan, names)
         _check_streams(got, plan, names, path)
+        arm = len(names)
         clock = align.choose_clock([*got.aligned(), *([got.marker] if got.marker else [])])
         if clock == "received":
             warnings.warn(
@@ -153,6 +157,8 @@ def read_episodes(
             at, aq = jt, jq
         else:
             at, aq = align.sorted_series(got.action, clock, np.array(got.action.values))
+        if got.gripper is not None:
+            gt, gq = align.sorted_series(got.gripper, clock, np.array(got.gripper.values))
         lead = round(plan.lead_s * _NS)
         img_t, img_i = {}, {}
         for cam, stream in got.images.items():
@@ -169,17 +175,28 @@ def read_episodes(
         for k, (grid, (w0, w1)) in enumerate(zip(grids, windows, strict=False)):
             start = int(grid[0])
             if got.action is None:
-                actions = align.interp(grid + lead, jt, jq)
+                actions = align.interp(grid + lead, jt, jq)[:, :arm]
             else:
                 actions = aq[align.newest(grid + lead, at)]
+            joints = align.interp(grid, jt, jq)
+            columns = names
+            if plan.gripper is not None:  # arm joints, then the gripper's dims
+                g = plan.gripper.config
+                if got.gripper is None:  # measured
+                    g_act = align.interp(grid + lead, jt, jq)[:, arm:]
+                else:
+                    g_act = gq[align.newest(grid + lead, gt)]
+                joints = np.concatenate([joints[:, :arm], g.to_dims(joints[:, arm:])], axis=1)
+                actions = np.concatenate([actions, g.to_dims(g_act)], axis=1)
+                columns = [*names, *g.dim_names]
             meta = dict(base_meta, t0=start / _NS)
             if plan.marker_topic:
                 meta["episode"] = {"index": k, "window_s": [w0 / _NS, w1 / _NS]}
             episodes.append(
                 Episode(
-                    joint_names=names,
+                    joint_names=columns,
                     stamps=(grid - start) / _NS,
-                    joints=align.interp(grid, jt, jq),
+                    joints=joints,
                     actions=actions,
                     images={cam: np.stack(frames[k][cam]) for cam in plan.cameras},
                     meta=meta,
@@ -196,7 +213,7 @@ def read_episodes(
 
 def _check_streams(got: Collected, plan: Plan, names: Sequence[str], path: Path) -> None:
     if not got.joints.values:
-        unknown = [n for n in names if n not in got.seen_names]
+        unknown = [n for n in plan.joint_names(names) if n not in got.seen_names]
         if got.seen_names and unknown:
             raise ValueError(
                 f"joints {unknown} not found in {plan.joint_topic} of {path} "
@@ -213,6 +230,13 @@ def _check_streams(got: Collected, plan: Plan, names: Sequence[str], path: Path)
             f"no usable {plan.action_topic} messages in {path} "
             f"({what}; {got.action.skipped} skipped)"
         )
+    if got.gripper is not None and not got.gripper.values:
+        assert plan.gripper is not None
+        raise ValueError(
+            f"no usable gripper {plan.gripper.source} on {plan.gripper_topic} in {path} "
+            f"(expected {len(plan.gripper.joints)} finite values each, or a first point naming "
+            f"{list(plan.gripper.joints)}; {got.gripper.skipped} skipped)"
+        )
     for cam, stream in got.images.items():
         if not stream.header:
             raise ValueError(f"no images on {plan.cameras[cam]} in {path}")
@@ -228,6 +252,8 @@ def _grids(
     jt = np.sort(got.joints.times(clock))
     at = jt if got.action is None else np.sort(got.action.times(clock))
     firsts = [jt[0], at[0] - lead, *(np.min(s.times(clock)) for s in got.images.values())]
+    if got.gripper is not None:  # no grid time before the first gripper command
+        firsts.append(np.min(got.gripper.times(clock)) - lead)
     start, end = int(max(firsts)), int(at[-1] - lead)
     step = round(action_dt * _NS)
     if got.marker is None:
@@ -265,6 +291,9 @@ def _meta(
     if got.action is not None:
         skipped[plan.source] = got.action.skipped
         rates[plan.source] = align.rate_hz(at)
+    if got.gripper is not None:
+        skipped["gripper"] = got.gripper.skipped
+        rates["gripper"] = align.rate_hz(np.sort(got.gripper.times(clock)))
     skipped.update({f"images.{cam}": s.skipped for cam, s in got.images.items()})
     rates.update({f"images.{cam}": align.rate_hz(t) for cam, t in img_t.items()})
     meta: dict[str, Any] = {
@@ -277,6 +306,10 @@ def _meta(
         "skipped": skipped,
         "rates_hz": rates,
     }
+    if plan.gripper is not None:
+        meta["gripper"] = plan.gripper.config.to_dict()
+        meta["gripper_source"] = plan.gripper.source
+        meta["gripper_topic"] = plan.gripper_topic
     if got.task_texts:
         try:
             meta["task"] = json.loads(got.task_texts[-1])

@@ -12,7 +12,11 @@ Real arms record under many names and types; instead of guessing, `train --spec 
     alignment: {tolerance_s: 0.05}
     episodes: {split: bag}    # bag (one bag per episode) | marker
     task_topic: /sim/task
-    gripper: null             # reserved for the manipulation issue; rejected when set
+    gripper:                  # optional; `gripper: {}` is the Panda hand with these defaults
+      joints: [panda_finger_joint1, panda_finger_joint2]   # state: these joints' positions
+      mapping: width          # width (one dim, m: sum of the joints) | joints (one dim each)
+      source: commands        # commands | trajectory | measured, as for the arm's action
+      topic: /gripper_controller/commands   # Float64MultiArray, one value per gripper joint
 
 Every key is optional; without a file the spec is `DataSpec()` and reproduces the readers'
 behaviour from before specs existed. For a LeRobot dataset directory the same keys name
@@ -25,6 +29,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from typing import Any
+
+from diffusion_controller.data.gripper import MAPPINGS, PANDA_FINGERS, GripperConfig
 
 SOURCES = ("commands", "trajectory", "measured")
 SPLITS = ("bag", "marker")
@@ -56,6 +62,42 @@ class ActionSpec:
         return float(action_dt) if self.source == "measured" else 0.0
 
 
+GRIPPER_TOPICS = {
+    "commands": "/gripper_controller/commands",
+    "trajectory": "/gripper_trajectory_controller/joint_trajectory",
+}
+
+
+@dataclass(frozen=True)
+class GripperSpec:
+    """Where a gripper's state and actions come from (data/gripper.py for the mapping).
+
+    State: the positions of `joints` in the joint states. Action: `source` as for the arm, on
+    `topic`: commands are Float64MultiArray with one value per gripper joint in `joints` order
+    (the forward gripper controller's; the recorder writes [w/2, w/2] for a width w), trajectory
+    is a JointTrajectory's first point by joint name, measured is the joint states `lead_s`
+    ahead (the action's lead). The action's lead (action.lead_s) applies to the gripper too.
+    """
+
+    joints: tuple[str, ...] = PANDA_FINGERS
+    mapping: str = "width"
+    source: str = "commands"
+    topic: str | None = None
+
+    @property
+    def config(self) -> GripperConfig:
+        return GripperConfig(list(self.joints), self.mapping)
+
+    def action_topic(self, joint_topic: str) -> str:
+        if self.topic:
+            return self.topic
+        return joint_topic if self.source == "measured" else GRIPPER_TOPICS[self.source]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"joints": list(self.joints), "mapping": self.mapping, "source": self.source,
+                "topic": self.topic}
+
+
 @dataclass(frozen=True)
 class DataSpec:
     """A parsed spec file (see the module doc); `DataSpec()` is today's defaults."""
@@ -67,6 +109,7 @@ class DataSpec:
     split: str = "bag"
     marker_topic: str | None = None
     task_topic: str | None = None
+    gripper: GripperSpec | None = None  # None: the recording's gripper is not read
     path: str | None = None  # the file it came from, for messages
 
     @property
@@ -96,7 +139,7 @@ class DataSpec:
             "alignment": {"tolerance_s": self.tolerance_s},
             "episodes": {"split": self.split, "marker_topic": self.marker_topic},
             "task_topic": self.task_topic,
-            "gripper": None,
+            "gripper": None if self.gripper is None else self.gripper.to_dict(),
         }
 
 
@@ -126,11 +169,6 @@ def parse_spec(raw: Any, where: str = "spec") -> DataSpec:
     """A DataSpec from the YAML document `raw` (a dict, or None for an empty file)."""
     doc = _mapping(raw, "the document", where)
     _unknown(doc, _KEYS, "the document", where)
-    if doc.get("gripper") is not None:
-        raise SpecError(
-            f"{where}: 'gripper' is reserved for the manipulation issue and not supported yet; "
-            "remove it (or set it to null) to train on the arm's joints"
-        )
     js = _mapping(doc.get("joint_states"), "joint_states", where)
     _unknown(js, {"topic"}, "joint_states", where)
     act = _mapping(doc.get("action"), "action", where)
@@ -181,8 +219,31 @@ def parse_spec(raw: Any, where: str = "spec") -> DataSpec:
         split=split,
         marker_topic=marker,
         task_topic=_topic(doc.get("task_topic"), "task_topic", where),
+        gripper=_gripper(doc.get("gripper"), where),
         path=where if where != "spec" else None,
     )
+
+
+def _gripper(raw: Any, where: str) -> GripperSpec | None:
+    if raw is None:
+        return None
+    g = _mapping(raw, "gripper", where)
+    _unknown(g, {"joints", "mapping", "source", "topic"}, "gripper", where)
+    source = g.get("source", "commands")
+    if source not in SOURCES:
+        raise SpecError(f"{where}: gripper.source must be one of {list(SOURCES)}, got {source!r}")
+    mapping = g.get("mapping", "width")
+    if mapping not in MAPPINGS:
+        raise SpecError(
+            f"{where}: gripper.mapping must be one of {list(MAPPINGS)}, got {mapping!r}"
+        )
+    try:
+        cfg = GripperConfig.from_dict(
+            {"joints": g.get("joints", list(PANDA_FINGERS)), "mapping": mapping})
+    except ValueError as exc:
+        raise SpecError(f"{where}: {exc}") from exc
+    return GripperSpec(tuple(cfg.joints), mapping, source, _topic(g.get("topic"), "gripper.topic",
+                                                                   where))
 
 
 def load_spec(path: str | os.PathLike[str] | None) -> DataSpec:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diffusion_controller.atomic_io import atomic_write_bytes
+from diffusion_controller.data.gripper import GripperConfig
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import (
     Normalizer,
@@ -154,6 +155,16 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+def _gripper_lines(gripper: Mapping[str, Any] | None) -> list[str]:
+    if not gripper:
+        return []
+    g = GripperConfig.from_dict(gripper)
+    what = ("the width in m (sum of the finger positions)" if g.mapping == "width"
+            else "one position per gripper joint")
+    return [f"- gripper: {', '.join(g.joints)} -> {', '.join(g.dim_names)}, {what}; state and "
+            "action vectors are the arm joints, then these dimensions"]
+
+
 def render_card(doc: Mapping[str, Any], card: str | Mapping[str, Any] | None) -> str:
     """The Markdown model card: a summary derived from config.json plus the caller's text."""
     p = doc["policy"]
@@ -171,6 +182,7 @@ def render_card(doc: Mapping[str, Any], card: str | Mapping[str, Any] | None) ->
         f"at {p['action_dt']} s; typically executed: {p['n_action_steps']}",
         "- actions: absolute joint position targets (rad), action k for t0 + k * action_dt, "
         "t0 = stamp of the newest observation",
+        *_gripper_lines(p.get("gripper")),
         "",
         "## Network",
         "",
@@ -198,7 +210,10 @@ def render_card(doc: Mapping[str, Any], card: str | Mapping[str, Any] | None) ->
         "| --- | ---: | ---: |",
     ]
     acts = doc["normalizers"]["actions"]
-    for name, lo, hi in zip(p["joint_names"], acts["low"], acts["high"], strict=True):
+    names = list(p["joint_names"])
+    if p.get("gripper"):
+        names += GripperConfig.from_dict(p["gripper"]).dim_names
+    for name, lo, hi in zip(names, acts["low"], acts["high"], strict=True):
         lines.append(f"| {name} | {lo:.4f} | {hi:.4f} |")
     if card:
         lines += ["", "## Training", ""]

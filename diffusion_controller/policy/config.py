@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from diffusion_controller.data.gripper import GripperConfig
+
 KINDS = ("diffusion", "regression")
 ENCODER_VARIANTS = ("resnet18", "small")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
@@ -74,7 +76,9 @@ def _names(where: str, value: Any) -> list[str]:
     return out
 
 
-def _check_keys(where: str, data: Mapping[str, Any], cls: type, strict: bool) -> None:
+def _check_keys(
+    where: str, data: Mapping[str, Any], cls: type, strict: bool, optional: Sequence[str] = ()
+) -> None:
     if not isinstance(data, Mapping):
         _fail(where, f"expected a mapping, got {type(data).__name__}")
     known = {f.name for f in fields(cls)}
@@ -82,7 +86,7 @@ def _check_keys(where: str, data: Mapping[str, Any], cls: type, strict: bool) ->
     if unknown:
         _fail(where, f"unknown keys {unknown} (known: {sorted(known)})")
     if strict:
-        missing = sorted(known - set(data))
+        missing = sorted(known - set(data) - set(optional))
         if missing:
             _fail(where, f"missing keys {missing}")
 
@@ -242,10 +246,14 @@ class PolicyConfig:
     """What a policy sees and produces, and how its network is built.
 
     Observations: `n_obs_steps` frames (To) of every camera in `cameras` at `image_size` (H, W),
-    plus joint positions in `joint_names` order. Output: `horizon` joint position targets, the
-    k-th for t0 + k * action_dt, where t0 is the newest observation's stamp. `n_action_steps` is
-    how many of them a deployment typically executes before the next chunk takes over.
-    `mlp_dims` are the hidden widths of the regression baseline's head.
+    plus the state: joint positions in `joint_names` order, then the gripper's dimensions when
+    `gripper` is set (data/gripper.py; for the Panda hand one dimension, the finger width in m).
+    Output: `horizon` targets of the same layout (absolute joint positions, then gripper dims),
+    the k-th for t0 + k * action_dt, where t0 is the newest observation's stamp; shapes: state
+    [To, action_dim], chunk [horizon, action_dim], action_dim = len(joint_names) + gripper_dim.
+    `n_action_steps` is how many of them a deployment typically executes before the next chunk
+    takes over. `mlp_dims` are the hidden widths of the regression baseline's head.
+    A config without `gripper` (every model from before grippers) is exactly the arm-only model.
     """
 
     joint_names: list[str]
@@ -260,13 +268,31 @@ class PolicyConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     mlp_dims: list[int] = field(default_factory=lambda: [1024, 1024])
+    gripper: GripperConfig | None = None
 
     def __post_init__(self) -> None:
         self.validate()
 
     @property
-    def action_dim(self) -> int:
+    def arm_dim(self) -> int:
+        """The arm's joints: the first `arm_dim` entries of every state and action vector."""
         return len(self.joint_names)
+
+    @property
+    def gripper_dim(self) -> int:
+        """The gripper's dimensions after the arm's (0 without a gripper)."""
+        return 0 if self.gripper is None else self.gripper.dim
+
+    @property
+    def action_dim(self) -> int:
+        """Entries of one action (and of one state): arm joints, then gripper dims."""
+        return self.arm_dim + self.gripper_dim
+
+    @property
+    def dim_names(self) -> list[str]:
+        """Names of the state/action entries: the joint names, then the gripper's dim names."""
+        extra = [] if self.gripper is None else self.gripper.dim_names
+        return [*self.joint_names, *extra]
 
     def validate(self) -> PolicyConfig:
         self.kind = _choice("kind", self.kind, KINDS)
@@ -295,6 +321,18 @@ class PolicyConfig:
         if isinstance(self.mlp_dims, (str, bytes)) or not isinstance(self.mlp_dims, Sequence):
             _fail("mlp_dims", f"expected a list of widths, got {self.mlp_dims!r}")
         self.mlp_dims = [_int("mlp_dims", d, 1) for d in self.mlp_dims]
+        if self.gripper is not None:
+            if isinstance(self.gripper, Mapping):
+                self.gripper = GripperConfig.from_dict(self.gripper)
+            if not isinstance(self.gripper, GripperConfig):
+                _fail("gripper", f"expected GripperConfig, got {type(self.gripper).__name__}")
+            self.gripper.validate("gripper")
+            shared = sorted(set(self.gripper.joints) & set(self.joint_names))
+            if shared:
+                _fail("gripper.joints", f"{shared} are also arm joints (joint_names)")
+            clash = sorted(set(self.gripper.dim_names) & set(self.joint_names))
+            if clash:
+                _fail("gripper", f"dimension names {clash} clash with joint_names")
         if self.kind == "diffusion":
             factor = 2 ** (len(self.unet.down_dims) - 1)
             if self.horizon % factor:
@@ -319,18 +357,23 @@ class PolicyConfig:
             "unet": self.unet.to_dict(),
             "diffusion": self.diffusion.to_dict(),
             "mlp_dims": list(self.mlp_dims),
+            # written only when set, so a gripper-less config (and its artifact) stays as before
+            **({} if self.gripper is None else {"gripper": self.gripper.to_dict()}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> PolicyConfig:
-        """Build and validate; `strict` also requires every key (used for artifacts)."""
-        _check_keys("policy config", data, cls, strict)
+        """Build and validate; `strict` also requires every key (used for artifacts) except
+        `gripper`, which configs from before grippers lack."""
+        _check_keys("policy config", data, cls, strict, optional=("gripper",))
         if "joint_names" not in data:
             _fail("policy config", "missing key 'joint_names'")
         kwargs = dict(data)
         kwargs["encoder"] = EncoderConfig.from_dict(data.get("encoder", {}), strict)
         kwargs["unet"] = UNetConfig.from_dict(data.get("unet", {}), strict)
         kwargs["diffusion"] = DiffusionConfig.from_dict(data.get("diffusion", {}), strict)
+        if kwargs.get("gripper") is not None:
+            kwargs["gripper"] = GripperConfig.from_dict(kwargs["gripper"])
         if "image_size" in kwargs and isinstance(kwargs["image_size"], list):
             kwargs["image_size"] = tuple(kwargs["image_size"])
         return cls(**kwargs)

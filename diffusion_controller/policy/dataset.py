@@ -44,7 +44,8 @@ def compute_normalizers(episodes: Sequence[Episode], margin: float = 0.0) -> dic
 class ChunkDataset(Dataset):
     """Samples as dicts of float32 tensors.
 
-    images [To, Ncam, 3, H, W] in [0, 1]; joints [To, J] and actions [H, J] normalised.
+    images [To, Ncam, 3, H, W] in [0, 1]; joints [To, D] and actions [H, D] normalised, with
+    D = cfg.action_dim: the arm's joints, then the gripper's dims (cfg.dim_names).
     An item may be an index or (index, seed); the seed drives the augmentation.
     """
 
@@ -81,10 +82,10 @@ class ChunkDataset(Dataset):
 
     def _check(self, ep: Episode, e: int) -> None:
         cfg = self.cfg
-        if list(ep.joint_names) != list(cfg.joint_names):
+        if list(ep.joint_names) != cfg.dim_names:
             raise ValueError(
                 f"episode {e}: joints {ep.joint_names} differ from the config's "
-                f"{cfg.joint_names}; load episodes with data.loading.load_episodes(path, cfg)"
+                f"{cfg.dim_names}; load episodes with data.loading.load_episodes(path, cfg)"
             )
         for cam in cfg.cameras:
             if cam not in ep.images:

@@ -81,7 +81,7 @@ def _layout(cfg: PolicyConfig) -> tuple[dict[str, tuple[int, tuple[int, ...]]], 
         offset += int(np.prod(shape))
     offset = (offset + 7) // 8 * 8
     joints_offset = offset
-    offset += to * len(cfg.joint_names) * 8
+    offset += to * int(cfg.action_dim) * 8
     return images, joints_offset, max(offset, 8)
 
 
@@ -101,7 +101,7 @@ class _SharedObservation:
             os.close(fd)
         self.images = {cam: np.ndarray(shape, np.uint8, self._mm, off)
                        for cam, (off, shape) in images.items()}
-        to, j = int(cfg.n_obs_steps), len(cfg.joint_names)
+        to, j = int(cfg.n_obs_steps), int(cfg.action_dim)
         self.joints = np.ndarray((to, j), np.float64, self._mm, joints_offset)
 
     def write(self, obs: Observation) -> None:

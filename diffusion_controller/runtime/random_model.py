@@ -21,7 +21,8 @@ PANDA_UPPER = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]
 def make_random_artifact(out_dir: str | os.PathLike[str], kind: str = "diffusion",
                          preset: str = "cpu", seed: int = 0, **overrides: Any) -> str:
     """Write a random `preset` ("cpu" = PolicyConfig.cpu_default, "paper") model of `kind` into
-    `out_dir`; returns the directory. `overrides` go to the preset (e.g. image_size=(32, 32))."""
+    `out_dir`; returns the directory. `overrides` go to the preset (e.g. image_size=(32, 32),
+    gripper=GripperConfig() for a Panda hand's width after the 7 joints)."""
     import torch
 
     from diffusion_controller.policy.artifact import save_artifact
@@ -38,6 +39,10 @@ def make_random_artifact(out_dir: str | os.PathLike[str], kind: str = "diffusion
     torch.manual_seed(seed)
     net = build_net(cfg)
     lo, hi = np.asarray(PANDA_LOWER), np.asarray(PANDA_UPPER)
+    if cfg.gripper is not None:  # the Panda hand: 0..0.04 m a finger, 0..0.08 m wide
+        top = 0.08 if cfg.gripper.mapping == "width" else 0.04
+        lo = np.concatenate([lo, np.zeros(cfg.gripper_dim)])
+        hi = np.concatenate([hi, np.full(cfg.gripper_dim, top)])
     norms = {"joints": Normalizer(lo, hi), "actions": Normalizer(lo, hi)}
     save_artifact(out_dir, net, cfg, norms, card="Randomly initialised (benchmark / tests only).",
                   extra_meta={"random_init": True, "seed": seed})

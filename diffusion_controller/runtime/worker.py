@@ -149,7 +149,7 @@ Callbacks run in the worker thread.
         self.horizon = int(cfg.horizon)
         self.action_dt = float(cfg.action_dt)
         self.n_obs_steps = int(cfg.n_obs_steps)
-        self.num_joints = len(cfg.joint_names)
+        self.num_joints = int(cfg.action_dim)  # arm joints, then gripper dims
         self._submit = submit
         self._clock = clock
         self._current_chunk = current_chunk

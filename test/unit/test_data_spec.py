@@ -175,7 +175,7 @@ def test_spec_file_parsing(tmp_path: Path) -> None:
     assert spec.split == "marker" and spec.tolerance_s == 0.02 and spec.path == str(f)
     assert parse_spec(spec.to_dict()) == DataSpec(**{**spec.__dict__, "path": None})
     bad = {
-        "gripper: {topic: /franka_gripper/joint_states}": "reserved for the manipulation",
+        "gripper: {source: effort}": "gripper.source must be one of",
         "action: {source: teleop}": "action.source must be one of",
         "action: {source: measured, lead_s: 0}": "must be > 0",
         "actions: {}": r"unknown keys \['actions'\]",
