@@ -15,6 +15,7 @@ from launch_ros.actions import LifecycleNode
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from diffusion_controller.settings.controller import SPECS
 from launch import LaunchDescription
 
 
@@ -28,8 +29,8 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "backend",
-            default_value="auto",
-            choices=["auto", "torch", "onnxruntime", "tensorrt"],
+            default_value=SPECS["backend"].default,
+            choices=list(SPECS["backend"].choices),
             description="Inference backend.",
         ),
         DeclareLaunchArgument(
@@ -40,8 +41,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("namespace", default_value="", description="Node namespace."),
         DeclareLaunchArgument(
             "command_interface",
-            default_value="position",
-            choices=["position", "trajectory"],
+            default_value=SPECS["command_interface"].default,
+            choices=list(SPECS["command_interface"].choices),
             description="position: forward_position_controller; trajectory: JointTrajectory.",
         ),
     ]

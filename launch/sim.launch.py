@@ -14,6 +14,7 @@ from launch_ros.actions import LifecycleNode, Node
 from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
+from diffusion_controller.settings.controller import SPECS
 from launch import LaunchDescription
 
 
@@ -27,8 +28,8 @@ def generate_launch_description() -> LaunchDescription:
         ),
         DeclareLaunchArgument(
             "backend",
-            default_value="auto",
-            choices=["auto", "torch", "onnxruntime", "tensorrt"],
+            default_value=SPECS["backend"].default,
+            choices=list(SPECS["backend"].choices),
             description="Inference backend.",
         ),
         DeclareLaunchArgument(

@@ -35,6 +35,7 @@ import numpy as np
 
 from diffusion_controller.reliability.canary import attribution_table
 from diffusion_controller.report import format_table, write_json
+from diffusion_controller.settings.controller import SPECS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -57,14 +58,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_node_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared with `bench soak`: the model and how the node runs it."""
-    p.add_argument("--rate", type=float, default=100.0, help="control rate (Hz, default 100)")
+    p.add_argument("--rate", type=float, default=SPECS["control_rate_hz"].default,
+                   help="control rate (Hz, default: control_rate_hz's)")
     p.add_argument("--model", help="model directory (default: random cpu_default model)")
     p.add_argument("--backend", default="onnxruntime",
                    help="inference backend (default onnxruntime, on the CPU)")
-    p.add_argument("--inference-mode", choices=("process", "thread"), default="process",
+    p.add_argument("--inference-mode", choices=SPECS["inference_mode"].choices,
+                   default=SPECS["inference_mode"].default,
                    help="network in a child process (default) or a thread of the node")
-    p.add_argument("--inference-rate", type=float, default=10.0, help="chunks per second")
-    p.add_argument("--steps", type=int, default=8, help="DDIM steps per chunk (default 8)")
+    p.add_argument("--inference-rate", type=float, default=SPECS["inference_rate_hz"].default,
+                   help="chunks per second (default: inference_rate_hz's)")
+    p.add_argument("--steps", type=int, default=SPECS["ddim_steps"].default,
+                   help="DDIM steps per chunk (default: ddim_steps's)")
     p.add_argument("--threads", type=int, default=1, help="backend CPU threads (default 1)")
     p.add_argument("--no-realtime", action="store_true",
                    help="do not ask for SCHED_FIFO for the loop thread")

@@ -101,7 +101,7 @@ class EagerDiffusersBaseline:
 
 
 def run(args: argparse.Namespace) -> int:
-    from diffusion_controller.runtime.backend import available_backends
+    from diffusion_controller.runtime.loading import available_backends
 
     if args.runs < 1 or args.warmup < 0 or args.steps < 1 or args.threads < 1:
         raise SystemExit("bench policy: --runs, --steps and --threads must be >= 1, --warmup >= 0")
@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 def _bench(model_dir: str, specs: list[str], args: argparse.Namespace
            ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     from diffusion_controller.policy.artifact import load_config
-    from diffusion_controller.runtime.backend import load_backend
+    from diffusion_controller.runtime.loading import load_backend
 
     cfg, _, meta = load_config(model_dir)
     steps = args.steps

@@ -65,9 +65,9 @@ def default_params_file() -> str:
 
 def settings(params_file: str | None, mode: str) -> dict[str, Any]:
     """The node's settings from the parameter file, with this mode and the bench obstacles."""
-    from diffusion_controller.ros import params
+    from diffusion_controller.settings.checks import load_param_file
 
-    values = params.load_param_file(params_file or default_params_file())
+    values = load_param_file(params_file or default_params_file())
     values["safety_mode"] = mode
     if not values["obstacles"]:
         values["obstacles"] = list(BENCH_OBSTACLES)
@@ -155,7 +155,7 @@ def bench_mode(
     robot, f = assembly.safety_filter_from_settings(panda.panda_urdf_path(), values)
     scene = _scene(values)
     dt = f.dt
-    horizon = f.config.horizon
+    horizon = f.config.mpc_horizon
     t = np.arange(ticks + warmup + horizon + 1) * dt
     q_ref, v_ref, a_ref = figure(t, seed)
     f.reset(panda.PANDA_READY_Q)

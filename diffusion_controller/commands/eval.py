@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from diffusion_controller.report import format_table, write_json
+from diffusion_controller.settings.controller import SPECS
 
 TABLE_COLUMNS = [
     "policy", "perturbation", "success", "left", "right", "collisions", "violations",
@@ -43,7 +44,7 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--backend",
-        choices=["auto", "onnxruntime", "torch", "tensorrt"],
+        choices=list(SPECS["backend"].choices),
         default="auto",
         help="the controller's inference backend (default auto)",
     )

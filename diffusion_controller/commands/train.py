@@ -14,9 +14,10 @@ import shlex
 import sys
 
 from diffusion_controller.report import format_table, write_json
+from diffusion_controller.settings.panda import PANDA_JOINT_NAMES
 
 # rosbag2 commands carry no joint names; the product's default arm is a Franka Panda.
-PANDA_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+PANDA_JOINTS = list(PANDA_JOINT_NAMES)  # the joint_names setting's default
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,59 +1,36 @@
 """The control core built from settings: one path for the node, the benches and the tests.
 
-`values` is a mapping of setting name -> value, keyed exactly as the parameter table names them
-(diffusion_controller/ros/params.py; `params.defaults()` gives a complete one). Nothing here
-carries a default of its own: whatever the node runs, `bench safety --params FILE` measures, since
-both build the robot model and the safety filter through `safety_filter_from_settings`.
+`values` is a mapping of setting name -> value, keyed exactly as the settings table names them
+(diffusion_controller/settings/controller.py; `default_values()` gives a complete one). The
+core's config objects (SafetyConfig, SchedulerConfig, WatchdogConfig, WorkerSettings) carry the
+settings' names and no defaults of their own for them; the functions here fill every such field
+from `values` by name (settings.spec.build), so whatever the node runs, `bench safety --params
+FILE` measures, since both build the robot model and the safety filter through
+`safety_filter_from_settings`.
 
-Collision geometry is given as strings so that it fits ROS parameter types:
+Collision geometry is given as strings so that it fits ROS parameter types (settings/geometry.py,
+re-exported here):
     collision_spheres:     ["panda_link0: -0.074 -0.002 0.015 0.099", ...]  (link: x y z r, m)
     self_collision_pairs:  ["panda_hand:panda_link0", ...]                   (link:link)
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from diffusion_controller.control.types import Sphere
-
-SphereTable = dict[str, list[tuple[float, float, float, float]]]
-
-
-def parse_spheres(entries: Sequence[str]) -> SphereTable:
-    """'link: x y z r' strings -> {link: [(x, y, z, r), ...]}; ValueError names the bad entry."""
-    out: SphereTable = {}
-    for entry in entries:
-        link, sep, rest = str(entry).partition(":")
-        try:
-            nums = [float(x) for x in rest.replace(",", " ").split()]
-        except ValueError:
-            nums = []
-        if not sep or not link.strip() or len(nums) != 4 or not np.all(np.isfinite(nums)) \
-                or nums[3] <= 0:
-            raise ValueError(f"collision_spheres entry {entry!r}: expected 'link: x y z r' with "
-                             "finite numbers and r > 0")
-        out.setdefault(link.strip(), []).append((nums[0], nums[1], nums[2], nums[3]))
-    return out
-
-
-def format_spheres(spheres: Mapping[str, Sequence[Sequence[float]]]) -> list[str]:
-    """The inverse of parse_spheres (how the defaults are written into the parameter table)."""
-    return [f"{link}: " + " ".join(f"{float(x):g}" for x in s)
-            for link, items in spheres.items() for s in items]
-
-
-def parse_pairs(entries: Sequence[str]) -> list[tuple[str, str]]:
-    """'link_a:link_b' strings -> [(link_a, link_b)]; ValueError names the bad entry."""
-    pairs = []
-    for entry in entries:
-        a, sep, b = str(entry).partition(":")
-        if not sep or not a.strip() or not b.strip() or ":" in b:
-            raise ValueError(f"self_collision_pairs entry {entry!r}: expected 'link_a:link_b'")
-        pairs.append((a.strip(), b.strip()))
-    return pairs
+from diffusion_controller.settings.controller import SPECS, defaults
+from diffusion_controller.settings.geometry import (  # noqa: F401 (re-exported)
+    SphereTable,
+    format_spheres,
+    parse_pairs,
+    parse_spheres,
+)
+from diffusion_controller.settings.spec import build
 
 
 def obstacles(flat: Sequence[float]) -> list[Sphere]:
@@ -95,26 +72,17 @@ def robot_from_settings(urdf: str, values: Mapping[str, Any]) -> Any:
                                 ee_frame=str(values["ee_frame"]) or None)
 
 
-def safety_config(values: Mapping[str, Any]) -> Any:
-    """The SafetyConfig the settings describe."""
+def safety_config(values: Mapping[str, Any], **tuning: Any) -> Any:
+    """The SafetyConfig the settings describe; `tuning` sets the filter's own fields (tests)."""
     from diffusion_controller.control.safety_filter import SafetyConfig
 
-    return SafetyConfig(
-        rate_hz=float(values["control_rate_hz"]),
-        mode=str(values["safety_mode"]),
-        horizon=int(values["mpc_horizon"]),
-        mpc_inputs=int(values["mpc_inputs"]),
-        position_margin=float(values["position_margin"]),
-        velocity_scale=float(values["velocity_scale"]),
-        acceleration_scale=float(values["acceleration_scale"]),
-        jerk_scale=float(values["jerk_scale"]),
-        workspace_min=tuple(float(x) for x in values["workspace_min"]),
-        workspace_max=tuple(float(x) for x in values["workspace_max"]),
-        table_z=float(values["table_z"]),
-        obstacles=obstacles(values["obstacles"]),
-        sphere_margin=float(values["sphere_margin"]),
-        self_collision_pairs=parse_pairs(values["self_collision_pairs"]),
-    )
+    convert = {
+        "workspace_min": lambda x: tuple(float(v) for v in x),
+        "workspace_max": lambda x: tuple(float(v) for v in x),
+        "obstacles": obstacles,
+        "self_collision_pairs": parse_pairs,
+    }
+    return build(SafetyConfig, values, SPECS, convert, **tuning)
 
 
 def safety_filter_from_settings(urdf: str, values: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -125,28 +93,47 @@ def safety_filter_from_settings(urdf: str, values: Mapping[str, Any]) -> tuple[A
     return robot, SafetyFilter(robot, safety_config(values))
 
 
-def scheduler_config(values: Mapping[str, Any], limits: Any) -> Any:
-    """The chunk scheduler's config; its jerk and stop limits are the filter's own."""
+def scheduler_config(values: Mapping[str, Any], limits: Any = None, **own: Any) -> Any:
+    """The chunk scheduler's config; its jerk and stop limits are the filter's own (`limits`),
+    `own` sets the scheduler's other fields (tests)."""
     from diffusion_controller.control.chunk_scheduler import SchedulerConfig
 
-    return SchedulerConfig(
-        latency_margin=float(values["latency_margin"]),
-        blend_window=float(values["blend_time"]),
-        max_chunk_age=float(values["chunk_timeout"]),
-        future_tolerance=float(values["stamp_tolerance"]),
-        jerk_limit=[float(x) for x in limits.jerk],
-        stop_acceleration=[float(x) for x in limits.acceleration],
-    )
+    if limits is not None:
+        own.setdefault("jerk_limit", [float(x) for x in limits.jerk])
+        own.setdefault("stop_acceleration", [float(x) for x in limits.acceleration])
+    return build(SchedulerConfig, values, SPECS, **own)
 
 
 def watchdog_config(values: Mapping[str, Any]) -> Any:
     """The loop's watchdog deadlines."""
     from diffusion_controller.control.watchdogs import WatchdogConfig
 
-    return WatchdogConfig(
-        joint_state_timeout=float(values["joint_state_timeout"]),
-        image_timeout=float(values["image_timeout"]),
-        chunk_timeout=float(values["chunk_timeout"]),
-        tracking_error=float(values["tracking_error_limit"]),
-        future_tolerance=float(values["stamp_tolerance"]),
-    )
+    return build(WatchdogConfig, values, SPECS)
+
+
+def worker_settings(values: Mapping[str, Any]) -> Any:
+    """The inference worker's settings (each field is the setting of the same name)."""
+    from diffusion_controller.runtime.worker import WorkerSettings
+
+    return build(WorkerSettings, values, SPECS)
+
+
+def live_safety_settings() -> frozenset[str]:
+    """The safety filter's settings that the table lets change while running (a change builds
+    a new filter from the merged values)."""
+    from diffusion_controller.control.safety_filter import SafetyConfig
+
+    return frozenset(f.name for f in dataclasses.fields(SafetyConfig)
+                     if f.name in SPECS and SPECS[f.name].live)
+
+
+def default_values(**changes: Any) -> dict[str, Any]:
+    """The table's defaults with `changes` on top: a complete values mapping for benches and
+    tests that build the core without a parameter file. An unknown name is a TypeError, so a
+    typo never silently leaves a default in force."""
+    values = defaults()
+    unknown = sorted(set(changes) - set(values))
+    if unknown:
+        raise TypeError(f"unknown settings {unknown}")
+    values.update(changes)
+    return values

@@ -4,7 +4,7 @@ The inference side delivers a chunk 50-200 ms after the observation it was compu
 first actions are already in the past. The scheduler drops those, and instead of jumping onto the
 new chunk it starts a quintic transition from the state the reference is in *now* (q, v, a) and
 joins the new chunk's spline after a blend window. The transition's duration is the shortest
-candidate (from `blend_window` up to the chunk's end) whose peak jerk stays within `jerk_limit`, so
+candidate (from `blend_time` up to the chunk's end) whose peak jerk stays within `jerk_limit`, so
 the acceleration never changes by more than jerk_limit * dt between ticks; a chunk that cannot be
 joined that gently is rejected and the current reference stays in force.
 
@@ -32,39 +32,42 @@ from diffusion_controller.control.interpolation import (
     stop_duration,
 )
 from diffusion_controller.control.types import Chunk
+from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.spec import check_fields
 
 EXHAUSTED = "chunk exhausted"
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    """Timing and smoothness of chunk hand-overs (seconds, radians)."""
+    """Timing and smoothness of chunk hand-overs (seconds, radians).
 
-    latency_margin: float = 0.02
-    """Actions due at or before now + this are dropped: they could not be tracked in time."""
-    blend_window: float = 0.2
-    """Shortest hand-over from the current reference onto a new chunk (0: as short as the jerk
-    limit allows)."""
-    max_chunk_age: float = 1.0
-    """Chunks whose observation stamp t0 is older than this are rejected as stale."""
-    future_tolerance: float = 0.05
-    """Chunks stamped further than this in the future are rejected (clock mismatch)."""
+    The first four fields are the controller settings of the same names (their defaults, ranges
+    and meaning are written in diffusion_controller/settings/controller.py and checked against
+    it); control.assembly.scheduler_config(values, limits) builds one. Here: `latency_margin`:
+    actions due at or before now + this are dropped, they could not be tracked in time;
+    `blend_time`: the shortest hand-over from the current reference onto a new chunk (0: as
+    short as the jerk limit allows); `chunk_timeout`: chunks whose observation stamp t0 is older
+    than this are rejected as stale; `stamp_tolerance`: chunks stamped further than this in the
+    future are rejected (clock mismatch). The others are the scheduler's own."""
+
+    latency_margin: float
+    blend_time: float
+    chunk_timeout: float
+    stamp_tolerance: float
     min_remaining_actions: int = 2
     """A chunk needs at least this many actions left after the latency drop."""
     jerk_limit: float | Sequence[float] = 500.0
-    """Peak |jerk| (rad/s^3, scalar or per joint) allowed on hand-over and stop profiles."""
+    """Peak |jerk| (rad/s^3, scalar or per joint) allowed on hand-over and stop profiles (the
+    node gives the safety filter's own)."""
     stop_acceleration: float | Sequence[float] = 2.0
-    """Peak |acceleration| (rad/s^2) of the deceleration when a chunk runs out."""
+    """Peak |acceleration| (rad/s^2) of the deceleration when a chunk runs out (the node gives
+    the safety filter's own)."""
     blend_candidates: int = 16
-    """How many transition durations (geometric, blend_window..chunk end) are tried."""
+    """How many transition durations (geometric, blend_time..chunk end) are tried."""
 
     def __post_init__(self) -> None:
-        for name in ("latency_margin", "blend_window", "max_chunk_age", "future_tolerance"):
-            value = getattr(self, name)
-            if not np.isfinite(value) or value < 0.0:
-                raise ValueError(f"SchedulerConfig.{name} must be finite and >= 0, got {value}")
-        if self.max_chunk_age <= 0.0:
-            raise ValueError("SchedulerConfig.max_chunk_age must be > 0")
+        check_fields(self, SPECS)
         if int(self.min_remaining_actions) < 2:
             raise ValueError("SchedulerConfig.min_remaining_actions must be >= 2")
         if int(self.blend_candidates) < 1:
@@ -113,11 +116,11 @@ def _per_joint(value: float | Sequence[float], joint_count: int, name: str) -> n
 class ChunkScheduler:
     """Holds the chunk in force and the piecewise-polynomial reference built from it."""
 
-    def __init__(self, joint_count: int, config: SchedulerConfig | None = None) -> None:
+    def __init__(self, joint_count: int, config: SchedulerConfig) -> None:
         if int(joint_count) < 1:
             raise ValueError("joint_count must be >= 1")
         self.joint_count = int(joint_count)
-        self.config = config or SchedulerConfig()
+        self.config = config
         self._jerk = _per_joint(self.config.jerk_limit, self.joint_count, "jerk_limit")
         self._stop_acc = _per_joint(
             self.config.stop_acceleration, self.joint_count, "stop_acceleration"
@@ -165,12 +168,12 @@ class ChunkScheduler:
                 return SubmitResult(
                     False, 0, f"out of order: t0 {t0:.3f} older than current {cur.t0:.3f}", seq
                 )
-        if t0 > now + cfg.future_tolerance:
+        if t0 > now + cfg.stamp_tolerance:
             return SubmitResult(False, 0, f"chunk stamped {t0 - now:.3f} s in the future", seq)
-        if now - t0 > cfg.max_chunk_age:
+        if now - t0 > cfg.chunk_timeout:
             age = now - t0
             return SubmitResult(
-                False, 0, f"stale chunk: t0 is {age:.3f} s old (max {cfg.max_chunk_age} s)", seq
+                False, 0, f"stale chunk: t0 is {age:.3f} s old (max {cfg.chunk_timeout} s)", seq
             )
         times = t0 + dt * np.arange(chunk.horizon)
         keep = times > now + cfg.latency_margin
@@ -273,7 +276,7 @@ class ChunkScheduler:
         t_hi = spline.end - now
         if t_hi <= 1e-6:
             return "chunk wholly in the past"
-        t_lo = max(cfg.blend_window, spline.start - now, 1e-3)
+        t_lo = max(cfg.blend_time, spline.start - now, 1e-3)
         if t_lo >= t_hi:
             durations = np.array([t_hi])
         else:

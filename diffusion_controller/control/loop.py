@@ -32,6 +32,12 @@ hand) would leave every stamp seen so far in the future; one that leaps forwards
 Either way the loop brakes to a standstill, forgets the stamps of the old timeline (joint state,
 image, chunks), tells its owner through `on_clock_jump` (so input filters accept the new timeline),
 and resumes only with a chunk accepted after the jump, once the arm has stopped.
+
+Where the parts live: this module holds the thread and the tick (what runs in which order);
+control/loop_inputs.py what other threads hand in (snapshots, mailbox, posted calls, operator
+flags); control/loop_stops.py the brake, fault, clock-jump and resync transitions;
+control/loop_output.py the command hand-over and `status()`; control/loop_stats.py and
+control/loop_status.py the statistics and the snapshot types; control/ticker.py the deadlines.
 """
 
 from __future__ import annotations
@@ -46,9 +52,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler, SubmitResult
+from diffusion_controller.control.loop_inputs import LoopInputs, _Ticket
+from diffusion_controller.control.loop_output import LoopOutput
 from diffusion_controller.control.loop_stats import OVERRUN_LOG, Histogram, LoopStats  # noqa: F401
-from diffusion_controller.control.loop_status import (
-    _STATUS_CODES,
+from diffusion_controller.control.loop_status import (  # noqa: F401
     BRAKING,
     ESTOPPED,
     HOLDING,
@@ -58,6 +65,7 @@ from diffusion_controller.control.loop_status import (
     JointSnapshot,
     LoopStatus,
 )
+from diffusion_controller.control.loop_stops import LoopStops
 from diffusion_controller.control.ticker import (
     apply_realtime,
     run_ticker,
@@ -65,7 +73,7 @@ from diffusion_controller.control.ticker import (
     switch_interval_for,  # noqa: F401
 )
 from diffusion_controller.control.types import Chunk, Command, FilterResult
-from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+from diffusion_controller.control.watchdogs import Watchdogs
 
 # OVERRUN_LOG, Histogram, spin_for, switch_interval_for, the state names, JointSnapshot and
 # LoopStatus (noqa F401 above): re-exported for the loop's importers, who knew them from here.
@@ -73,21 +81,8 @@ from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
 
-class _Ticket:
-    """Lets a submitter wait for the loop's verdict on its chunk without the loop waiting."""
 
-    __slots__ = ("event", "result")
-
-    def __init__(self) -> None:
-        self.event = threading.Event()
-        self.result: SubmitResult | None = None
-
-    def settle(self, result: SubmitResult) -> None:
-        self.result = result
-        self.event.set()
-
-
-class ControlLoop:
+class ControlLoop(LoopInputs, LoopStops, LoopOutput):
     """Fixed-rate loop driving `output(Command)` from chunks, through the safety filter."""
 
     def __init__(
@@ -96,7 +91,7 @@ class ControlLoop:
         scheduler: ChunkScheduler,
         watchdogs: Watchdogs,
         output: Callable[[Command], None],
-        rate_hz: float = 100.0,
+        rate_hz: float | None = None,
         clock: Callable[[], float] = time.time,
         *,
         realtime: bool = False,
@@ -109,10 +104,12 @@ class ControlLoop:
         clock_jump_tolerance: float | None = None,
         clock_jump_forward: float = 1.0,
     ) -> None:
-        rate_hz = float(rate_hz)
+        # The filter integrates at its control_rate_hz setting; the loop runs at it unless told
+        # otherwise, and a different rate is refused.
+        filter_rate = safety.config.control_rate_hz
+        rate_hz = float(filter_rate if rate_hz is None else rate_hz)
         if not np.isfinite(rate_hz) or rate_hz <= 0.0:
             raise ValueError(f"rate_hz must be positive, got {rate_hz}")
-        filter_rate = getattr(getattr(safety, "config", None), "rate_hz", rate_hz)
         if abs(float(filter_rate) - rate_hz) > 1e-9:
             raise ValueError(
                 f"the safety filter integrates at {filter_rate} Hz, the loop runs at {rate_hz} Hz"
@@ -138,10 +135,8 @@ class ControlLoop:
             self.period if clock_jump_tolerance is None else float(clock_jump_tolerance)
         )
         self._jump_fwd = float(clock_jump_forward)
-        cfg = getattr(safety, "config", None)
-        self._mpc_steps = (
-            int(getattr(cfg, "horizon", 0)) if getattr(cfg, "mode", "cbf") == "mpc" else 0
-        )
+        cfg = safety.config
+        self._mpc_steps = int(cfg.mpc_horizon) if cfg.safety_mode == "mpc" else 0
         self._mpc_offsets = self.period * np.arange(1, self._mpc_steps + 1)
 
         # written by other threads, read by the loop (single reference writes)
@@ -201,208 +196,6 @@ class ControlLoop:
         self._thread: threading.Thread | None = None
         self._stop_event = threading.Event()
         self._realtime_granted: dict[str, Any] = {"requested": self._realtime}
-
-    # ------------------------------------------------------------------ inputs (any thread)
-    def update_joint_state(
-        self, q: Sequence[float], v: Sequence[float] | None, stamp: float
-    ) -> bool:
-        """Offer a measured joint state (in the scheduler's joint order); False when rejected."""
-        reason = ""
-        try:
-            qa = np.array(q, dtype=np.float64).reshape(-1)
-            va = np.zeros_like(qa) if v is None else np.array(v, dtype=np.float64).reshape(-1)
-            stamp = float(stamp)
-        except (TypeError, ValueError) as exc:
-            qa = va = np.zeros(0)
-            reason = f"joint_state rejected: {exc}"
-        if not reason:
-            prev = self._joint
-            if qa.shape != (self.joint_count,) or va.shape != (self.joint_count,):
-                reason = (
-                    f"joint_state rejected: {qa.size} positions / {va.size} velocities "
-                    f"for {self.joint_count} joints"
-                )
-            elif not (np.all(np.isfinite(qa)) and np.all(np.isfinite(va))):
-                reason = "joint_state rejected: non-finite position or velocity"
-            elif not np.isfinite(stamp):
-                reason = "joint_state rejected: non-finite stamp"
-            elif prev is not None and stamp < prev.stamp:
-                reason = "joint_state rejected: stamp older than the previous one"
-        if reason:
-            self._joint_rejects += 1
-            self._last_error = reason
-            return False
-        qa.flags.writeable = False
-        va.flags.writeable = False
-        self._joint = JointSnapshot(qa, va, stamp)
-        return True
-
-    def note_image(self, stamp: float) -> None:
-        """Record that a camera frame stamped `stamp` arrived (for the image watchdog)."""
-        stamp = float(stamp)
-        if np.isfinite(stamp):
-            self._image_stamp = stamp
-
-    def submit_chunk(self, chunk: Chunk, wait: float | None = None) -> SubmitResult:
-        """Hand a chunk to the loop; malformed ones are rejected here, in the caller's thread.
-
-        The loop picks the chunk up at the start of its next tick. Without `wait` the result says
-        "queued"; with `wait` (seconds) it is the scheduler's verdict if the loop gives one in
-        time. A chunk still waiting in the mailbox when a newer one arrives is superseded.
-        """
-        reason = self.scheduler.check(chunk)
-        seq = int(getattr(chunk, "seq", -1))
-        if reason:
-            result = SubmitResult(False, 0, reason, seq)
-            self._rejected += 1
-            self._last_submit = result
-            return result
-        positions = np.array(chunk.positions, dtype=np.float64)
-        positions.flags.writeable = False
-        own = Chunk(t0=float(chunk.t0), dt=float(chunk.dt), positions=positions, seq=seq)
-        ticket = _Ticket() if wait is not None else None
-        try:
-            old_chunk, old_ticket = self._mailbox.popleft()
-        except IndexError:
-            pass
-        else:
-            self._superseded += 1
-            if old_ticket is not None:
-                old_ticket.settle(
-                    SubmitResult(
-                        False, 0, f"superseded by seq {seq} before the loop took it", old_chunk.seq
-                    )
-                )
-        self._mailbox.append((own, ticket))
-        if ticket is not None and ticket.event.wait(max(0.0, float(wait))):
-            assert ticket.result is not None
-            return ticket.result
-        return SubmitResult(True, 0, "queued", seq)
-
-    def post(self, fn: Callable[[], None]) -> None:
-        """Run `fn` in the loop thread at the start of the next tick (e.g. live filter changes)."""
-        self._posted.append(fn)
-
-    def call(self, fn: Callable[[], Any], timeout: float = 1.0) -> Any:
-        """Run `fn` between two ticks and return its result (or raise its exception).
-
-        A live change must be applied whole or not at all, and the caller must learn which: so
-        it waits for the loop thread to run it (inline when the loop is not running). Raises
-        TimeoutError when the loop did not reach its next tick within `timeout`; `fn` is then
-        withdrawn if it has not started, so a late tick cannot apply a change that was refused.
-        """
-        if not self.running:
-            return fn()
-        done = threading.Event()
-        box: dict[str, Any] = {}
-        lock = threading.Lock()
-
-        def run() -> None:
-            with lock:
-                if box.get("withdrawn"):
-                    return
-                box["started"] = True
-            try:
-                box["value"] = fn()
-            except BaseException as exc:  # handed to the caller, never to the tick
-                box["error"] = exc
-            finally:
-                done.set()
-
-        self._posted.append(run)
-        if not done.wait(timeout):
-            with lock:
-                if not box.get("started"):
-                    box["withdrawn"] = True
-                    raise TimeoutError(f"the control loop did not run the change within "
-                                       f"{timeout:g} s")
-            done.wait()
-        if "error" in box:
-            raise box["error"]
-        return box.get("value")
-
-    def set_enabled(self, enabled: bool, timeout: float = 0.0) -> None:
-        """Enable publishing; disabling brakes to a stop first, then goes quiet.
-
-        `timeout` > 0 makes the enable a deadman's: it lapses (brake, then quiet) unless renewed
-        by another set_enabled(True, timeout) within that many seconds. The loop thread checks
-        it every tick, so a stalled executor or a dead operator console cannot keep it alive."""
-        self._enable_deadline = (time.monotonic() + float(timeout) if enabled and timeout > 0
-                                 else math.inf)
-        self._enabled = bool(enabled)
-
-    @property
-    def enabled(self) -> bool:
-        """Whether motion is enabled now (False once a deadman enable has lapsed)."""
-        return self._enabled
-
-    def estop(self) -> None:
-        """Latch the e-stop: brake to a stop and hold until `reset()`."""
-        self._estop = True
-
-    def reset(self) -> tuple[bool, str]:
-        """Clear the e-stop once the arm is stopped; the loop then holds until a fresh chunk."""
-        cmd = self._last_command
-        if cmd is not None and float(np.max(np.abs(cmd.velocities))) > self._vel_tol:
-            return False, "still moving: reset refused until the arm is stopped"
-        was = self._estop
-        self._reset_request = True
-        self._resync = True  # the arm may have been moved meanwhile: restart from the measurement
-        self._estop_cleared = True  # (at once, once at rest: an operator's acknowledgement)
-        self._estop = False
-        return True, "e-stop cleared" if was else "nothing to reset"
-
-    def pause(self) -> None:
-        """Brake to a stop and hold; `resume()` continues with the next fresh chunk."""
-        self._paused = True
-
-    def resume(self) -> None:
-        self._paused = False
-
-    def set_watchdog_config(self, config: WatchdogConfig) -> None:
-        """Swap the watchdog deadlines live (an atomic reference swap of an immutable config)."""
-        self.watchdogs.config = config
-
-    # ------------------------------------------------------------------ outputs (any thread)
-    @property
-    def state(self) -> str:
-        return self._state
-
-    def current_chunk(self) -> Chunk | None:
-        """The chunk in force (for the inference planner's warm start and prefix)."""
-        return self._current_chunk
-
-    def status(self) -> LoopStatus:
-        """An immutable snapshot: state, reasons, counters, last command, recent percentiles."""
-        return LoopStatus(
-            state=self._state,
-            reasons=self._reasons,
-            ticks=self._ticks,
-            published=self._published,
-            interventions=self._interventions,
-            brake_ticks=self._brake_ticks,
-            filter_fallbacks=self._fallbacks,
-            exceptions=self._exceptions,
-            output_errors=self._output_errors,
-            chunks_accepted=self._accepted,
-            chunks_rejected=self._rejected,
-            chunks_superseded=self._superseded,
-            joint_states_rejected=self._joint_rejects,
-            last_command=self._last_command,
-            last_submit=self._last_submit,
-            last_error=self._last_error,
-            rate_hz=self.rate_hz,
-            since_last_tick_s=time.monotonic() - self._last_tick_mono,
-            realtime=dict(self._realtime_granted),
-            last_e2e_ms=self._last_e2e * 1e3,
-            clock_jumps=self._clock_jumps,
-            **self._stats.summary(_STATUS_CODES),
-        )
-
-    def reset_statistics(self) -> None:
-        """Start the whole-run histograms and the run's missed-tick count afresh (any thread:
-        new objects are swapped in by reference; the window rings and counters are untouched)."""
-        self._stats.reset_lifetime()
 
     # ------------------------------------------------------------------ thread
     def start(self) -> None:
@@ -596,31 +389,6 @@ class ControlLoop:
             self._reasons = reasons
         return result
 
-    def _clock_jumped(self, now: float) -> None:
-        """The stamp clock stepped back: forget the old timeline's stamps, brake, tell the owner."""
-        delta = now - self._last_now
-        self._clock_jumps += 1
-        way = f"back {-delta:.3f} s" if delta < 0 else f"forward {delta:.3f} s"
-        self._last_error = f"stamp clock jumped {way}: input stamps reset"
-        self._rest_required = f"stamp clock jumped {way}: braking to a stop"
-        snap = self._joint
-        if snap is not None:  # keep the measurement, but as infinitely old until a new one comes
-            self._joint = JointSnapshot(snap.q, snap.v, float("-inf"))
-        self._image_stamp = None
-        self._last_chunk_time = None
-        self._mailbox.clear()
-        self.scheduler.clear()
-        self._current_chunk = None
-        self._pending_e2e = None
-        self._stop_since = now
-        if self._state == RUNNING:
-            self._state = BRAKING
-        if self._on_clock_jump is not None:
-            try:
-                self._on_clock_jump(delta)
-            except Exception as exc:  # the owner's reset must not take the loop down
-                self._last_error = f"clock-jump handler failed: {type(exc).__name__}: {exc}"
-
     def _filter_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         state = self.safety.state
         if hasattr(state, "q"):
@@ -628,102 +396,3 @@ class ControlLoop:
         q, v, a = state
         return q, v, a
 
-    def _take_chunk(self, chunk: Chunk, ticket: _Ticket | None, now: float) -> None:
-        result = self.scheduler.submit(chunk, now)
-        if result.accepted:
-            self._accepted += 1
-            self._last_chunk_time = now
-            self._current_chunk = chunk
-            self._pending_e2e = float(chunk.t0)
-        else:
-            self._rejected += 1
-        self._last_submit = result
-        if ticket is not None:
-            ticket.settle(result)
-
-    def _resync_to(self, snap: Any, now: float) -> bool:
-        """At rest after a fault or an e-stop reset: the commanded state becomes the measured one
-        (at rest), so the next motion starts where the arm is, not where it was commanded to be.
-        Only from a fresh measurement; otherwise it waits (and keeps holding)."""
-        if now - snap.stamp > self.watchdogs.config.joint_state_timeout:
-            return False
-        try:
-            self.safety.reset(snap.q)
-        except ValueError as exc:  # measured outside the limits: keep holding where commanded
-            self._last_error = f"resync refused: {exc}"
-            return False
-        self._resync = False
-        return True
-
-    def _disable_step(self, now: float) -> FilterResult | None:
-        if not self._initialised or self._state in (INACTIVE, WAITING):
-            self._initialised = False
-            self._set_state(INACTIVE, ("disabled",))
-            return None
-        result = self._brake(now, None, ("disabled",))
-        if result.status == "holding":
-            # stopped: publish this last hold command, then go quiet until re-enabled
-            self._initialised = False
-            self.scheduler.clear()
-            self._current_chunk = None
-            self._set_state(INACTIVE, ("disabled",))
-        return result
-
-    def _brake(self, now: float, state: str | None, reasons: tuple[str, ...]) -> FilterResult:
-        if self._stop_since is None:
-            self._stop_since = now
-        result = self.safety.brake(reasons[0] if reasons else "stop")
-        self._brake_ticks += 1
-        if state is None:
-            state = HOLDING if result.status == "holding" else BRAKING
-        self._set_state(state, reasons)
-        return result
-
-    def _fault_brake(self, now: float, reason: str) -> FilterResult | None:
-        """Brake after an exception; if even the filter's brake fails, latch the e-stop."""
-        self._stop_since = now if np.isfinite(now) else time.monotonic()
-        try:
-            result = self.safety.brake(reason)
-        except Exception as exc:
-            self._estop = True
-            self._last_error = f"{reason}; brake failed: {type(exc).__name__}: {exc}"
-            self._set_state(ESTOPPED, (reason, "safety filter brake failed: nothing published"))
-            return None
-        self._brake_ticks += 1
-        self._set_state(BRAKING if result.status != "holding" else HOLDING, (reason,))
-        return result
-
-    def _publish(self, now: float, result: FilterResult, t_start: float) -> Command | None:
-        q, v, a = result.positions, result.velocities, result.accelerations
-        if not (np.all(np.isfinite(q)) and np.all(np.isfinite(v)) and np.all(np.isfinite(a))):
-            # the filter promises finite output; if that ever breaks, nothing leaves the loop
-            self._estop = True
-            self._last_error = "safety filter returned a non-finite command: e-stop latched"
-            self._set_state(ESTOPPED, (self._last_error,))
-            return None
-        plan = self.safety.continuation(self.plan_steps) if self.plan_steps else None
-        cmd = Command(stamp=now + self.period, positions=q, velocities=v, accelerations=a,
-                      plan=plan)
-        self._last_command = cmd
-        if result.intervened:
-            self._interventions += 1
-        self._stats.iterations.push(result.iterations)
-        self._stats.qp_status.push(_STATUS_CODES.get(result.status, 3))
-        try:
-            self._output(cmd)
-            self._published += 1
-        except Exception as exc:
-            self._output_errors += 1
-            self._last_error = f"output failed: {type(exc).__name__}: {exc}"
-        pending_t0 = self._pending_e2e
-        if pending_t0 is not None and self._tracking:
-            # stamp-clock time of the hand-over: the tick's reading plus the time spent since
-            self._last_e2e = now + (time.perf_counter() - t_start) - pending_t0
-            self._stats.life_e2e.add(self._last_e2e)
-            self._pending_e2e = None
-        return cmd
-
-    def _set_state(self, state: str, reasons: tuple[str, ...]) -> None:
-        self._state = state
-        if reasons != self._reasons:
-            self._reasons = reasons

@@ -14,31 +14,31 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.spec import check_fields
+
 
 @dataclass(frozen=True)
 class WatchdogConfig:
-    """Deadlines (seconds) and limits; None switches a check off."""
+    """Deadlines (seconds) and limits: the controller settings of the same names, whose defaults,
+    ranges and meaning are written in diffusion_controller/settings/controller.py and checked
+    against it (control.assembly.watchdog_config(values) builds one). None switches a check off
+    (only the core does that: a policy without a camera needs no image deadline). Here:
+    `tracking_error_limit` is the largest |commanded - measured| joint position (rad) before the
+    arm is not following; stamps up to `stamp_tolerance` ahead of the loop's clock are
+    tolerated, beyond they are faults."""
 
-    joint_state_timeout: float = 0.05
-    """joint_states older than this are stale (5 ticks at 100 Hz)."""
-    image_timeout: float | None = 0.5
-    """Camera frames older than this are stale; None when the policy uses no camera."""
-    chunk_timeout: float | None = 0.5
-    """No accepted chunk for this long means inference missed its deadline."""
-    tracking_error: float | None = 0.2
-    """Largest |commanded - measured| joint position (rad) before the arm is not following."""
-    future_tolerance: float = 0.02
-    """Stamps this far ahead of the loop's clock are tolerated; beyond, they are faults."""
+    joint_state_timeout: float
+    image_timeout: float | None
+    chunk_timeout: float | None
+    tracking_error_limit: float | None
+    stamp_tolerance: float
 
     def __post_init__(self) -> None:
-        for name in ("joint_state_timeout", "image_timeout", "chunk_timeout", "tracking_error"):
-            value = getattr(self, name)
-            if value is None and name != "joint_state_timeout":
-                continue
-            if value is None or not math.isfinite(value) or value <= 0.0:
-                raise ValueError(f"WatchdogConfig.{name} must be positive and finite, got {value}")
-        if not math.isfinite(self.future_tolerance) or self.future_tolerance < 0.0:
-            raise ValueError("WatchdogConfig.future_tolerance must be finite and >= 0")
+        for name in ("joint_state_timeout", "stamp_tolerance"):
+            if getattr(self, name) is None:
+                raise ValueError(f"WatchdogConfig.{name} cannot be switched off")
+        check_fields(self, SPECS)
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,9 @@ class Watchdogs:
     """Evaluates the configured checks; holds only the configuration and the joint names."""
 
     def __init__(
-        self, config: WatchdogConfig | None = None, joint_names: Sequence[str] | None = None
+        self, config: WatchdogConfig, joint_names: Sequence[str] | None = None
     ) -> None:
-        self.config = config or WatchdogConfig()
+        self.config = config
         self.joint_names = list(joint_names) if joint_names is not None else None
 
     def evaluate(
@@ -101,14 +101,15 @@ class Watchdogs:
             self._age(now, last_chunk_time, cfg.chunk_timeout, "chunk", fault)
         if measured_q is not None and not np.all(np.isfinite(measured_q)):
             fault("measured_nonfinite", "non-finite measured joint position")
-        elif cfg.tracking_error is not None and commanded_q is not None and measured_q is not None:
+        elif (limit := cfg.tracking_error_limit) is not None and commanded_q is not None \
+                and measured_q is not None:
             err = np.abs(np.asarray(commanded_q) - np.asarray(measured_q))
-            if err.shape and float(np.max(err)) > cfg.tracking_error:
+            if err.shape and float(np.max(err)) > limit:
                 j = int(np.argmax(err))
                 name = self.joint_names[j] if self.joint_names else f"joint [{j}]"
                 fault(
                     "tracking_error",
-                    f"tracking error {err[j]:.3f} rad on {name} (limit {cfg.tracking_error:g} rad)",
+                    f"tracking error {err[j]:.3f} rad on {name} (limit {limit:g} rad)",
                 )
         if not codes:
             return OK
@@ -128,5 +129,5 @@ class Watchdogs:
             else:
                 text = f"stale {what} ({age:.2f} s old, limit {timeout:g} s)"
             fault(f"{what}_stale", text)
-        elif -age > self.config.future_tolerance:
+        elif -age > self.config.stamp_tolerance:
             fault(f"{what}_future", f"{what} stamp {-age:.3f} s in the future")

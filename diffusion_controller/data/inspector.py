@@ -21,8 +21,9 @@ import numpy as np
 from diffusion_controller.data import align
 from diffusion_controller.data.loading import camera_topics, discover
 from diffusion_controller.data.spec import DataSpec
+from diffusion_controller.settings.panda import PANDA_JOINT_NAMES
 
-PANDA_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+PANDA_JOINTS = list(PANDA_JOINT_NAMES)  # the joint_names setting's default
 GAP_FACTOR = 5.0  # a silence this many median periods long is reported as a gap
 _NS = align.NS
 

@@ -3,8 +3,8 @@
 An `EpisodeTrace` holds what the evaluation saw during one episode: the simulator's reports
 (/sim/contacts: tool point, contacts, the task verdict), the controller's diagnostics samples
 (/diagnostics), the commands it sent, and the independent command check. `episode_result` turns a
-trace into one row of numbers; `summarise` turns rows into the run's summary. Nothing here needs
-ROS, so every rule is tested on synthetic traces.
+trace into one row of numbers; eval/summary.py turns rows into the run's summary. Nothing here
+needs ROS, so every rule is tested on synthetic traces.
 
 Metrics, per episode:
 
@@ -52,106 +52,23 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from diffusion_controller.eval.diag_samples import (  # noqa: F401 (re-exported)
+    DiagSample,
+    diag_sample,
+    stop_kind,
+)
 from diffusion_controller.sim.task import TaskSpec
 
 FAILURE_LABELS = ("none", "perception", "timing", "control", "safety_stop", "timeout")
 STOP_FRACTION = 0.25  # share of the episode in a stop that makes the stop the cause
 MOVED_M = 0.05  # tool never further than this from its start: the arm did not really move
 NEAR_FACTOR = 2.0  # "near the target": within this factor of the success zone
-
-_TIMING_WORDS = (
-    "stale",
-    "no fresh chunk",
-    "no joint_states",
-    "no image",
-    "no chunk",
-    "chunk exhausted",
-    "waiting for a fresh chunk",
-    "in the future",
-    "no reference",
-)
-_SAFETY_WORDS = (
-    "e-stop",
-    "tracking error",
-    "safety filter",
-    "non-finite",
-    "paused",
-    "exception",
-    "brake failed",
-    "cannot start",
-)
-_STOP_STATES = ("braking", "holding", "estopped", "waiting")
-
-
-@dataclass(frozen=True)
-class DiagSample:
-    """One /diagnostics message from the controller, reduced to what the metrics use."""
-
-    t: float  # time.monotonic() at reception
-    state: str = ""
-    reasons: str = ""
-    interventions: int = 0
-    brake_ticks: int = 0
-    filter_fallbacks: int = 0
-    missed_ticks: int = 0
-    tick_error_p99_ms: float = math.nan
-    inferences: int = 0
-    last_latency_ms: float = math.nan
-    latency_p50_ms: float = math.nan
-
-
-def _num(values: Mapping[str, str], key: str, kind: type = float) -> Any:
-    text = values.get(key)
-    try:
-        x = float(text) if text is not None else math.nan
-    except ValueError:
-        x = math.nan
-    if kind is int:
-        return int(x) if math.isfinite(x) else 0
-    return x
-
-
-def diag_sample(t: float, statuses: Mapping[str, Mapping[str, str]]) -> DiagSample | None:
-    """A DiagSample from {status name: {key: value}} of one DiagnosticArray, or None when it
-    holds no control-loop entry (e.g. the node is not configured yet)."""
-    loop = next((v for k, v in statuses.items() if k.endswith(": control loop")), None)
-    if loop is None:
-        return None
-    inf = next((v for k, v in statuses.items() if k.endswith(": inference")), {})
-    return DiagSample(
-        t=float(t),
-        state=str(loop.get("state", "")),
-        reasons=str(loop.get("reasons", "")),
-        interventions=_num(loop, "interventions", int),
-        brake_ticks=_num(loop, "brake_ticks", int),
-        filter_fallbacks=_num(loop, "filter_fallbacks", int),
-        missed_ticks=_num(loop, "missed_ticks", int),
-        tick_error_p99_ms=_num(loop, "tick_error_p99_ms"),
-        inferences=_num(inf, "inferences", int),
-        last_latency_ms=_num(inf, "last_latency_ms"),
-        latency_p50_ms=_num(inf, "latency_p50_ms"),
-    )
-
-
-def stop_kind(sample: DiagSample) -> str:
-    """ "running", "timing", "safety" or "other" for one sample (see the module docstring)."""
-    if sample.state == "running":
-        return "running"
-    reasons = sample.reasons.lower()
-    if sample.state == "estopped" or any(w in reasons for w in _SAFETY_WORDS):
-        return "safety"
-    if sample.state in _STOP_STATES and (
-        sample.state == "waiting" or any(w in reasons for w in _TIMING_WORDS)
-    ):
-        return "timing"
-    return "other"
-
 
 @dataclass
 class EpisodeTrace:
@@ -258,7 +175,8 @@ def path_length(points: np.ndarray) -> float:
     return float(np.sum(np.linalg.norm(np.diff(p, axis=0), axis=1)))
 
 
-def _percentile(values: Sequence[float], q: float) -> float:
+def finite_percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile of the finite values (NaN when there are none)."""
     v = [x for x in values if math.isfinite(x)]
     return float(np.percentile(v, q)) if v else math.nan
 
@@ -403,8 +321,8 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         final_target_distance_m=final_dist,
         rms_jerk=rms_jerk,
         max_jerk=max_jerk,
-        inference_p50_ms=_percentile(latencies, 50),
-        inference_p99_ms=_percentile(latencies, 99),
+        inference_p50_ms=finite_percentile(latencies, 50),
+        inference_p99_ms=finite_percentile(latencies, 99),
         inference_samples=len(latencies),
         tick_error_p99_ms=max(tick_p99) if tick_p99 else math.nan,
         running_fraction=kinds["running"] / n if active else 0.0,
@@ -422,117 +340,3 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         task=spec.to_dict(),
         obstacle_updates=list(trace.obstacle_updates),
     )
-
-
-def _rate(values: Sequence[bool]) -> float:
-    return float(np.mean(values)) if len(values) else math.nan
-
-
-def group_summary(results: Sequence[EpisodeResult]) -> dict[str, Any]:
-    """The summary fields for a group of episodes (one policy, or one policy and perturbation)."""
-    n = len(results)
-    sides = Counter(r.side for r in results)
-    latencies = [x for r in results for x in r.latencies_ms]
-    tick = [r.tick_error_p99_ms for r in results if math.isfinite(r.tick_error_p99_ms)]
-    finite = [r.min_clearance_m for r in results if math.isfinite(r.min_clearance_m)]
-    margins = [r.min_keepout_margin_m for r in results if math.isfinite(r.min_keepout_margin_m)]
-    return {
-        "episodes": n,
-        "success_rate": _rate([r.success for r in results]),
-        "successes": sum(r.success for r in results),
-        "mode_fractions": {
-            "left": sides["left"] / n if n else math.nan,
-            "right": sides["right"] / n if n else math.nan,
-            "over": sides["over"] / n if n else math.nan,
-            "none": sides["none"] / n if n else math.nan,
-        },
-        "successful_mode_fractions": _success_sides(results),
-        "safety_violations": sum(r.safety_violations for r in results),
-        "violations_by_kind": {
-            "malformed": sum(r.malformed_commands for r in results),
-            "position": sum(r.position_violations for r in results),
-            "keepout": sum(r.keepout_violations for r in results),
-        },
-        "keepout_inherited": sum(r.keepout_inherited for r in results),
-        "velocity_exceedances": sum(r.velocity_exceedances for r in results),
-        "collisions": sum(r.collisions for r in results),
-        "episodes_with_collision": sum(r.collisions > 0 for r in results),
-        "reflexes": sum(r.reflexes for r in results),
-        "episodes_with_reflex": sum(r.reflexes > 0 for r in results),
-        "interventions": sum(r.interventions for r in results),
-        "filter_fallbacks": sum(r.filter_fallbacks for r in results),
-        "p50_inference_ms": _percentile(latencies, 50),
-        "p99_inference_ms": _percentile(latencies, 99),
-        "p99_tick_error_ms": max(tick) if tick else math.nan,
-        "missed_ticks": sum(r.missed_ticks for r in results),
-        "min_clearance_m": min(finite) if finite else math.nan,
-        "min_keepout_margin_m": min(margins) if margins else math.nan,
-        "mean_path_length_m": _mean([r.path_length_m for r in results]),
-        "mean_time_to_success_s": _mean([r.time_s for r in results if r.success]),
-        "mean_rms_jerk": _mean([r.rms_jerk for r in results]),
-        "failures": dict(Counter(r.failure for r in results if r.failure != "none")),
-    }
-
-
-def _mean(values: Sequence[float]) -> float:
-    v = [x for x in values if math.isfinite(x)]
-    return float(np.mean(v)) if v else math.nan
-
-
-def _success_sides(results: Sequence[EpisodeResult]) -> dict[str, float]:
-    won = [r for r in results if r.success]
-    if not won:
-        return {"left": math.nan, "right": math.nan}
-    sides = Counter(r.side for r in won)
-    return {"left": sides["left"] / len(won), "right": sides["right"] / len(won)}
-
-
-def summarise(
-    results: Sequence[EpisodeResult],
-    primary: str,
-    baseline: str | None,
-    robot_controller: str | None = None,
-) -> dict[str, Any]:
-    """The run's summary: the primary policy's fields at the top level, per-perturbation groups,
-    and the same fields for the baseline under "baseline" (None without one); `robot_controller`
-    is the simulated robot side the run used (sim_arm's `robot_controller`)."""
-
-    def block(policy: str) -> dict[str, Any]:
-        mine = [r for r in results if r.policy == policy]
-        out = group_summary(mine)
-        out["by_perturbation"] = {
-            name: group_summary([r for r in mine if r.perturbation == name])
-            for name in dict.fromkeys(r.perturbation for r in mine)
-        }
-        return out
-
-    summary = {"policy": primary, "robot_controller": robot_controller, **block(primary)}
-    summary["baseline"] = None if baseline is None else {"policy": baseline, **block(baseline)}
-    return summary
-
-
-def table_rows(results: Sequence[EpisodeResult]) -> list[dict[str, Any]]:
-    """One row per (policy, perturbation) for the stdout table."""
-    rows = []
-    keys = dict.fromkeys((r.policy, r.perturbation) for r in results)
-    for policy, pert in keys:
-        group = [r for r in results if r.policy == policy and r.perturbation == pert]
-        s = group_summary(group)
-        fails = ", ".join(f"{k} {v}" for k, v in sorted(s["failures"].items())) or "-"
-        rows.append(
-            {
-                "policy": policy,
-                "perturbation": pert,
-                "episodes": s["episodes"],
-                "success": f"{s['successes']}/{s['episodes']}",
-                "left": sum(r.side == "left" for r in group),
-                "right": sum(r.side == "right" for r in group),
-                "collisions": s["collisions"],
-                "violations": s["safety_violations"],
-                "interventions": s["interventions"],
-                "infer_p50_ms": s["p50_inference_ms"],
-                "tick_p99_ms": s["p99_tick_error_ms"],
-                "failures": fails,
-            }
-        )
-    return rows

@@ -26,31 +26,33 @@ The baseline runs the same panel with a second controller process started with i
 from __future__ import annotations
 
 import math
-import os
-import platform
-import random
-import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from diffusion_controller.eval import paths
 from diffusion_controller.eval.artifact import default_run_dir, write_run
+from diffusion_controller.eval.config import (  # EvalConfig: re-exported for the CLI and tests
+    TRAINING_SEEDS,
+    EvalConfig,
+    Progress,
+    RunOutcome,
+    controller_params,
+    model_facts,
+    pick_domain_id,
+    versions,
+)
 from diffusion_controller.eval.metrics import (
     EpisodeResult,
     EpisodeTrace,
     episode_result,
-    summarise,
-    table_rows,
 )
 from diffusion_controller.eval.perturbations import (
-    PERTURBATIONS,
     describe,
     perturbation_for,
 )
+from diffusion_controller.eval.summary import summarise, table_rows
 from diffusion_controller.node_process import (
     CONTROLLER_MODULE,
     SIM_MODULE,
@@ -58,125 +60,7 @@ from diffusion_controller.node_process import (
     child_env,
     write_params_file,
 )
-
-TRAINING_SEEDS = range(0, 300)  # the shipped demonstrations (data/demos) used these
-Progress = Callable[[str], None]
-
-
-@dataclass
-class EvalConfig:
-    """Everything a run depends on (written to config.json)."""
-
-    model: str | None = None  # None: the shipped diffusion model
-    baseline: str | None = None  # None: the shipped regression model if any; "none": no baseline
-    seeds: int = 10
-    first_seed: int = 10000
-    perturbations: list[str] = field(default_factory=lambda: ["none"])
-    out: str | None = None  # None: runs/<prefix>-<timestamp>
-    prefix: str = "eval"
-    backend: str = "auto"
-    timeout: float = 15.0  # sim seconds the policy gets per episode, from the enable
-    settle: float = 0.6  # sim seconds between the reset and the enable
-    domain_id: int | None = None  # None: a free-looking one, never the operator's
-    plots: bool = True
-    sphere_margin: float = 0.005  # the controller's extra keep-out clearance (m)
-    keepout_margin: float = 0.0  # growth of the obstacle's keep-out spheres (m)
-    # Tell the safety filter where the obstacle is (its keep-out spheres). Off, only the policy's
-    # camera knows: what a policy's own choices do, with no filter to rescue them.
-    keepout: bool = True
-    controller_params: dict[str, Any] = field(default_factory=dict)  # extra overrides
-    startup_timeout: float = 180.0  # model load, warm-up (and ONNX export) of a controller
-    # The simulated robot side (sim/robot_side.py): forward | trajectory; the controller's
-    # `command_interface` follows it (position | trajectory).
-    robot_controller: str = "trajectory"
-
-    def validate(self) -> list[str]:
-        out = []
-        if self.seeds < 1:
-            out.append("--seeds must be at least 1")
-        if self.first_seed < 0:
-            out.append("--first-seed must be >= 0")
-        if not (math.isfinite(self.timeout) and 0.5 <= self.timeout <= 600):
-            out.append("--timeout must be within [0.5, 600] s")
-        unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
-        if unknown:
-            out.append(f"unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}")
-        if self.domain_id is not None and not 0 <= self.domain_id <= 101:
-            out.append("--domain-id must be within [0, 101]")
-        if self.robot_controller not in ("forward", "trajectory", "ideal"):
-            out.append(f"unknown robot controller {self.robot_controller!r}")
-        if self.backend not in ("auto", "torch", "onnxruntime", "tensorrt"):
-            out.append(f"unknown backend {self.backend!r}")
-        return out
-
-
-@dataclass
-class RunOutcome:
-    out_dir: Path
-    summary: dict[str, Any]
-    results: list[EpisodeResult]
-    table: list[dict[str, Any]]
-    notes: list[str]
-
-
-def pick_domain_id() -> int:
-    """A DDS domain for the run: random in [1, 101], avoiding the environment's own domain."""
-    avoid = os.environ.get("ROS_DOMAIN_ID", "0")
-    rng = random.Random(os.getpid() ^ time.time_ns())
-    while True:
-        d = rng.randint(1, 101)
-        if str(d) != avoid.strip():
-            return d
-
-
-def controller_params(model_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
-    """config/sim.yaml's parameters with the model and the evaluation's settings on top."""
-    import yaml
-
-    base: dict[str, Any] = {}
-    found = paths.resource(paths.SIM_CONFIG)
-    if found is not None:
-        with open(found, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-        base = dict((doc.get("/**") or {}).get("ros__parameters") or {})
-    base.update(
-        {
-            "model_path": str(model_dir),
-            "backend": cfg.backend,
-            "autostart": True,
-            "inference_threads": 1,
-            "diagnostics_rate": 5.0,
-            "publish_markers": False,
-            "sphere_margin": float(cfg.sphere_margin),
-            "robot_description_timeout": 30.0,
-            "command_interface": (
-                "trajectory" if cfg.robot_controller == "trajectory" else "position"
-            ),
-        }
-    )
-    base.update(cfg.controller_params)
-    base.pop("obstacles", None)  # set per episode through the parameter service
-    return base
-
-
-def _model_facts(model_dir: Path) -> dict[str, Any]:
-    from diffusion_controller.policy.artifact import load_config
-
-    try:
-        cfg, _, meta = load_config(model_dir)
-    except Exception as exc:  # reported, the controller will refuse it with its own reason
-        return {"path": str(model_dir), "error": f"{type(exc).__name__}: {exc}"}
-    out = {
-        "path": str(model_dir),
-        "kind": cfg.kind,
-        "horizon": cfg.horizon,
-        "action_dt": cfg.action_dt,
-        "cameras": list(cfg.cameras),
-    }
-    for key in ("created", "package_version", "weights", "steps", "final_loss"):
-        if key in meta:
-            out[key] = meta[key]
-    return out
+from diffusion_controller.settings.controller import SPECS
 
 
 class _Run:
@@ -379,7 +263,6 @@ class _Run:
     def run(self) -> RunOutcome:
         from diffusion_controller.eval.client import EvalError
         from diffusion_controller.eval.safety_check import CommandChecker
-        from diffusion_controller.ros import params as ros_params
         from diffusion_controller.sim.task import sample_task
 
         cfg = self.cfg
@@ -405,7 +288,7 @@ class _Run:
         policies: list[tuple[str, Path]] = []
         facts: dict[str, dict[str, Any]] = {}
         for i, path in enumerate(models):
-            f = _model_facts(path)
+            f = model_facts(path)
             name = str(f.get("kind", "policy"))
             if name in facts:
                 name = f"{name}_baseline" if i else name
@@ -435,7 +318,7 @@ class _Run:
             "controller_params": params_by_policy,
             "sim_params": {"contacts_rate_hz": 25.0, "real_time_factor": 1.0},
             "ros_domain_id": domain,
-            "versions": _versions(),
+            "versions": versions(),
         }
         seeds_doc = {
             "first_seed": cfg.first_seed,
@@ -461,7 +344,7 @@ class _Run:
                 values = params_by_policy[name]
                 checker = CommandChecker.from_params(
                     self.client.urdf,
-                    values.get("joint_names", ros_params.PANDA_JOINTS),
+                    values.get("joint_names", SPECS["joint_names"].default),
                     position_margin=float(_param(values, "position_margin")),
                     velocity_scale=float(_param(values, "velocity_scale")),
                     acceleration_scale=float(_param(values, "acceleration_scale")),
@@ -507,9 +390,7 @@ class _Run:
 
 
 def _param(values: dict[str, Any], name: str) -> Any:
-    from diffusion_controller.ros import params as ros_params
-
-    return values.get(name, ros_params.SPECS[name].default)
+    return values.get(name, SPECS[name].default)
 
 
 def _flat(spheres: list[Any]) -> list[float]:
@@ -532,24 +413,6 @@ def _episode_line(done: int, total: int, r: EpisodeResult, elapsed: float) -> st
         f"{r.safety_violations}  interventions {r.interventions}  inference p50 {lat}  | "
         + format_line("eval", done, total, "episode", elapsed)
     )
-
-
-def _versions() -> dict[str, str]:
-    from diffusion_controller import __version__
-
-    out = {
-        "diffusion_controller": __version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-    for mod in ("numpy", "torch", "onnxruntime", "pybullet", "rclpy"):
-        try:
-            m = __import__(mod)
-            out[mod] = str(getattr(m, "__version__", "installed"))
-        except Exception:
-            out[mod] = "absent"
-    out["ros_distro"] = os.environ.get("ROS_DISTRO", "")
-    return out
 
 
 def run_eval(cfg: EvalConfig, progress: Progress = print) -> RunOutcome:

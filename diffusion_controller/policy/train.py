@@ -14,38 +14,47 @@ DistributedDataParallel, one process per GPU; rank 0 writes checkpoints and the 
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import random
 import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Sampler
+from torch import nn
+from torch.utils.data import DataLoader
 
 from diffusion_controller.data.episode import Episode
 from diffusion_controller.policy.artifact import save_artifact
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.dataset import ChunkDataset, compute_normalizers
-from diffusion_controller.policy.ddim import DDIMCore
 from diffusion_controller.policy.model import build_net
 from diffusion_controller.policy.normalize import (
     Normalizer,
     normalizers_from_dict,
     normalizers_to_dict,
 )
-
-CHECKPOINT_DIR = "checkpoints"
-CHECKPOINT_FILE = "latest.pt"
-CHECKPOINT_VERSION = 1
+from diffusion_controller.policy.train_parts import (  # noqa: F401 (re-exported)
+    CHECKPOINT_DIR,
+    CHECKPOINT_FILE,
+    CHECKPOINT_VERSION,
+    EMA,
+    _BatchStream,
+    _dist_env,
+    _lr_lambda,
+    _Objective,
+    _resolve_device,
+    _rng_state,
+    _save_checkpoint,
+    _set_rng_state,
+    checkpoint_path,
+    read_checkpoint,
+)
 
 
 @dataclass
@@ -144,184 +153,6 @@ class TrainResult:
             "num_params": self.num_params,
             "weights_sha256": self.weights_sha256[:16],
         }
-
-
-class EMA:
-    """Exponential moving average of a model's weights with the power-law decay warm-up."""
-
-    def __init__(
-        self,
-        model: nn.Module,
-        power: float = 0.75,
-        inv_gamma: float = 1.0,
-        max_decay: float = 0.9999,
-    ) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.power, self.inv_gamma, self.max_decay = power, inv_gamma, max_decay
-        self.updates = 0
-
-    def decay(self) -> float:
-        value = 1.0 - (1.0 + self.updates / self.inv_gamma) ** -self.power
-        return min(max(value, 0.0), self.max_decay)
-
-    @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
-        d = self.decay()
-        for ema_p, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            ema_p.lerp_(p.detach(), 1.0 - d)
-        for ema_b, b in zip(self.model.buffers(), model.buffers(), strict=True):
-            ema_b.copy_(b)
-        self.updates += 1
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "updates": self.updates}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
-
-
-class _Objective(nn.Module):
-    """The training loss as a module, so DDP sees one forward that uses every parameter."""
-
-    def __init__(self, net: nn.Module, cfg: PolicyConfig) -> None:
-        super().__init__()
-        self.net = net
-        self.kind = cfg.kind
-        self.prediction_type = cfg.diffusion.prediction_type
-        acp = torch.tensor(DDIMCore(cfg.diffusion).alphas_cumprod, dtype=torch.float32)
-        self.register_buffer("sqrt_a", acp.sqrt(), persistent=False)
-        self.register_buffer("sqrt_1ma", (1.0 - acp).sqrt(), persistent=False)
-
-    def forward(
-        self, images: Tensor, joints: Tensor, actions: Tensor, noise: Tensor, t: Tensor
-    ) -> Tensor:
-        cond = self.net.encode(images, joints)
-        if self.kind == "regression":
-            return F.mse_loss(self.net(cond), actions)
-        sa = self.sqrt_a[t].view(-1, 1, 1)
-        sb = self.sqrt_1ma[t].view(-1, 1, 1)
-        noisy = sa * actions + sb * noise
-        out = self.net(noisy, t, cond)
-        if self.prediction_type == "epsilon":
-            target = noise
-        elif self.prediction_type == "sample":
-            target = actions
-        else:
-            target = sa * noise - sb * actions
-        return F.mse_loss(out, target)
-
-
-class _BatchStream(Sampler):
-    """Endless batches of (index, augmentation seed), a pure function of (seed, step, rank)."""
-
-    def __init__(
-        self, n: int, batch_size: int, seed: int, start_step: int, rank: int = 0, world: int = 1
-    ) -> None:
-        self.n, self.batch, self.seed = n, batch_size, seed
-        self.rank, self.world = rank, world
-        self.global_batch = batch_size * world
-        self.per_epoch = max(1, n // self.global_batch)
-        self.start_step = start_step
-
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-        need = self.per_epoch * self.global_batch
-        if need > self.n:  # fewer samples than one global batch: repeat them
-            perm = np.resize(perm, need)
-        return perm
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        step = self.start_step
-        epoch, offset = divmod(step, self.per_epoch)
-        while True:
-            order = self._epoch_order(epoch)
-            for b in range(offset, self.per_epoch):
-                lo = b * self.global_batch + self.rank * self.batch
-                idx = order[lo : lo + self.batch]
-                base = (self.seed * 1_000_003 + step) * 65_537 + self.rank * self.batch
-                yield [(int(i), (base + k) % (2**63)) for k, i in enumerate(idx)]
-                step += 1
-            epoch, offset = epoch + 1, 0
-
-
-def _lr_lambda(warmup: int, total: int, schedule: str = "cosine"):
-    """Linear warm-up, then cosine decay to 0 at `total` (or constant)."""
-
-    def f(step: int) -> float:
-        if warmup > 0 and step < warmup:
-            return (step + 1) / warmup
-        if schedule == "constant":
-            return 1.0
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return f
-
-
-def _dist_env() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
-
-
-def _resolve_device(requested: str, world: int, local_rank: int) -> torch.device:
-    if world > 1 and torch.cuda.is_available():
-        return torch.device("cuda", local_rank)
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(requested)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' requested but no CUDA GPU is available; use --device cpu")
-    return dev
-
-
-def _rng_state(gen: torch.Generator) -> dict[str, Any]:
-    np_state = np.random.get_state()
-    state = {
-        "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
-        "python": random.getstate(),
-        "noise": gen.get_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any], gen: torch.Generator) -> None:
-    torch.set_rng_state(state["torch"])
-    np_state = state["numpy"]
-    np.random.set_state((np_state[0], np_state[1].numpy().astype(np.uint32), *np_state[2:]))
-    random.setstate(state["python"])
-    gen.set_state(state["noise"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def checkpoint_path(out_dir: str | os.PathLike[str]) -> str:
-    return os.path.join(os.fspath(out_dir), CHECKPOINT_DIR, CHECKPOINT_FILE)
-
-
-def read_checkpoint(out_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
-    path = checkpoint_path(out_dir)
-    if not os.path.isfile(path):
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"{path}: unreadable checkpoint ({exc}); delete it or pass resume=False (--no-resume)"
-        ) from exc
-
-
-def _save_checkpoint(out_dir: str, payload: dict[str, Any]) -> None:
-    path = checkpoint_path(out_dir)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
 
 
 def train(

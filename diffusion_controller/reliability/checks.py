@@ -9,8 +9,9 @@ out of the node. ROS-free.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,15 +20,16 @@ from diffusion_controller.control.types import JointLimits
 STILL = 1e-6  # rad per command: closer than this to the previous command is "not moving"
 
 
-def effective_limits(urdf: str, joint_names: Sequence[str], position_margin: float = 0.05,
-                     velocity_scale: float = 0.5, acceleration_scale: float = 0.5,
-                     jerk_scale: float = 0.5) -> JointLimits:
-    """The limits the safety filter enforces for these parameters (control.limits.tighten)."""
+def effective_limits(urdf: str, joint_names: Sequence[str],
+                     values: Mapping[str, Any]) -> JointLimits:
+    """The limits the safety filter enforces under these settings values (their
+    position_margin and velocity/acceleration/jerk scales; control.limits.tighten)."""
     from diffusion_controller.control.limits import tighten
     from diffusion_controller.control.robot_model import RobotModel
 
     base = RobotModel.from_urdf(urdf, joint_names=list(joint_names)).urdf_limits()
-    return tighten(base, position_margin, velocity_scale, acceleration_scale, jerk_scale)
+    return tighten(base, float(values["position_margin"]), float(values["velocity_scale"]),
+                   float(values["acceleration_scale"]), float(values["jerk_scale"]))
 
 
 @dataclass(frozen=True)

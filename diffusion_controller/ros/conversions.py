@@ -10,9 +10,7 @@ model sees identical pixels in training and on the robot.
 from __future__ import annotations
 
 import io
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,16 +21,8 @@ from diffusion_controller.policy.preprocess import (
     resolve_encoding,
     unsupported_reason,
 )
-
-
-class InputRejected(ValueError):
-    """An input message that must not reach the core; `kind` names the counter it goes to."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(reason)
-        self.kind = kind
-        self.reason = reason
-
+from diffusion_controller.runtime.joint_input import InputRejected, JointSample
+from diffusion_controller.runtime.joint_input import JointStateFilter as _JointStateFilter
 
 # --- time -------------------------------------------------------------------------------------
 
@@ -60,111 +50,8 @@ def sec_to_duration(t: float) -> object:
 # --- joint states -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class JointSample:
-    """One accepted joint state in the controller's joint order."""
-
-    stamp: float
-    positions: np.ndarray  # [J]
-    velocities: np.ndarray | None  # [J] or None when the message carried none
-
-
-@dataclass
-class JointStateFilter:
-    """Matches /joint_states by name and rejects anything unsafe to feed the loop.
-
-    Extra joints (fingers, other arms) are ignored; NaN or Inf in an ignored joint does not matter.
-    `stamp_tolerance` bounds how far in the future a stamp may lie (clock skew between machines).
-    """
-
-    joint_names: Sequence[str]
-    stamp_tolerance: float = 0.05
-    rejected: dict[str, int] = field(default_factory=dict)
-    accepted: int = 0
-    last_reason: str = ""
-    _last_stamp: float = -math.inf
-    _index_cache: tuple[tuple[str, ...], np.ndarray] | None = None
-
-    def reset(self) -> None:
-        self._last_stamp = -math.inf
-
-    def _indices(self, names: Sequence[str]) -> np.ndarray:
-        key = tuple(names)
-        cache = self._index_cache
-        if cache is not None and cache[0] == key:
-            return cache[1]
-        if len(set(key)) != len(key):
-            dup = sorted({n for n in key if key.count(n) > 1})
-            raise InputRejected("duplicate", f"joint_states has duplicate joint names {dup}")
-        where = {n: i for i, n in enumerate(key)}
-        missing = [n for n in self.joint_names if n not in where]
-        if missing:
-            raise InputRejected("missing", f"joint_states lacks joints {missing}")
-        idx = np.array([where[n] for n in self.joint_names], dtype=np.intp)
-        self._index_cache = (key, idx)
-        return idx
-
-    def check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
-        """Return the sample in controller order, or raise InputRejected with the reason."""
-        try:
-            sample = self._check(names, positions, velocities, stamp, now)
-        except InputRejected as exc:
-            self.rejected[exc.kind] = self.rejected.get(exc.kind, 0) + 1
-            self.last_reason = exc.reason
-            raise
-        self.accepted += 1
-        return sample
-
-    def _check(
-        self,
-        names: Sequence[str],
-        positions: Sequence[float],
-        velocities: Sequence[float],
-        stamp: float,
-        now: float,
-    ) -> JointSample:
-        names = list(names)
-        pos = np.asarray(positions, dtype=np.float64).reshape(-1)
-        if pos.shape[0] != len(names):
-            raise InputRejected(
-                "size", f"joint_states has {len(names)} names but {pos.shape[0]} positions"
-            )
-        vel_all = np.asarray(velocities, dtype=np.float64).reshape(-1)
-        if vel_all.shape[0] not in (0, len(names)):
-            raise InputRejected(
-                "size", f"joint_states has {len(names)} names but {vel_all.shape[0]} velocities"
-            )
-        idx = self._indices(names)
-        q = pos[idx]
-        if not np.all(np.isfinite(q)):
-            bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(q))]
-            raise InputRejected("nonfinite", f"joint_states position NaN/Inf for {bad}")
-        v = None
-        if vel_all.shape[0]:
-            v = vel_all[idx]
-            if not np.all(np.isfinite(v)):
-                bad = [self.joint_names[i] for i in np.flatnonzero(~np.isfinite(v))]
-                raise InputRejected("nonfinite", f"joint_states velocity NaN/Inf for {bad}")
-        if not math.isfinite(stamp) or stamp <= 0.0:
-            raise InputRejected("stamp", f"joint_states stamp {stamp} is unset or invalid")
-        if stamp > now + self.stamp_tolerance:
-            raise InputRejected(
-                "future", f"joint_states stamp is {stamp - now:.3f} s in the future"
-            )
-        if stamp <= self._last_stamp:
-            raise InputRejected(
-                "order",
-                f"joint_states stamp {stamp:.6f} is not after the previous {self._last_stamp:.6f}",
-            )
-        self._last_stamp = stamp
-        return JointSample(stamp, q, v)
+class JointStateFilter(_JointStateFilter):
+    """The core's joint-state check (runtime/joint_input.py), fed a sensor_msgs/JointState."""
 
     def check_msg(self, msg: object, now: float) -> JointSample:
         """sensor_msgs/JointState -> JointSample (or InputRejected)."""

@@ -9,6 +9,7 @@ reason, ages), and uncertainty. Levels follow diagnostic_msgs: OK, WARN, ERROR.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,3 +214,62 @@ def to_msg(entries: Iterable[StatusEntry], stamp: Any, hardware_id: str) -> Any:
         statuses.append(st)
     out.status = statuses
     return out
+
+
+class CoreRates:
+    """Commands published and chunks submitted per second, between two diagnostics calls."""
+
+    def __init__(self) -> None:
+        self._prev: tuple[float, int, int] | None = None
+        self._rejections_reported = 0
+
+    def rates(self, now: float, published: int, submitted: int) -> tuple[float, float]:
+        """(command rate, inference rate) in Hz since the previous call (NaN on the first)."""
+        prev, self._prev = self._prev, (now, published, submitted)
+        if prev is None or now <= prev[0]:
+            return math.nan, math.nan
+        return (published - prev[1]) / (now - prev[0]), (submitted - prev[2]) / (now - prev[0])
+
+    def new_rejections(self, total: int) -> int:
+        """Inputs refused since the previous call."""
+        new, self._rejections_reported = total - self._rejections_reported, total
+        return new
+
+
+def core_entries(prefix: str, snap: Any, rates: CoreRates, now: float, enabled: bool,
+                 estop_latched: bool, active: bool) -> list[StatusEntry]:
+    """The loop, inference, inputs and uncertainty entries from a ControllerStatus snapshot."""
+    cmd_rate, inf_rate = rates.rates(now, snap.loop.published, snap.worker.submitted)
+    s = snap.worker_settings
+    return [
+        loop_entry(prefix, snap.loop, cmd_rate, enabled, estop_latched),
+        inference_entry(prefix, snap.worker, snap.backend, inf_rate, active,
+                        process=snap.backend_status, stall_after=snap.chunk_timeout,
+                        mode=snap.inference_mode),
+        inputs_entry(prefix, snap.received, snap.rejected, snap.last_rejection, snap.input_ages,
+                     rates.new_rejections(sum(snap.rejected.values()))),
+        uncertainty_entry(prefix, snap.worker.last_spread, s.uncertainty_threshold,
+                          s.uncertainty_action, s.num_samples, snap.worker.uncertain,
+                          snap.worker.holding),
+    ]
+
+
+def node_entry(prefix: str, lifecycle: str, failure: str, pending: list[str],
+               rt_threads: Mapping[str, Any], gc_summary: Mapping[str, Any],
+               clock_jump_note: str) -> StatusEntry:
+    """The node itself: lifecycle state (ERROR with the reason after a failed transition),
+    settings waiting for the next configure, what real-time scheduling was granted, GC pauses."""
+    values: list[tuple[str, Any]] = [("lifecycle", lifecycle), ("pending_on_configure", pending),
+                                     ("pid", os.getpid())]
+    if rt_threads:
+        values.append(("realtime_threads", rt_threads.get("threads", {})))
+        values.append(("memory_locked", rt_threads.get("memory_locked", False)))
+        if rt_threads.get("errors"):
+            values.append(("realtime_errors", rt_threads["errors"]))
+    values += [("gc_collections", gc_summary["collections"]),
+               ("gc_max_pause_ms", gc_summary["max_pause_ms"]),
+               ("gc_frozen", gc_summary["frozen"])]
+    if clock_jump_note:
+        values.append(("last_clock_jump", clock_jump_note))
+    return StatusEntry(f"{prefix}: node", ERROR if failure else OK, failure or lifecycle,
+                       kv(values))

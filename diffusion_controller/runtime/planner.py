@@ -58,7 +58,8 @@ class ChunkPlanner:
     """Builds `ChunkPlan`s for a policy with `horizon` H actions spaced `action_dt` apart.
 
     `prefix_steps` caps the committed prefix (0 disables it); `latency_margin` (seconds) is added to
-    the expected latency so that a slightly slow inference still finds its prefix in the past.
+    the expected latency so that a slightly slow inference still finds its prefix in the past
+    (both the settings of those names: the worker passes them).
     """
 
     def __init__(
@@ -66,8 +67,8 @@ class ChunkPlanner:
         horizon: int,
         action_dt: float,
         num_joints: int,
-        prefix_steps: int = 2,
-        latency_margin: float = 0.02,
+        prefix_steps: int,
+        latency_margin: float,
     ) -> None:
         if int(horizon) < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")

@@ -12,7 +12,9 @@ from typing import Any
 
 import numpy as np
 
-PANDA_JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+from diffusion_controller.settings.panda import PANDA_JOINT_NAMES
+
+PANDA_JOINTS = list(PANDA_JOINT_NAMES)  # the joint_names setting's default
 # Panda joint limits (rad), used as the normalisation range of the random model.
 PANDA_LOWER = [-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973]
 PANDA_UPPER = [2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973]

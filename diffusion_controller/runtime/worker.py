@@ -27,53 +27,41 @@ from diffusion_controller.control.types import Chunk
 from diffusion_controller.runtime import fault_hooks
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer
 from diffusion_controller.runtime.planner import ChunkPlanner
-
-UNCERTAINTY_ACTIONS = ("scale", "hold", "report")
+from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.spec import check_fields
 
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What the worker does each period; replaced atomically by `InferenceWorker.update`."""
+    """What the worker does each period; replaced atomically by `InferenceWorker.update`.
 
-    rate_hz: float = 10.0
-    steps: int | None = None  # DDIM steps (None: the model's default)
-    eta: float | None = None
-    warm_start: bool = True
-    warm_start_strength: float = 0.5
-    prefix_steps: int = 2
-    latency_margin: float = 0.02
-    num_samples: int = 1
-    # -1: fresh noise every inference. Otherwise every inference draws its noise from this seed
-    # (the same noise until the seed changes), so a chunk depends on its observation alone and not
-    # on how many inferences the scheduling fitted in before it: eval sets the episode seed here,
-    # which makes two runs of a seed panel agree (docs/benchmarks.md).
-    seed: int = -1
-    max_observation_age: float = 0.5  # older observations are not worth a chunk
-    uncertainty_threshold: float = 0.2  # rad; <= 0 disables the monitor
-    uncertainty_action: str = "scale"
-    uncertainty_scale: float = 0.5  # speed factor for uncertain chunks ("scale")
-    frame_wait: float = 0.0  # at each period, wait up to this long for a new camera frame
+    Every field is the controller setting of the same name (diffusion_controller/settings): its
+    default, range and meaning are written there, and `control.assembly.worker_settings(values)`
+    builds this from a settings mapping. `image_timeout` is the oldest observation worth a chunk;
+    `seed` -1 draws fresh noise every inference, otherwise every inference draws its noise from
+    this seed (the same noise until the seed changes), so a chunk depends on its observation alone
+    and not on how many inferences the scheduling fitted in before it: eval sets the episode seed
+    here, which makes two runs of a seed panel agree (docs/benchmarks.md). Every field is checked
+    against the table; what depends on the model (`prefix_steps` below its horizon) the worker
+    checks."""
+
+    inference_rate_hz: float
+    ddim_steps: int
+    eta: float
+    warm_start: bool
+    warm_start_strength: float
+    prefix_steps: int
+    latency_margin: float
+    num_samples: int
+    seed: int
+    image_timeout: float
+    uncertainty_threshold: float
+    uncertainty_action: str
+    uncertainty_scale: float
+    inference_frame_wait: float
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.rate_hz) and self.rate_hz > 0):
-            raise ValueError(f"rate_hz must be positive, got {self.rate_hz}")
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
-        if self.prefix_steps < 0:
-            raise ValueError(f"prefix_steps must be >= 0, got {self.prefix_steps}")
-        if self.uncertainty_action not in UNCERTAINTY_ACTIONS:
-            raise ValueError(
-                f"uncertainty_action must be one of {UNCERTAINTY_ACTIONS}, "
-                f"got {self.uncertainty_action!r}"
-            )
-        if not (0 < self.uncertainty_scale <= 1):
-            raise ValueError(f"uncertainty_scale must be in (0, 1], got {self.uncertainty_scale}")
-        if not (self.max_observation_age > 0):
-            raise ValueError("max_observation_age must be positive")
-        if not (math.isfinite(self.frame_wait) and self.frame_wait >= 0):
-            raise ValueError(f"frame_wait must be >= 0, got {self.frame_wait}")
+        check_fields(self, SPECS)
 
 
 @dataclass(frozen=True)
@@ -119,7 +107,8 @@ class _Ring:
 
 
 class InferenceWorker:
-    """Runs `backend.infer` on the newest observation at `settings.rate_hz` in its own thread.
+    """Runs `backend.infer` on the newest observation at `settings.inference_rate_hz` in its own
+    thread.
 
     `submit(chunk)` hands a chunk to the control loop and may return an object with `accepted` and
     `reason` (the loop's SubmitResult); `current_chunk()` returns the chunk the loop executes now
@@ -136,7 +125,7 @@ Callbacks run in the worker thread.
         buffer: ObservationBuffer,
         submit: Callable[[Chunk], Any],
         clock: Callable[[], float],
-        settings: WorkerSettings | None = None,
+        settings: WorkerSettings,
         current_chunk: Callable[[], Chunk | None] | None = None,
         hold: Callable[[bool, str], None] | None = None,
         on_chunk: Callable[[Chunk, Any], None] | None = None,
@@ -156,7 +145,7 @@ Callbacks run in the worker thread.
         self._hold = hold
         self._on_chunk = on_chunk
         self._thread_setup = thread_setup  # runs first in the worker thread (e.g. its priority)
-        self._settings = settings or WorkerSettings()
+        self._settings = settings
         self._check_settings(self._settings)
         self._lock = threading.Lock()  # guards counters and the last chunk, never held in infer
         self._stop = threading.Event()
@@ -237,7 +226,7 @@ Callbacks run in the worker thread.
         next_t = time.monotonic()
         while not self._stop.is_set():
             self.step_once()
-            period = 1.0 / self._settings.rate_hz
+            period = 1.0 / self._settings.inference_rate_hz
             next_t += period
             now = time.monotonic()
             if now > next_t:  # overran: skip to the next future deadline, never burst
@@ -247,7 +236,7 @@ Callbacks run in the worker thread.
                 next_t += missed * period
             if self._stop.wait(max(0.0, next_t - time.monotonic())):
                 break
-            wait = min(self._settings.frame_wait, 0.5 / self._settings.rate_hz)
+            wait = min(self._settings.inference_frame_wait, 0.5 / self._settings.inference_rate_hz)
             if wait > 0:
                 # Start on a frame that has just landed: the observation is then only as old as
                 # its transport, not up to a whole camera period older (end-to-end latency).
@@ -285,7 +274,7 @@ Callbacks run in the worker thread.
         if obs is None:
             return self._skip("no observation")
         now = self._clock()
-        if now - obs.stamp > s.max_observation_age:
+        if now - obs.stamp > s.image_timeout:
             return self._skip("stale observation")
         if obs.stamp <= self._last_t0:
             return self._skip("no new observation")
@@ -306,7 +295,7 @@ Callbacks run in the worker thread.
                      else fault_hooks.NONE)
             result = self.backend.infer(
                 obs,
-                steps=s.steps,
+                steps=s.ddim_steps,
                 eta=s.eta,
                 warm_start=warm,
                 warm_start_strength=s.warm_start_strength if warm is not None else None,

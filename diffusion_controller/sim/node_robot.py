@@ -34,13 +34,7 @@ class RobotSideMixin:
     commands: int
 
     def _init_robot_side(self, p: dict[str, Any]) -> None:
-        kind = str(self.get_parameter("robot_controller").value)
-        timeout = float(self.get_parameter("cmd_timeout").value)
-        if kind not in ("ideal", "forward", "trajectory") or not 0.0 <= timeout <= 60.0:
-            raise ValueError(
-                "sim_arm parameters rejected: robot_controller must be ideal|forward|trajectory "
-                f"(got {kind!r}) and cmd_timeout within [0, 60] s (got {timeout})"
-            )
+        kind, timeout = str(p["robot_controller"]), float(p["cmd_timeout"])  # checked: the table
         self.robot: robot_side.RobotSide | None = None
         self._pending_traj: tuple[list[robot_side.TrajectoryPoint], float] | None = None
         if kind == "ideal":
@@ -50,12 +44,10 @@ class RobotSideMixin:
         self.robot = robot_side.RobotSide(kind, ARM_JOINTS, self.world.arm_state()[0], timeout)
         if kind == "trajectory":
             self.create_subscription(
-                JointTrajectory, self.get_parameter("trajectory_topic").value,
+                JointTrajectory, p["trajectory_topic"],
                 self._on_trajectory, QoSProfile(depth=10),
             )  # fmt: skip
-        self.pub_reflex = self.create_publisher(
-            String, self.get_parameter("reflex_topic").value, 10
-        )
+        self.pub_reflex = self.create_publisher(String, p["reflex_topic"], 10)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._recover_request: threading.Event | None = None
         self.create_service(Trigger, "~/error_recovery", self._on_error_recovery)

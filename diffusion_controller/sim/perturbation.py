@@ -18,49 +18,48 @@ and test perturbations without either.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
 
-# (name, lowest, highest) for every scalar field; the shift is checked on its own.
-_RANGES: tuple[tuple[str, float, float], ...] = (
-    ("image_delay", 0.0, 1.0),
-    ("joint_state_delay", 0.0, 0.5),
-    ("image_noise", 0.0, 128.0),
-    ("joint_noise", 0.0, 0.1),
-    ("image_drop_prob", 0.0, 0.95),
-    ("obstacle_shift_time", 0.0, 600.0),
-)
-MAX_SHIFT = 0.2  # metres: beyond this the task is a different task, not a perturbed one
+from diffusion_controller.settings.sim import MAX_OBSTACLE_SHIFT, SIM_SPECS, check_shift
+from diffusion_controller.settings.spec import check
+
+MAX_SHIFT = MAX_OBSTACLE_SHIFT  # metres: beyond this the task is a different task
+
+
+def _default(name: str) -> Any:
+    value = SIM_SPECS[name].default
+    return tuple(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True)
 class Perturbation:
-    """What to perturb in one episode; the default perturbs nothing."""
+    """What to perturb in one episode; the default perturbs nothing. Every field is the sim_arm
+    setting of the same name (settings/sim.py): its default, range and unit are written there."""
 
-    image_delay: float = 0.0
-    joint_state_delay: float = 0.0
-    image_noise: float = 0.0
-    joint_noise: float = 0.0
-    image_drop_prob: float = 0.0
-    obstacle_shift: tuple[float, float] = (0.0, 0.0)
-    obstacle_shift_time: float = 1.0
+    image_delay: float = _default("image_delay")
+    joint_state_delay: float = _default("joint_state_delay")
+    image_noise: float = _default("image_noise")
+    joint_noise: float = _default("joint_noise")
+    image_drop_prob: float = _default("image_drop_prob")
+    obstacle_shift: tuple[float, float] = _default("obstacle_shift")
+    obstacle_shift_time: float = _default("obstacle_shift_time")
 
     def problems(self) -> list[str]:
-        """Why these values are not admissible (empty when they are)."""
+        """Why these values are not admissible (empty when they are): the table's ranges."""
         out = []
-        for name, lo, hi in _RANGES:
-            value = float(getattr(self, name))
-            if not (math.isfinite(value) and lo <= value <= hi):
-                out.append(f"{name} must be within [{lo:g}, {hi:g}], got {value}")
-        shift = tuple(self.obstacle_shift)
-        if len(shift) != 2 or not all(math.isfinite(float(s)) for s in shift):
-            out.append(f"obstacle_shift must be 2 finite values (dx, dy), got {list(shift)}")
-        elif math.hypot(float(shift[0]), float(shift[1])) > MAX_SHIFT:
-            out.append(f"obstacle_shift must be at most {MAX_SHIFT} m long, got {list(shift)}")
+        for f in fields(self):
+            if f.name == "obstacle_shift":
+                why = check_shift(self.obstacle_shift)
+            else:
+                value = getattr(self, f.name)
+                why = check(SIM_SPECS[f.name], float(value) if isinstance(value, (int, float))
+                            and not isinstance(value, bool) else value)
+            if why:
+                out.append(why)
         return out
 
     @property

@@ -73,7 +73,7 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
@@ -82,19 +82,14 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from diffusion_controller.ros import params
+from diffusion_controller.settings import sim as sim_settings
+from diffusion_controller.settings.sim import PERTURBATION_SETTINGS, SIM_PARAMS, SIM_SPECS
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 from diffusion_controller.sim.node_robot import RobotSideMixin
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
-from diffusion_controller.sim.tasks import TASK_NAMES, get_task
+from diffusion_controller.sim.tasks import get_task
 from diffusion_controller.sim.world import SimWorld, WorldConfig
-
-_READ_ONLY = "read only: set at start-up"
-# Parameters applied at the next ~/reset (with `seed`): the perturbation and the timeout.
-_PERTURBATION_PARAMS = (
-    "image_delay", "joint_state_delay", "image_noise", "joint_noise", "image_drop_prob",
-    "obstacle_shift", "obstacle_shift_time",
-)  # fmt: skip
-_EPISODE_PARAMS = ("seed", *_PERTURBATION_PARAMS, "episode_timeout")
 
 
 class SimArmNode(RobotSideMixin, Node):
@@ -185,138 +180,30 @@ class SimArmNode(RobotSideMixin, Node):
             f"real-time factor {self.rtf}"
         )
 
-    # --- parameters -----------------------------------------------------------------------------
+    # --- parameters: the table in settings/sim.py, declared and checked through it ---------------
     def _declare(self) -> None:
-        def d(name: str, value: Any, text: str, read_only: bool = True) -> None:
-            self.declare_parameter(
-                name, value, ParameterDescriptor(description=text, read_only=read_only)
-            )
-
-        d("seed", 0, "task seed used by the next ~/reset (and at start-up)", read_only=False)
-        d("joint_names", list(ARM_JOINTS), "order of the 7 positions in a command message")
-        d("rate_hz", 100.0, "physics tick and /joint_states rate (Hz), 50..1000")
-        d("timestep", 1.0 / 500.0, "physics step (s); each tick runs whole steps")
-        d("camera_rate_hz", 15.0, "camera rate (Hz), 0.5..60")
-        d("image_width", 96, "camera image width (pixels)")
-        d("image_height", 96, "camera image height (pixels)")
-        d("camera_frame_id", "camera_optical_frame", "frame_id of the images")
-        d("contacts_rate_hz", 10.0, "rate of /sim/contacts reports (Hz)")
-        d("real_time_factor", 1.0, "sim seconds per wall second, 0.1..20")
-        d("publish_clock", False, "publish /clock and stamp with sim time")
-        d("joint_states_topic", "joint_states", "JointState output topic")
-        d("image_topic", "camera/image_raw", "Image output topic")
-        d("robot_description_topic", "robot_description", "URDF output (transient local)")
-        d("command_topic", "forward_position_controller/commands", "Float64MultiArray input")
-        d("task_topic", "sim/task", "TaskSpec JSON output (transient local)")
-        d("contacts_topic", "sim/contacts", "contacts and task verdict JSON output")
-        at_reset = "; applied at the next ~/reset"
-        d("image_delay", 0.0, "camera frames published this late (s), 0..1" + at_reset, False)
-        d(
-            "joint_state_delay",
-            0.0,
-            "joint states published this late (s), 0..0.5" + at_reset,
-            False,
-        )
-        d("image_noise", 0.0, "Gaussian pixel noise std (0..255 levels), 0..128" + at_reset, False)
-        d("joint_noise", 0.0, "Gaussian joint position noise std (rad), 0..0.1" + at_reset, False)
-        d(
-            "image_drop_prob",
-            0.0,
-            "probability of dropping a camera frame, 0..0.95" + at_reset,
-            False,
-        )
-        d(
-            "obstacle_shift",
-            [0.0, 0.0],
-            "obstacle jump (dx, dy) in m, at most 0.2 m" + at_reset,
-            False,
-        )
-        d(
-            "obstacle_shift_time",
-            1.0,
-            "sim seconds after the reset when the obstacle jumps" + at_reset,
-            False,
-        )
-        d("episode_timeout", 0.0, "task timeout in s (0: the task's own)" + at_reset, False)
-        d("robot_controller", "ideal", "robot side: ideal | forward | trajectory (1 kHz checks)")
-        d(
-            "trajectory_topic",
-            "joint_trajectory_controller/joint_trajectory",
-            "JointTrajectory input (robot_controller trajectory)",
-        )
-        d("cmd_timeout", 0.5, "trajectory controller: hold after this long without a message (s)")
-        d("reflex_topic", "~/reflex", "reflex reports (std_msgs/String JSON)")
-        d("task", "panda_reach", "the task: " + " | ".join(TASK_NAMES))
-        d("gripper_topic", "gripper_controller/commands", "Float64MultiArray finger targets (m)")
+        params.declare_all(self, SIM_PARAMS)
 
     def _params(self) -> dict[str, Any]:
-        names = [
-            "seed", "joint_names", "rate_hz", "timestep", "camera_rate_hz", "image_width",
-            "image_height", "camera_frame_id", "contacts_rate_hz", "real_time_factor",
-            "publish_clock", "joint_states_topic", "image_topic", "robot_description_topic",
-            "command_topic", "task_topic", "contacts_topic", "task", "gripper_topic",
-        ]  # fmt: skip
-        p = {n: self.get_parameter(n).value for n in names}
-        problems = []
-        if sorted(p["joint_names"]) != sorted(ARM_JOINTS):
-            problems.append(f"joint_names must be a permutation of {list(ARM_JOINTS)}")
-        if int(p["seed"]) < 0:
-            problems.append("seed must be >= 0")
-        if p["task"] not in TASK_NAMES:
-            problems.append(f"task must be one of {list(TASK_NAMES)}, got {p['task']!r}")
-        checks = [
-            ("rate_hz", 50.0, 1000.0),
-            ("camera_rate_hz", 0.5, 60.0),
-            ("contacts_rate_hz", 0.5, 100.0),
-            ("real_time_factor", 0.1, 20.0),
-            ("image_width", 8, 1024),
-            ("image_height", 8, 1024),
-            ("timestep", 1e-4, 0.01),
-        ]
-        for name, lo, hi in checks:
-            if not lo <= p[name] <= hi:
-                problems.append(f"{name} must be within [{lo}, {hi}], got {p[name]}")
-        if not problems and p["timestep"] > 1.0 / p["rate_hz"] + 1e-12:
-            problems.append("timestep must not exceed one tick (1 / rate_hz)")
+        p = params.read_all(self, SIM_PARAMS)
+        problems = sim_settings.validate(p)
         if problems:
             raise ValueError("sim_arm parameters rejected: " + "; ".join(problems))
-        p["joint_names"] = list(p["joint_names"])
         return p
 
-    def _on_set_parameters(self, params: list[Any]) -> SetParametersResult:
-        values: dict[str, Any] = {}
-        for prm in params:
-            if prm.name == "seed":
-                if not isinstance(prm.value, int) or prm.value < 0:
-                    return SetParametersResult(successful=False, reason="seed must be an int >= 0")
-            elif prm.name == "episode_timeout":
-                t = prm.value
-                if not isinstance(t, (int, float)) or not (t == 0 or 0.5 <= t <= 3600):
-                    return SetParametersResult(
-                        successful=False, reason="episode_timeout must be 0 or in [0.5, 3600] s"
-                    )
-            elif prm.name in _PERTURBATION_PARAMS:
-                values[prm.name] = prm.value
-            elif prm.name != "use_sim_time":
-                return SetParametersResult(successful=False, reason=f"{prm.name} is {_READ_ONLY}")
-        if values:
-            current = {n: self.get_parameter(n).value for n in _PERTURBATION_PARAMS}
-            current.update(values)
-            try:
-                Perturbation.from_dict(current)
-            except ValueError as exc:
-                return SetParametersResult(successful=False, reason=str(exc))
+    def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
+        values = {prm.name: params.to_python(SIM_SPECS[prm.name], prm.value)
+                  if prm.name in SIM_SPECS else prm.value
+                  for prm in changes if prm.name != "use_sim_time"}
+        errors = sim_settings.check_update(params.read_all(self, SIM_PARAMS), values)
+        if errors:
+            return SetParametersResult(successful=False, reason="; ".join(errors))
         return SetParametersResult(successful=True)
 
     def _episode_setup(self) -> tuple[Perturbation, float]:
-        """The perturbation and timeout the next reset applies (validated when they were set)."""
-        values = {n: self.get_parameter(n).value for n in _PERTURBATION_PARAMS}
-        try:
-            pert = Perturbation.from_dict(values)
-        except ValueError as exc:  # start-up values come from the command line unchecked
-            self.get_logger().error(f"perturbation ignored: {exc}")
-            pert = Perturbation()
-        return pert, float(self.get_parameter("episode_timeout").value)
+        """The perturbation and timeout the next reset applies (checked when they were set)."""
+        values = {n: self.get_parameter(n).value for n in PERTURBATION_SETTINGS}
+        return Perturbation.from_dict(values), float(self.get_parameter("episode_timeout").value)
 
     # --- inputs ---------------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:

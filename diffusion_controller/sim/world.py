@@ -39,6 +39,8 @@ import pybullet as p
 import pybullet_data
 
 from diffusion_controller.control.panda import panda_urdf_path
+from diffusion_controller.settings.sim import SIM_SPECS
+from diffusion_controller.settings.spec import check_fields
 from diffusion_controller.sim.kinematics import ARM_JOINTS, FINGER_JOINTS
 from diffusion_controller.sim.task import TaskSpec
 
@@ -54,10 +56,11 @@ FINGER_TRAVEL = 0.04  # each Panda finger opens 0..4 cm (URDF limit)
 
 @dataclass
 class WorldConfig:
-    timestep: float = 1.0 / 500.0
+    # sim_arm's settings of these names (settings/sim.py): defaults and ranges are written there
+    timestep: float = SIM_SPECS["timestep"].default
     gravity: float = -9.81
-    image_width: int = 96
-    image_height: int = 96
+    image_width: int = SIM_SPECS["image_width"].default
+    image_height: int = SIM_SPECS["image_height"].default
     # A frontal view from high above the far side of the table, looking back down at the robot:
     # target, obstacle, hand and both passages are in view (the upper arm is cut off at the top);
     # the robot's left (+y) appears on the image's right.
@@ -101,10 +104,7 @@ class SimWorld:
     def __init__(self, config: WorldConfig | None = None) -> None:
         self.config = config or WorldConfig()
         c = self.config
-        if not (0.0 < c.timestep <= 0.01):
-            raise ValueError(f"timestep must be in (0, 0.01] s, got {c.timestep}")
-        if c.image_width < 8 or c.image_height < 8:
-            raise ValueError("camera image must be at least 8x8")
+        check_fields(c, SIM_SPECS)  # timestep and image size within the sim table's ranges
         self.cid = p.connect(p.DIRECT)
         self._closed = False
         pid = self.cid

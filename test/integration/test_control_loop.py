@@ -15,8 +15,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from core_settings import UNIT_DEADLINES, UNIT_LIMITS, safety, scheduler, watchdogs
 
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler
 from diffusion_controller.control.loop import (
     BRAKING,
     ESTOPPED,
@@ -26,11 +27,11 @@ from diffusion_controller.control.loop import (
     switch_interval_for,
 )
 from diffusion_controller.control.types import Chunk, Command
-from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+from diffusion_controller.control.watchdogs import Watchdogs
 
 pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
 from diffusion_controller.control.panda import panda_urdf_path
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyFilter
 
 PANDA_URDF = panda_urdf_path()
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -110,7 +111,7 @@ class Recorder:
 
 @pytest.fixture
 def rig(robot):
-    filt = SafetyFilter(robot, SafetyConfig(rate_hz=RATE))
+    filt = SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=RATE))
     holder: dict = {}
 
     def output(cmd: Command) -> None:
@@ -118,8 +119,9 @@ def rig(robot):
 
     loop = ControlLoop(
         filt,
-        ChunkScheduler(J, SchedulerConfig(latency_margin=0.02, blend_window=0.1)),
-        Watchdogs(WatchdogConfig(joint_state_timeout=0.1, image_timeout=None, chunk_timeout=0.5)),
+        ChunkScheduler(J, scheduler(latency_margin=0.02, blend_time=0.1)),
+        Watchdogs(watchdogs(**{**UNIT_DEADLINES, "joint_state_timeout": 0.1,
+                                "image_timeout": None, "chunk_timeout": 0.5})),
         output,
         rate_hz=RATE,
         clock=time.time,

@@ -22,7 +22,6 @@ from diffusion_controller.eval.metrics import (
     EpisodeResult,
     EpisodeTrace,
     episode_result,
-    summarise,
 )
 from diffusion_controller.eval.perturbations import (
     SHIFT_M,
@@ -30,6 +29,7 @@ from diffusion_controller.eval.perturbations import (
     parse_perturbations,
     perturbation_for,
 )
+from diffusion_controller.eval.summary import summarise
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
 from diffusion_controller.sim.task import sample_task
 

@@ -17,15 +17,13 @@ from diffusion_controller.eval.metrics import (
     diag_sample,
     episode_result,
     failure_label,
-    group_summary,
     inference_samples,
     jerk_stats,
     path_length,
     stop_kind,
-    summarise,
-    table_rows,
 )
 from diffusion_controller.eval.safety_check import CommandChecker
+from diffusion_controller.eval.summary import group_summary, summarise, table_rows
 from diffusion_controller.ros import diagnostics as diag
 from diffusion_controller.sim.task import sample_task
 

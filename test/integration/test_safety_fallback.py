@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_settings import UNIT_LIMITS, safety
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyFilter
 from diffusion_controller.control.types import FilterResult, Sphere
 
 READY = panda.PANDA_READY_Q
@@ -16,7 +17,7 @@ TARGET = READY + np.array([0.6, 0.3, -0.5, 0.4, 0.6, -0.3, 0.5])
 
 
 def moving_filter(robot: RobotModel, mode: str, **kw) -> SafetyFilter:
-    f = SafetyFilter(robot, SafetyConfig(mode=mode, **kw))
+    f = SafetyFilter(robot, safety(**{**UNIT_LIMITS, **kw}, safety_mode=mode))
     f.reset(READY)
     for _ in range(20):
         assert f.step(TARGET).status == "ok"

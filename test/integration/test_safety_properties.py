@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_settings import UNIT_LIMITS, safety
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyFilter
 from diffusion_controller.control.types import Sphere
 
 DT = 0.01
@@ -75,7 +76,8 @@ def _run(mode: str, params: dict, raw_obstacles: list[tuple[float, ...]]) -> Non
     obstacles = [Sphere(np.array(o[:3]), o[3], f"o{k}") for k, o in enumerate(raw_obstacles)]
     table, obs = _clearances(q0, obstacles)
     assume(table > 0.03 and obs > 0.03)  # the arm starts clear of everything
-    f = SafetyFilter(ROBOT, SafetyConfig(mode=mode, table_z=TABLE_Z, obstacles=obstacles))
+    f = SafetyFilter(ROBOT, safety(**UNIT_LIMITS, safety_mode=mode, table_z=TABLE_Z,
+                                obstacles=obstacles))
     lim = f.limits
     assume(np.all(q0 > lim.lower) and np.all(q0 < lim.upper))
     f.reset(q0)

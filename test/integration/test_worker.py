@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 
@@ -12,10 +13,14 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch is needed for the reference backend")
 torch.set_num_threads(1)
 
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig  # noqa: E402
+from core_settings import scheduler  # noqa: E402
+from core_settings import worker as worker_settings  # noqa: E402
+
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler  # noqa: E402
+from diffusion_controller.runtime import fault_hooks  # noqa: E402
 from diffusion_controller.runtime.backend import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
-from diffusion_controller.runtime.worker import InferenceWorker, WorkerSettings  # noqa: E402
+from diffusion_controller.runtime.worker import InferenceWorker  # noqa: E402
 
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -45,7 +50,7 @@ def _feed(buf: ObservationBuffer, t0: float, t1: float, rng: np.random.Generator
 def _setup(backend, **settings):
     clock = Clock()
     buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
-    sched = ChunkScheduler(len(JOINTS), SchedulerConfig(latency_margin=0.0))
+    sched = ChunkScheduler(len(JOINTS), scheduler(latency_margin=0.0))
     submitted = []
 
     def submit(chunk):
@@ -53,12 +58,12 @@ def _setup(backend, **settings):
         return sched.submit(chunk, clock())
 
     worker = InferenceWorker(backend, buf, submit, clock,
-                             WorkerSettings(**settings), current_chunk=sched.current)
+                             worker_settings(**settings), current_chunk=sched.current)
     return clock, buf, sched, worker, submitted
 
 
 def test_step_outcomes_and_chunk_stamp(backend) -> None:
-    clock, buf, sched, worker, submitted = _setup(backend, seed=1, max_observation_age=0.5)
+    clock, buf, sched, worker, submitted = _setup(backend, seed=1, image_timeout=0.5)
     rng = np.random.default_rng(0)
     assert worker.step_once() == "no observation"
     _feed(buf, 99.0, 100.0, rng)
@@ -97,11 +102,15 @@ def test_prefix_comes_from_the_executing_chunk(backend) -> None:
     assert second.seq == first.seq + 1
 
 
-def test_backend_error_counted_and_no_chunk(backend) -> None:
+def test_backend_error_counted_and_no_chunk(backend, tmp_path, monkeypatch) -> None:
     clock, buf, _, worker, submitted = _setup(backend)
     _feed(buf, 99.0, 100.0, np.random.default_rng(2))
     clock.t = 100.0
-    worker.update(steps=10_000)  # more DDIM steps than training timesteps: the backend refuses
+    with pytest.raises(ValueError, match="ddim_steps"):  # the table's range, before any backend
+        worker.update(ddim_steps=10_000)
+    fault = tmp_path / "fault.json"  # the backend raises (the fault-injection hook)
+    fault.write_text(json.dumps({"raise": "backend failure"}), encoding="utf-8")
+    monkeypatch.setenv(fault_hooks.ENV, str(fault))
     assert worker.step_once() == "error"
     assert submitted == []
     s = worker.stats()
@@ -118,7 +127,7 @@ def test_uncertainty_actions(backend, action: str) -> None:
     submitted = []
     worker = InferenceWorker(
         backend, buf, lambda c: submitted.append(c), clock,
-        WorkerSettings(num_samples=4, uncertainty_threshold=1e-4, uncertainty_action=action,
+        worker_settings(num_samples=4, uncertainty_threshold=1e-4, uncertainty_action=action,
                        uncertainty_scale=0.5, seed=3),
         hold=lambda on, why: holds.append((on, why)),
     )
@@ -150,7 +159,7 @@ def test_thread_rate_and_stop(backend) -> None:
     buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
     submitted = []
     worker = InferenceWorker(backend, buf, lambda c: submitted.append(c), time.time,
-                             WorkerSettings(rate_hz=10.0))
+                             worker_settings(inference_rate_hz=10.0))
     stop = threading.Event()
     rng = np.random.default_rng(5)
 
@@ -188,8 +197,8 @@ def test_a_seeded_chunk_depends_on_its_observation_alone(backend) -> None:
         buf = ObservationBuffer(JOINTS, ["camera"], (32, 32))
         out: list[np.ndarray] = []
         worker = InferenceWorker(backend, buf, lambda c: out.append(c.positions) or True, clock,
-                                 WorkerSettings(seed=before_seed, warm_start=False,
-                                                prefix_steps=0, max_observation_age=5.0))
+                                 worker_settings(seed=before_seed, warm_start=False,
+                                                prefix_steps=0, image_timeout=5.0))
         rng = np.random.default_rng(before_count)
         _feed(buf, 99.0, 100.0, rng)
         for k in range(before_count):

@@ -33,6 +33,7 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import Image, JointState  # noqa: E402
 from std_msgs.msg import Float64MultiArray  # noqa: E402
 
+from diffusion_controller.control.assembly import default_values  # noqa: E402
 from diffusion_controller.reliability.checks import (  # noqa: E402
     effective_limits,
     is_moving,
@@ -239,7 +240,7 @@ def wait_diag(listener, suffix: str, needle: str, timeout: float = 8.0) -> str:
 
 def check_limits(listener, urdf: str) -> None:
     _, q = commands(listener)
-    lim = effective_limits(urdf, JOINTS, **SAFETY)
+    lim = effective_limits(urdf, JOINTS, default_values(**SAFETY))
     bad = limit_violations(q, lim, DT)
     print(f"limits: {bad}")
     assert bad.total == 0, str(bad)

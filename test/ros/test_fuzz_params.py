@@ -27,6 +27,7 @@ from lifecycle_msgs.msg import State, Transition
 from rcl_interfaces.srv import SetParameters, SetParametersAtomically
 from rclpy.parameter import Parameter
 
+from diffusion_controller.control.assembly import default_values
 from diffusion_controller.reliability.checks import effective_limits, limit_violations
 from diffusion_controller.ros import params
 
@@ -135,7 +136,9 @@ def test_fuzz_parameters(start_controller, tiny_model, probe, urdf_path) -> None
         time.sleep(0.5)
         assert len(probe.command_log()) > n, "the node keeps publishing (moving or holding)"
         q = np.stack([c.q for c in probe.command_log()])
-        bad = limit_violations(q, effective_limits(urdf_path, JOINTS, 0.0, 1.0, 1.0, 1.0), 0.01)
+        bad = limit_violations(q, effective_limits(
+            urdf_path, JOINTS, default_values(position_margin=0.0, velocity_scale=1.0,
+                                              acceleration_scale=1.0, jerk_scale=1.0)), 0.01)
         print(f"fuzzed parameters: {bad}")
         assert bad.total == 0, str(bad)
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from core_settings import scheduler as sched_config
 
-from diffusion_controller.control.chunk_scheduler import (
-    EXHAUSTED,
-    ChunkScheduler,
-    SchedulerConfig,
-)
+from diffusion_controller.control.chunk_scheduler import EXHAUSTED, ChunkScheduler
 from diffusion_controller.control.types import Chunk
 
 J = 7
@@ -53,7 +52,7 @@ def assert_c2_at_ticks(refs, jerk_limit: float) -> None:
 
 
 def test_first_chunk_drops_past_actions_and_tracks_the_rest() -> None:
-    sched = ChunkScheduler(J)
+    sched = ChunkScheduler(J, sched_config())
     chunk = wave(10.0, seq=1)
     now = 10.25  # 3 actions (10.0, 10.1, 10.2) are in the past; 10.26 is within the margin
     res = sched.submit(chunk, now)
@@ -68,7 +67,7 @@ def test_first_chunk_drops_past_actions_and_tracks_the_rest() -> None:
 
 
 def test_latency_margin_counts_as_past() -> None:
-    sched = ChunkScheduler(J, SchedulerConfig(latency_margin=0.06))
+    sched = ChunkScheduler(J, sched_config(latency_margin=0.06))
     res = sched.submit(wave(0.0, seq=1), 0.05)  # 0.0 and 0.1 are both <= 0.11
     assert res.accepted and res.dropped_actions == 2
 
@@ -88,7 +87,7 @@ def test_latency_margin_counts_as_past() -> None:
     ],
 )
 def test_malformed_chunks_are_rejected_with_reason(chunk: Chunk, needle: str) -> None:
-    sched = ChunkScheduler(J)
+    sched = ChunkScheduler(J, sched_config())
     res = sched.submit(chunk, 0.05)
     assert not res.accepted
     assert needle in res.reason
@@ -96,7 +95,7 @@ def test_malformed_chunks_are_rejected_with_reason(chunk: Chunk, needle: str) ->
 
 
 def test_time_based_rejections() -> None:
-    sched = ChunkScheduler(J, SchedulerConfig(max_chunk_age=0.5))
+    sched = ChunkScheduler(J, sched_config(chunk_timeout=0.5))
     res = sched.submit(wave(0.0, horizon=4, seq=1), 10.0)
     assert not res.accepted and "stale" in res.reason
     res = sched.submit(wave(9.0, horizon=4, seq=1), 9.45)  # not stale, but 9.0..9.3 all past
@@ -109,7 +108,7 @@ def test_time_based_rejections() -> None:
 
 
 def test_out_of_order_chunks_are_rejected_and_do_not_change_the_reference() -> None:
-    sched = ChunkScheduler(J)
+    sched = ChunkScheduler(J, sched_config())
     assert sched.submit(wave(1.0, seq=5), 1.05).accepted
     before = sched.reference(1.3)
     res = sched.submit(wave(1.1, seq=5), 1.15)
@@ -123,7 +122,7 @@ def test_out_of_order_chunks_are_rejected_and_do_not_change_the_reference() -> N
 
 def test_hand_over_between_disagreeing_chunks_is_c2_within_jerk_limit() -> None:
     jerk = 400.0
-    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk, blend_window=0.2))
+    sched = ChunkScheduler(J, sched_config(jerk_limit=jerk, blend_time=0.2))
     assert sched.submit(wave(0.0, seq=1), 0.0).accepted
     _, refs1 = run(sched, 0.0, 0.35)
     # the second chunk disagrees: offset by 0.05 rad and at a different frequency
@@ -144,7 +143,7 @@ def test_hand_over_between_disagreeing_chunks_is_c2_within_jerk_limit() -> None:
 
 def test_big_disagreement_stretches_the_blend_or_is_rejected() -> None:
     jerk = 100.0
-    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk))
+    sched = ChunkScheduler(J, sched_config(jerk_limit=jerk))
     assert sched.submit(wave(0.0, seq=1), 0.0).accepted
     _, refs0 = run(sched, 0.0, 0.145)
     res = sched.submit(wave(0.1, seq=2, offset=0.3), 0.15)
@@ -162,7 +161,7 @@ def test_big_disagreement_stretches_the_blend_or_is_rejected() -> None:
 def test_exhaustion_decelerates_to_rest_and_reports() -> None:
     acc = 2.0
     jerk = 500.0
-    sched = ChunkScheduler(J, SchedulerConfig(stop_acceleration=acc, jerk_limit=jerk))
+    sched = ChunkScheduler(J, sched_config(stop_acceleration=acc, jerk_limit=jerk))
     chunk = wave(0.0, horizon=8, seq=3, freq=0.8)
     assert sched.submit(chunk, 0.0).accepted
     ts, refs = run(sched, 0.0, 3.0)
@@ -180,7 +179,7 @@ def test_exhaustion_decelerates_to_rest_and_reports() -> None:
 
 def test_new_chunk_after_exhaustion_starts_from_rest_smoothly() -> None:
     jerk = 500.0
-    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk))
+    sched = ChunkScheduler(J, sched_config(jerk_limit=jerk))
     assert sched.submit(wave(0.0, horizon=5, seq=1), 0.0).accepted
     _, refs1 = run(sched, 0.0, 3.0)
     assert refs1[-1].stopped
@@ -191,7 +190,7 @@ def test_new_chunk_after_exhaustion_starts_from_rest_smoothly() -> None:
 
 def test_rebase_joins_the_chunk_from_a_given_state() -> None:
     jerk = 500.0
-    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk))
+    sched = ChunkScheduler(J, sched_config(jerk_limit=jerk))
     chunk = wave(0.0, seq=1)
     assert sched.submit(chunk, 0.0).accepted
     q = sched.reference(0.5).q + 0.02
@@ -205,7 +204,7 @@ def test_rebase_joins_the_chunk_from_a_given_state() -> None:
 
 
 def test_rebase_without_chunk_holds_and_clear_forgets() -> None:
-    sched = ChunkScheduler(J)
+    sched = ChunkScheduler(J, sched_config())
     assert sched.reference(0.0) is None
     q = np.linspace(-0.5, 0.5, J)
     sched.rebase(0.0, q)
@@ -219,7 +218,7 @@ def test_rebase_without_chunk_holds_and_clear_forgets() -> None:
 
 
 def test_sample_gives_future_reference_positions() -> None:
-    sched = ChunkScheduler(J)
+    sched = ChunkScheduler(J, sched_config())
     assert sample_none(sched)
     assert sched.submit(wave(0.0, seq=1), 0.0).accepted
     ts = 0.5 + DT_LOOP * np.arange(10)
@@ -233,21 +232,22 @@ def sample_none(sched: ChunkScheduler) -> bool:
 
 
 def test_config_validation() -> None:
+    base = sched_config()
+    with pytest.raises(ValueError, match="blend_time"):  # the table's range
+        dataclasses.replace(base, blend_time=-0.1)
     with pytest.raises(ValueError):
-        SchedulerConfig(blend_window=-0.1)
+        sched_config(jerk_limit=-1.0)
     with pytest.raises(ValueError):
-        SchedulerConfig(jerk_limit=-1.0)
+        sched_config(min_remaining_actions=1)
+    with pytest.raises(ValueError, match="not finite"):
+        dataclasses.replace(base, latency_margin=float("nan"))
     with pytest.raises(ValueError):
-        SchedulerConfig(min_remaining_actions=1)
-    with pytest.raises(ValueError):
-        SchedulerConfig(latency_margin=float("nan"))
-    with pytest.raises(ValueError):
-        ChunkScheduler(J, SchedulerConfig(jerk_limit=[1.0, 2.0]))
+        ChunkScheduler(J, sched_config(jerk_limit=[1.0, 2.0]))
 
 
-def test_zero_blend_window_is_as_short_as_the_jerk_limit_allows() -> None:
+def test_zero_blend_time_is_as_short_as_the_jerk_limit_allows() -> None:
     jerk = 2000.0
-    sched = ChunkScheduler(J, SchedulerConfig(jerk_limit=jerk, blend_window=0.0))
+    sched = ChunkScheduler(J, sched_config(jerk_limit=jerk, blend_time=0.0))
     assert sched.submit(wave(0.0, seq=1), 0.0).accepted
     _, refs1 = run(sched, 0.0, 0.35)
     res = sched.submit(wave(0.3, seq=2, offset=0.01), 0.35)

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from core_settings import UNIT_DEADLINES, UNIT_HANDOVER, UNIT_LIMITS, safety, scheduler, watchdogs
 
 from diffusion_controller.control.loop import LoopStatus
 from diffusion_controller.ros import diagnostics as diag
@@ -21,14 +22,16 @@ def loop_status() -> LoopStatus:
     from diffusion_controller.control.loop import ControlLoop
     from diffusion_controller.control.panda import panda_urdf_path
     from diffusion_controller.control.robot_model import RobotModel
-    from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
-    from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+    from diffusion_controller.control.safety_filter import SafetyFilter
+    from diffusion_controller.control.watchdogs import Watchdogs
 
     robot = RobotModel.from_urdf(panda_urdf_path(),
                                  joint_names=[f"panda_joint{i}" for i in range(1, 8)])
     clock = [10.0]
-    loop = ControlLoop(SafetyFilter(robot, SafetyConfig()), ChunkScheduler(7),
-                       Watchdogs(WatchdogConfig(image_timeout=None)), lambda cmd: None,
+    loop = ControlLoop(SafetyFilter(robot, safety(**UNIT_LIMITS)),
+                       ChunkScheduler(7, scheduler(**UNIT_HANDOVER)),
+                       Watchdogs(watchdogs(**{**UNIT_DEADLINES, "image_timeout": None})),
+                       lambda cmd: None,
                        clock=lambda: clock[0])
     loop.set_enabled(True)
     home = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])

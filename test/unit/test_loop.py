@@ -11,8 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from core_settings import UNIT_DEADLINES, UNIT_HANDOVER, UNIT_LIMITS, safety, scheduler, watchdogs
 
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler
 from diffusion_controller.control.loop import (
     BRAKING,
     ESTOPPED,
@@ -24,12 +25,12 @@ from diffusion_controller.control.loop import (
     switch_interval_for,
 )
 from diffusion_controller.control.types import Chunk, Command
-from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+from diffusion_controller.control.watchdogs import Watchdogs
 
 pytest.importorskip("pybullet_data", reason="pybullet_data ships the Panda URDF")
 from diffusion_controller.control.panda import panda_urdf_path
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyFilter
 
 PANDA_URDF = panda_urdf_path()
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
@@ -55,14 +56,14 @@ class Rig:
 
     def __init__(self, robot: RobotModel, **watchdog_overrides) -> None:
         self.clock = Clock()
-        self.filter = SafetyFilter(robot, SafetyConfig(rate_hz=100.0))
+        self.filter = SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=100.0))
         self.commands: list[Command] = []
-        wd = dict(image_timeout=None, chunk_timeout=0.5)
+        wd = dict(UNIT_DEADLINES, image_timeout=None, chunk_timeout=0.5)
         wd.update(watchdog_overrides)
         self.loop = ControlLoop(
             self.filter,
-            ChunkScheduler(J, SchedulerConfig()),
-            Watchdogs(WatchdogConfig(**wd)),
+            ChunkScheduler(J, scheduler(**UNIT_HANDOVER)),
+            Watchdogs(watchdogs(**wd)),
             self.commands.append,
             rate_hz=100.0,
             clock=self.clock,
@@ -329,9 +330,9 @@ def test_live_filter_changes_run_in_the_loop_thread(robot) -> None:
 def test_rate_mismatch_with_the_filter_is_refused(robot) -> None:
     with pytest.raises(ValueError, match="Hz"):
         ControlLoop(
-            SafetyFilter(robot, SafetyConfig(rate_hz=100.0)),
-            ChunkScheduler(J),
-            Watchdogs(),
+            SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=100.0)),
+            ChunkScheduler(J, scheduler(**UNIT_HANDOVER)),
+            Watchdogs(watchdogs(**UNIT_DEADLINES)),
             lambda cmd: None,
             rate_hz=200.0,
         )
@@ -348,11 +349,12 @@ def test_thread_keeps_absolute_deadlines_and_counts_missed_ticks(robot) -> None:
             slow["left"] = 0
             time.sleep(0.035)  # overruns three and a half periods once
 
-    filt = SafetyFilter(robot, SafetyConfig(rate_hz=100.0))
+    filt = SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=100.0))
     loop = ControlLoop(
         filt,
-        ChunkScheduler(J),
-        Watchdogs(WatchdogConfig(image_timeout=None, joint_state_timeout=5.0)),
+        ChunkScheduler(J, scheduler(**UNIT_HANDOVER)),
+        Watchdogs(watchdogs(**{**UNIT_DEADLINES, "image_timeout": None,
+                                  "joint_state_timeout": 2.0})),
         output,
         rate_hz=100.0,
         realtime=True,
@@ -389,11 +391,13 @@ def test_switch_interval_suggestion() -> None:
 
 def test_mpc_mode_gets_the_future_reference(robot) -> None:
     rig = Rig(robot)
-    rig.filter = SafetyFilter(robot, SafetyConfig(rate_hz=100.0, mode="mpc", horizon=8))
+    rig.filter = SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=100.0,
+                                                   safety_mode="mpc", mpc_horizon=8,
+                                                   mpc_inputs=5))
     rig.loop = ControlLoop(
         rig.filter,
-        ChunkScheduler(J),
-        Watchdogs(WatchdogConfig(image_timeout=None)),
+        ChunkScheduler(J, scheduler(**UNIT_HANDOVER)),
+        Watchdogs(watchdogs(**{**UNIT_DEADLINES, "image_timeout": None})),
         rig.commands.append,
         clock=rig.clock,
     )
@@ -423,7 +427,7 @@ def test_chunk_exhaustion_slows_to_a_hold_with_reason(robot) -> None:
 
 
 def test_stale_image_and_tracking_error_brake(robot) -> None:
-    rig = Rig(robot, image_timeout=0.2, tracking_error=0.1)
+    rig = Rig(robot, image_timeout=0.2, tracking_error_limit=0.1)
     rig.loop.set_enabled(True)
     rig.loop.note_image(rig.clock.t)
     rig.step(2)
@@ -435,7 +439,7 @@ def test_stale_image_and_tracking_error_brake(robot) -> None:
     assert rig.loop.state in (BRAKING, HOLDING)
     assert any("stale image" in r for r in rig.loop.status().reasons)
 
-    rig = Rig(robot, tracking_error=0.1)
+    rig = Rig(robot, tracking_error_limit=0.1)
     rig.loop.set_enabled(True)
     rig.step(2)
     rig.loop.submit_chunk(rig.chunk())
@@ -479,7 +483,7 @@ def test_after_a_tracking_fault_the_loop_restarts_from_the_measurement(robot) ->
     """A measurement far from the command is never commanded by itself (it may be a sensor
     glitch): the loop holds and says why; an operator's e-stop reset re-seeds from it. Motion
     resuming after a fault starts from the measurement too."""
-    rig = Rig(robot, tracking_error=0.1)
+    rig = Rig(robot, tracking_error_limit=0.1)
     rig.loop.set_enabled(True)
     rig.step(2)
     rig.loop.submit_chunk(rig.chunk(amplitude=0.2))

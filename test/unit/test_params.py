@@ -10,10 +10,12 @@ import yaml
 
 from diffusion_controller.ros import params
 from diffusion_controller.ros.params import ModelFacts
+from diffusion_controller.settings import docs, sim, spec
+from diffusion_controller.settings.panda import PANDA_JOINT_NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ModelFacts(horizon=16, action_dt=0.1, num_train_timesteps=100,
-                   joint_names=tuple(params.PANDA_JOINTS), cameras=("camera",))
+                   joint_names=tuple(PANDA_JOINT_NAMES), cameras=("camera",))
 
 
 def test_names_unique_and_defaults_valid() -> None:
@@ -116,30 +118,19 @@ def test_valid_update_accepted() -> None:
 
 def test_docs_parameters_md_up_to_date() -> None:
     text = (ROOT / "docs" / "parameters.md").read_text(encoding="utf-8")
-    assert text == params.markdown(), (
-        "docs/parameters.md is stale: run "
-        "`python -m diffusion_controller.ros.params --markdown > docs/parameters.md`"
-    )
-    for p in params.PARAMS:
+    assert text == docs.markdown(), f"docs/parameters.md is stale: run `{docs.COMMAND}`"
+    for p in (*params.PARAMS, *sim.SIM_PARAMS):
         assert f"`{p.name}`" in text
 
 
-def test_yaml_defaults_parse_back() -> None:
-    data = yaml.safe_load(params.yaml_defaults())
-    values = data["/**"]["ros__parameters"]
-    for p in params.PARAMS:
+@pytest.mark.parametrize(("table", "section"), [(params.PARAMS, "/**"),
+                                                (sim.SIM_PARAMS, sim.NODE_NAME)])
+def test_yaml_defaults_parse_back(table, section: str) -> None:
+    data = yaml.safe_load(spec.yaml_defaults(table, section))
+    values = data[section]["ros__parameters"]
+    for p in table:
         if p.default == []:
             assert p.name not in values
         else:
             assert values[p.name] == p.default, p.name
 
-
-@pytest.mark.parametrize("name", ["sim.yaml", "arm.yaml"])
-def test_config_files_valid(name: str) -> None:
-    data = yaml.safe_load((ROOT / "config" / name).read_text(encoding="utf-8"))
-    values = data["/**"]["ros__parameters"]
-    unknown = set(values) - set(params.SPECS)
-    assert not unknown, f"{name} sets unknown parameters {unknown}"
-    merged = params.defaults()
-    merged.update(values)
-    assert params.validate(merged) == []

@@ -11,11 +11,12 @@ import threading
 
 import numpy as np
 import pytest
+from core_settings import UNIT_DEADLINES, UNIT_HANDOVER, UNIT_LIMITS, safety, scheduler, watchdogs
 
-from diffusion_controller.control.chunk_scheduler import ChunkScheduler, SchedulerConfig
+from diffusion_controller.control.chunk_scheduler import ChunkScheduler
 from diffusion_controller.control.loop import HOLDING, RUNNING, ControlLoop, Histogram
 from diffusion_controller.control.types import Chunk, JointLimits
-from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
+from diffusion_controller.control.watchdogs import Watchdogs
 from diffusion_controller.reliability import checks, rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
 from diffusion_controller.runtime import fault_hooks
@@ -51,15 +52,15 @@ class Rig:
     """A loop on a hand-driven stamp clock; the arm reports back the last command."""
 
     def __init__(self, robot) -> None:
-        from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+        from diffusion_controller.control.safety_filter import SafetyFilter
 
         self.t = 1000.0
         self.jumps: list[float] = []
         self.commands = []
         self.loop = ControlLoop(
-            SafetyFilter(robot, SafetyConfig(rate_hz=100.0)),
-            ChunkScheduler(7, SchedulerConfig()),
-            Watchdogs(WatchdogConfig(image_timeout=None, chunk_timeout=0.5)),
+            SafetyFilter(robot, safety(**UNIT_LIMITS, control_rate_hz=100.0)),
+            ChunkScheduler(7, scheduler(**UNIT_HANDOVER)),
+            Watchdogs(watchdogs(**{**UNIT_DEADLINES, "image_timeout": None})),
             self.commands.append, rate_hz=100.0, clock=lambda: self.t,
             on_clock_jump=self.jumps.append)
         self.loop.set_enabled(True)

@@ -199,7 +199,7 @@ def test_regression_kind_ignores_sampling_options(tmp_path) -> None:
 
 def test_auto_with_fp16_runs_fp32_without_tensorrt(backend, caplog) -> None:
     """config/arm.yaml's `fp16: true, backend: auto` must configure without TensorRT."""
-    from diffusion_controller.runtime.backend import _auto
+    from diffusion_controller.runtime.loading import _auto
 
     name, dev = _auto(backend.model_dir)
     if name == "tensorrt" or (name, dev) == ("onnxruntime", "tensorrt"):

@@ -7,6 +7,10 @@ import pytest
 
 from diffusion_controller.control.types import Chunk
 from diffusion_controller.runtime.planner import ChunkPlanner, retime
+from diffusion_controller.settings.controller import SPECS
+
+# The worker's settings of those names at the table's defaults.
+DEFAULTS = {n: SPECS[n].default for n in ("prefix_steps", "latency_margin")}
 
 
 def _chunk(t0: float = 10.0, dt: float = 0.1, h: int = 16, j: int = 3) -> Chunk:
@@ -22,7 +26,8 @@ def test_retime_is_linear_in_time_and_holds_the_ends() -> None:
 
 
 def test_warm_start_is_previous_chunk_shifted_onto_the_new_grid() -> None:
-    planner = ChunkPlanner(horizon=16, action_dt=0.1, num_joints=3, prefix_steps=4)
+    planner = ChunkPlanner(horizon=16, action_dt=0.1, num_joints=3, prefix_steps=4,
+                           latency_margin=DEFAULTS["latency_margin"])
     plan = planner.plan(_chunk(), t0=10.33, expected_latency=0.0)
     assert plan.warm_start is not None and plan.warm_start.shape == (16, 3)
     # grid times 10.33 + 0.1k; chunk value at time t is (t - 10) for joint 0, clamped at 1.5
@@ -42,7 +47,8 @@ def test_prefix_length_follows_latency_and_is_capped() -> None:
     margin = ChunkPlanner(horizon=16, action_dt=0.1, num_joints=3, prefix_steps=8,
                           latency_margin=0.06)
     assert margin.prefix_length(0.05) == 2
-    off = ChunkPlanner(horizon=16, action_dt=0.1, num_joints=3, prefix_steps=0)
+    off = ChunkPlanner(horizon=16, action_dt=0.1, num_joints=3, prefix_steps=0,
+                       latency_margin=DEFAULTS["latency_margin"])
     assert off.prefix_length(1.0) == 0
     plan = off.plan(_chunk(), t0=10.2, expected_latency=0.3)
     assert plan.prefix is None and plan.warm_start is not None
@@ -58,24 +64,24 @@ def test_prefix_is_the_head_of_the_warm_start() -> None:
 
 
 def test_no_previous_chunk_gives_no_warm_start_or_prefix() -> None:
-    plan = ChunkPlanner(16, 0.1, 3).plan(None, t0=1.0, expected_latency=0.1)
+    plan = ChunkPlanner(16, 0.1, 3, **DEFAULTS).plan(None, t0=1.0, expected_latency=0.1)
     assert plan.warm_start is None and plan.prefix is None and plan.prefix_len == 0
     assert "no previous chunk" in plan.reason
 
 
 def test_chunk_entirely_in_the_past_gives_nothing() -> None:
     c = _chunk(t0=0.0)  # ends at 1.5 s
-    plan = ChunkPlanner(16, 0.1, 3).plan(c, t0=2.0, expected_latency=0.1)
+    plan = ChunkPlanner(16, 0.1, 3, **DEFAULTS).plan(c, t0=2.0, expected_latency=0.1)
     assert plan.warm_start is None and plan.prefix is None
     assert "ended before" in plan.reason
 
 
 def test_single_action_chunk_and_chunk_in_the_future() -> None:
     one = Chunk(t0=5.0, dt=0.1, positions=np.array([[1.0, 2.0, 3.0]]))
-    plan = ChunkPlanner(4, 0.1, 3).plan(one, t0=5.0, expected_latency=0.0)
+    plan = ChunkPlanner(4, 0.1, 3, **DEFAULTS).plan(one, t0=5.0, expected_latency=0.0)
     np.testing.assert_array_equal(plan.warm_start, np.tile([1.0, 2.0, 3.0], (4, 1)))
     future = _chunk(t0=20.0)
-    plan = ChunkPlanner(4, 0.1, 3).plan(future, t0=19.0, expected_latency=0.0)
+    plan = ChunkPlanner(4, 0.1, 3, **DEFAULTS).plan(future, t0=19.0, expected_latency=0.0)
     np.testing.assert_allclose(plan.warm_start[:, 0], 0.0)  # held at the first action
 
 
@@ -85,13 +91,13 @@ def test_single_action_chunk_and_chunk_in_the_future() -> None:
      dict(prefix_steps=17), dict(latency_margin=-0.1), dict(num_joints=0)],
 )
 def test_bad_construction_is_rejected(kwargs: dict) -> None:
-    args = dict(horizon=16, action_dt=0.1, num_joints=3) | kwargs
+    args = dict(horizon=16, action_dt=0.1, num_joints=3, **DEFAULTS) | kwargs
     with pytest.raises(ValueError):
         ChunkPlanner(**args)
 
 
 def test_bad_inputs_are_rejected() -> None:
-    planner = ChunkPlanner(16, 0.1, 3)
+    planner = ChunkPlanner(16, 0.1, 3, **DEFAULTS)
     with pytest.raises(ValueError, match="expected_latency"):
         planner.plan(_chunk(), 10.0, float("nan"))
     with pytest.raises(ValueError, match="expected_latency"):

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+from core_settings import UNIT_LIMITS as LIMITS
+from core_settings import safety as safety_config
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter, mpc_blocks
+from diffusion_controller.control.safety_filter import SafetyFilter, mpc_blocks
 from diffusion_controller.control.types import Sphere
 
 READY = panda.PANDA_READY_Q
@@ -15,7 +19,7 @@ DT = 0.01
 
 
 def make(robot: RobotModel, q0: np.ndarray = READY, **kw) -> SafetyFilter:
-    f = SafetyFilter(robot, SafetyConfig(**kw))
+    f = SafetyFilter(robot, safety_config(**{**LIMITS, **kw}))
     f.reset(q0)
     return f
 
@@ -62,19 +66,22 @@ def min_clearance(robot: RobotModel, q: np.ndarray, table_z=None, obstacles=(), 
 
 
 def test_config_validation() -> None:
+    base = safety_config()
     for kwargs, match in [
-        ({"mode": "lqr"}, "mode"), ({"rate_hz": 0}, "rate_hz"), ({"horizon": 1}, "horizon"),
+        ({"safety_mode": "lqr"}, "safety_mode"), ({"control_rate_hz": 0}, "control_rate_hz"),
+        ({"mpc_horizon": 1}, "mpc_horizon"), ({"mpc_horizon": 60}, "mpc_horizon"),
+        ({"mpc_inputs": 11}, "mpc_inputs"),
         ({"barrier_gamma": 0.0}, "barrier_gamma"), ({"velocity_scale": 1.2}, "velocity_scale"),
         ({"singularity": (0.01, 0.02)}, "singularity"), ({"position_margin": -1}, "margin"),
         ({"max_iter": 0}, "max_iter"), ({"joint_weights": (1.0, -1.0)}, "joint_weights"),
         ({"barrier_slots": 0}, "barrier_slots"), ({"table_z": float("nan")}, "table_z"),
     ]:
         with pytest.raises(ValueError, match=match):
-            SafetyConfig(**kwargs)
+            dataclasses.replace(base, **kwargs)
 
 
 def test_reset_state_and_errors(robot: RobotModel) -> None:
-    f = SafetyFilter(robot, SafetyConfig())
+    f = SafetyFilter(robot, safety_config(**LIMITS))
     with pytest.raises(RuntimeError, match="reset"):
         f.step(READY)
     with pytest.raises(RuntimeError, match="reset"):
@@ -226,7 +233,7 @@ def test_self_collision_pairs(robot: RobotModel) -> None:
     free = run(make(robot, table_z=None), [folded] * 300)
     assert gap(free["q"][-1]) < -0.05
     with pytest.raises(ValueError, match="no spheres"):
-        SafetyFilter(robot, SafetyConfig(self_collision_pairs=[("panda_hand", "nothing")]))
+        SafetyFilter(robot, safety_config(self_collision_pairs=[("panda_hand", "nothing")]))
 
 
 def test_singularity_slow_down_and_stop(robot: RobotModel) -> None:
@@ -274,7 +281,7 @@ def test_brake_profile(robot: RobotModel) -> None:
 
 @pytest.mark.parametrize("mode", ["cbf", "mpc"])
 def test_bad_references_brake_with_a_reason(robot: RobotModel, mode: str) -> None:
-    f = make(robot, mode=mode)
+    f = make(robot, safety_mode=mode)
     run(f, [READY + 0.3] * 10)
     for ref, v_ref, why in [
         (np.full(7, np.nan), None, "q_ref is not finite"),
@@ -297,7 +304,7 @@ def test_update_config(robot: RobotModel) -> None:
     assert f.config.barrier_gamma == 0.3
     f.update_config(table_z=None, workspace_min=(-1, -1, -1), workspace_max=(1, 1, 1.5))
     with pytest.raises(ValueError, match="cannot change while running"):
-        f.update_config(mode="mpc")
+        f.update_config(safety_mode="mpc")
     with pytest.raises(ValueError, match="unknown"):
         f.update_config(colour="red")
     with pytest.raises(ValueError, match="barrier_gamma"):
@@ -313,17 +320,17 @@ def test_constraint_count(robot: RobotModel) -> None:
     # 7 box + 14 split rows, and per moving sphere 6 faces + 3 obstacles
     assert f.constraint_count == 21 + 20 * 9
     assert f.qp_rows == 21 + f.config.barrier_slots
-    mpc = make(robot, mode="mpc", obstacles=obstacles)
+    mpc = make(robot, safety_mode="mpc", obstacles=obstacles)
     assert mpc.constraint_count > f.constraint_count
 
 
 def test_mpc_tracks_with_future_reference(robot: RobotModel) -> None:
-    f = make(robot, mode="mpc", table_z=None)
-    t = np.arange(200 + f.config.horizon) * DT
+    f = make(robot, safety_mode="mpc", table_z=None)
+    t = np.arange(200 + f.config.mpc_horizon) * DT
     qr = READY + 0.3 * np.sin(2 * np.pi * 0.5 * t)[:, None]
     errs = []
     for k in range(200):
-        r = f.step(qr[k], future_ref=qr[k:k + f.config.horizon])
+        r = f.step(qr[k], future_ref=qr[k:k + f.config.mpc_horizon])
         assert r.status == "ok", r.reason
         errs.append(np.max(np.abs(r.positions - qr[k])))
     assert max(errs[50:]) < 5e-3
@@ -333,9 +340,9 @@ def test_mpc_jerk_rows_only_where_they_can_bind(robot: RobotModel) -> None:
     # At 100 Hz the Panda's jerk limit exceeds 2 amax / dt: two accelerations inside their boxes
     # always satisfy it, so the horizon carries no jerk rows. With a tight jerk limit it does.
     # (Jerk yields where it conflicts with stopping inside the limits, so it is not asserted.)
-    loose = make(robot, mode="mpc", table_z=None)
+    loose = make(robot, safety_mode="mpc", table_z=None)
     assert np.all(loose.limits.jerk * DT >= 2 * loose.limits.acceleration)
-    tight = make(robot, mode="mpc", table_z=None, jerk_scale=0.02)
+    tight = make(robot, safety_mode="mpc", table_z=None, jerk_scale=0.02)
     assert np.any(tight.limits.jerk * DT < 2 * tight.limits.acceleration)
     extra = robot.nq * (tight.config.mpc_inputs - 1)  # one row between consecutive blocks
     assert tight.qp_rows == loose.qp_rows + extra
@@ -363,7 +370,7 @@ def test_mpc_keep_out_sphere_and_refactorisation(robot: RobotModel, inputs: int)
     """Far from every barrier the MPC's matrix stays as it is (no OSQP refactorisation); near
     the mug its barrier rows engage, and the mug is kept out with both input layouts."""
     far = Sphere(np.array([0.0, 0.0, 2.5]), 0.05, "far")
-    f = make(robot, mode="mpc", mpc_inputs=inputs, table_z=None, obstacles=[far])
+    f = make(robot, safety_mode="mpc", mpc_inputs=inputs, table_z=None, obstacles=[far])
     base = f._qp.matrix_updates
     res = run(f, [READY + 0.1] * 60)
     assert_within_limits(f, res)

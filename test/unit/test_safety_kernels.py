@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from core_settings import UNIT_LIMITS, safety
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.barriers import CartesianBarriers
 from diffusion_controller.control.braking import UpperBounds, upper_bounds, viability_bounds
 from diffusion_controller.control.robot_model import RobotModel
-from diffusion_controller.control.safety_filter import SafetyConfig, SafetyFilter
+from diffusion_controller.control.safety_filter import SafetyFilter
 from diffusion_controller.control.types import Sphere
 
 OBSTACLES = [
@@ -87,7 +88,7 @@ def test_screen_leaves_out_only_rows_that_always_hold(robot: RobotModel) -> None
     """Build every row (screen off) and the screened rows: the kept ones are the same rows with
     the same values, and each left-out row holds (strictly, with the next tick's reserve)
     everywhere in the acceleration box."""
-    f = SafetyFilter(robot, SafetyConfig(**SCENE))
+    f = SafetyFilter(robot, safety(**UNIT_LIMITS, **SCENE))
     f.reset(panda.PANDA_READY_Q)
     rng = np.random.default_rng(5)
     amax = f.limits.acceleration
@@ -112,7 +113,7 @@ def test_screen_leaves_out_only_rows_that_always_hold(robot: RobotModel) -> None
 
 
 def test_joint_box_matches_the_direct_formula(robot: RobotModel) -> None:
-    f = SafetyFilter(robot, SafetyConfig())
+    f = SafetyFilter(robot, safety(**UNIT_LIMITS))
     f.reset(panda.PANDA_READY_Q)
     lim = f.limits
     amax, dt = lim.acceleration, f.dt
@@ -139,7 +140,7 @@ def test_joint_box_matches_the_direct_formula(robot: RobotModel) -> None:
 def test_far_shortcut_is_sound(robot: RobotModel) -> None:
     """Wherever the joint box skips the viability bound, that bound is above the acceleration
     limit for every velocity the filter can command."""
-    f = SafetyFilter(robot, SafetyConfig())
+    f = SafetyFilter(robot, safety(**UNIT_LIMITS))
     lim, n = f.limits, f.n
     amax = lim.acceleration
     lo_q, hi_q = -f._far2[n:], f._far2[:n]  # the region where the shortcut applies
@@ -188,8 +189,8 @@ def test_preallocated_viability_bounds_match() -> None:
 def test_mpc_objective_products(robot: RobotModel, inputs: int) -> None:
     """The precomputed products give the horizon's tracking cost and the unconstrained first
     step that the explicit construction gives (with move blocking, and one input per tick)."""
-    f = SafetyFilter(robot, SafetyConfig(mode="mpc", joint_weights=(1, 2, 1, 1, 3, 1, 1),
-                                         mpc_inputs=inputs))
+    f = SafetyFilter(robot, safety(**UNIT_LIMITS, safety_mode="mpc",
+                                   joint_weights=(1, 2, 1, 1, 3, 1, 1), mpc_inputs=inputs))
     f.reset(panda.PANDA_READY_Q)
     cfg, dt, n, N, M = f.config, f.dt, f.n, f._N, f._M
     expand = f._mpc_expand  # [N, M]: tick k's acceleration from the block variables

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import core_settings
 import numpy as np
 import pytest
 
-from diffusion_controller.control.watchdogs import OK, WatchdogConfig, Watchdogs
+from diffusion_controller.control.watchdogs import OK, Watchdogs
 
 NAMES = [f"panda_joint{i}" for i in range(1, 8)]
 NOW = 100.0
+
+
+def wd_config(**changes):
+    """Watchdog deadlines from settings: the values these cases are written for, `changes` on
+    top."""
+    values = dict(joint_state_timeout=0.05, image_timeout=0.5, chunk_timeout=0.5,
+                  tracking_error_limit=0.2, stamp_tolerance=0.02)
+    values.update(changes)
+    return core_settings.watchdogs(**values)
+
+
+CONFIG = wd_config()
 
 
 def healthy(**overrides):
@@ -18,7 +33,7 @@ def healthy(**overrides):
 
 
 def test_all_fresh_is_ok_and_shared() -> None:
-    wd = Watchdogs(WatchdogConfig(), NAMES)
+    wd = Watchdogs(CONFIG, NAMES)
     status = wd.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=np.full(7, 0.05))
     assert status.ok and status.reasons == () and status is OK
 
@@ -41,20 +56,20 @@ def test_all_fresh_is_ok_and_shared() -> None:
     ],
 )
 def test_each_fault_has_its_reason(overrides, code, text) -> None:
-    status = Watchdogs(WatchdogConfig(), NAMES).evaluate(**healthy(**overrides))
+    status = Watchdogs(CONFIG, NAMES).evaluate(**healthy(**overrides))
     assert not status.ok
     assert status.codes == (code,)
     assert text in status.reasons[0]
 
 
-def test_future_tolerance_allows_small_clock_skew() -> None:
-    wd = Watchdogs(WatchdogConfig(future_tolerance=0.02))
+def test_stamp_tolerance_allows_small_clock_skew() -> None:
+    wd = Watchdogs(wd_config(stamp_tolerance=0.02))
     assert wd.evaluate(**healthy(joint_stamp=NOW + 0.015)).ok
     assert not wd.evaluate(**healthy(joint_stamp=NOW + 0.025)).ok
 
 
 def test_tracking_error_names_the_joint() -> None:
-    wd = Watchdogs(WatchdogConfig(tracking_error=0.2), NAMES)
+    wd = Watchdogs(wd_config(tracking_error_limit=0.2), NAMES)
     measured = np.zeros(7)
     measured[3] = -0.31
     status = wd.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=measured)
@@ -62,13 +77,13 @@ def test_tracking_error_names_the_joint() -> None:
     assert status.reasons[0] == "tracking error 0.310 rad on panda_joint4 (limit 0.2 rad)"
     status = wd.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=np.full(7, np.nan))
     assert status.codes == ("measured_nonfinite",)
-    unnamed = Watchdogs(WatchdogConfig(tracking_error=0.2))  # no names known: index in brackets
+    unnamed = Watchdogs(wd_config(tracking_error_limit=0.2))  # no names known: index in brackets
     status = unnamed.evaluate(**healthy(), commanded_q=np.zeros(7), measured_q=measured)
     assert status.reasons[0] == "tracking error 0.310 rad on joint [3] (limit 0.2 rad)"
 
 
 def test_several_faults_are_all_listed() -> None:
-    status = Watchdogs().evaluate(
+    status = Watchdogs(CONFIG).evaluate(
         **healthy(joint_stamp=NOW - 1.0, image_stamp=None), estop=True, paused=True
     )
     assert status.codes == ("estop", "paused", "joint_states_stale", "image_missing")
@@ -76,13 +91,14 @@ def test_several_faults_are_all_listed() -> None:
 
 
 def test_disabled_checks_and_expect_chunk() -> None:
-    wd = Watchdogs(WatchdogConfig(image_timeout=None, chunk_timeout=None, tracking_error=None))
+    wd = Watchdogs(dataclasses.replace(CONFIG, image_timeout=None, chunk_timeout=None,
+                                        tracking_error_limit=None))
     assert wd.evaluate(
         **healthy(image_stamp=None, last_chunk_time=None),
         commanded_q=np.zeros(7),
         measured_q=np.ones(7),
     ).ok
-    wd = Watchdogs()
+    wd = Watchdogs(CONFIG)
     assert wd.evaluate(**healthy(last_chunk_time=None), expect_chunk=False).ok
 
 
@@ -93,10 +109,13 @@ def test_disabled_checks_and_expect_chunk() -> None:
         {"joint_state_timeout": None},
         {"image_timeout": -1.0},
         {"chunk_timeout": float("nan")},
-        {"tracking_error": 0.0},
-        {"future_tolerance": -0.1},
+        {"tracking_error_limit": 0.0},
+        {"stamp_tolerance": -0.1},
+        {"stamp_tolerance": None},
+        {"joint_state_timeout": 2.5},  # above the table's maximum
     ],
 )
 def test_config_validation(kwargs) -> None:
+    """The ranges are the table's; only the core can switch a check off (None)."""
     with pytest.raises(ValueError):
-        WatchdogConfig(**kwargs)
+        dataclasses.replace(CONFIG, **kwargs)

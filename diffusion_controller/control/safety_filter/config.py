@@ -1,50 +1,63 @@
-"""SafetyConfig, its validation, and which of its fields may change while the filter runs."""
+"""SafetyConfig, its validation, and which of its fields may change while the filter runs.
+
+Its settings fields carry the parameter names and take their defaults and ranges from the table
+(diffusion_controller/settings/controller.py)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from diffusion_controller.control.types import Sphere
+from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.spec import check_fields
 
 
 @dataclass
 class SafetyConfig:
-    """Safety filter settings. Units: metres, radians, seconds."""
+    """Safety filter settings. Units: metres, radians, seconds.
 
-    rate_hz: float = 100.0
-    """Tick rate of the commanded double integrator (dt = 1 / rate_hz)."""
-    mode: str = "cbf"
-    """"cbf": one-step QP over the next acceleration; "mpc": QP over `horizon` accelerations."""
-    horizon: int = 10
+    The fields up to `self_collision_pairs` are the controller settings of the same names
+    (diffusion_controller/settings/controller.py): their defaults, ranges, units and meaning are
+    written there, not here, and they are checked against that table; build one from settings
+    values with control.assembly.safety_config(values). The core holds three of them in its own
+    form: `obstacles` as spheres, `self_collision_pairs` as (link, link) tuples, the workspace
+    corners as tuples (None switches the box off, as None for `table_z` does the table). The
+    fields after them are the filter's own tuning, which no deployment sets."""
+
+    control_rate_hz: float
+    """Tick rate of the commanded double integrator (dt = 1 / control_rate_hz)."""
+    safety_mode: str
+    """"cbf": one-step QP over the next acceleration; "mpc": QP over `mpc_horizon` accelerations."""
+    mpc_horizon: int
     """MPC horizon in ticks (ignored in CBF mode)."""
-    mpc_inputs: int = 5
+    mpc_inputs: int
     """MPC: distinct accelerations per joint over the horizon (move blocking): the first tick's
-    own, then blocks that share one; `horizon` gives one per tick. Fewer make a smaller QP."""
-    position_margin: float = 0.03
+    own, then blocks that share one; `mpc_horizon` gives one per tick. Fewer make a smaller QP."""
+    position_margin: float
     """Radians kept clear of each URDF position limit."""
-    velocity_scale: float = 0.9
+    velocity_scale: float
     """Fraction of the URDF velocity limit the filter may command."""
-    acceleration_scale: float = 0.8
+    acceleration_scale: float
     """Fraction of the acceleration limit (URDF or datasheet); braking uses this deceleration."""
-    jerk_scale: float = 0.8
+    jerk_scale: float
     """Fraction of the jerk limit; jerk yields when it conflicts with braking or other limits."""
-    workspace_min: tuple[float, float, float] | None = None
+    workspace_min: tuple[float, float, float] | None
     """Lower xyz corner of the box every link sphere must stay in (base frame); None: no box."""
-    workspace_max: tuple[float, float, float] | None = None
+    workspace_max: tuple[float, float, float] | None
     """Upper xyz corner of that box; None: no box."""
-    table_z: float | None = 0.0
+    table_z: float | None
     """Height of the table plane: moving spheres stay above table_z + radius; None: no table."""
-    obstacles: list[Sphere] = field(default_factory=list)
+    obstacles: list[Sphere]
     """Keep-out spheres (base frame); change them while running with set_obstacles()."""
-    sphere_margin: float = 0.01
+    sphere_margin: float
     """Extra clearance (m) added to every Cartesian barrier; also covers motion between ticks."""
+    self_collision_pairs: list[tuple[str, str]] | None
+    """Pairs of sphere groups (link names) kept apart; None or []: none."""
     barrier_gamma: float = 0.1
     """Discrete CBF decay in (0, 1]: B(x+) >= (1 - gamma) B(x); smaller approaches more gently."""
-    self_collision_pairs: list[tuple[str, str]] | None = None
-    """Pairs of sphere groups (link names) kept apart; None: none."""
     singularity: tuple[float, float] = (0.02, 0.005)
     """Yoshikawa manipulability where slow-down starts and where motion towards it stops."""
     tracking_kp: float = 400.0
@@ -80,36 +93,26 @@ class SafetyConfig:
         self.validate()
 
     def validate(self) -> None:
+        """The settings against the table; what spans fields, and the tuning, here."""
+        check_fields(self, SPECS)
+
         def positive(name: str) -> None:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"SafetyConfig.{name} must be a positive number, got {value!r}")
 
-        for name in ("rate_hz", "tracking_kp", "tracking_kd", "eps_abs", "eps_rel",
-                     "mpc_position_weight", "mpc_velocity_weight", "mpc_acceleration_weight",
-                     "intervention_tolerance"):
+        for name in ("tracking_kp", "tracking_kd", "eps_abs", "eps_rel", "mpc_position_weight",
+                     "mpc_velocity_weight", "mpc_acceleration_weight", "intervention_tolerance"):
             positive(name)
-        if self.mode not in ("cbf", "mpc"):
-            raise ValueError(f"SafetyConfig.mode must be 'cbf' or 'mpc', got {self.mode!r}")
-        if not isinstance(self.horizon, int) or not 2 <= self.horizon <= 100:
-            raise ValueError(f"SafetyConfig.horizon must be an int in [2, 100], got {self.horizon}")
-        if not isinstance(self.mpc_inputs, int) or not 2 <= self.mpc_inputs <= self.horizon:
-            raise ValueError(f"SafetyConfig.mpc_inputs must be an int in [2, horizon], "
-                             f"got {self.mpc_inputs}")
+        if self.mpc_inputs > self.mpc_horizon:
+            raise ValueError(f"SafetyConfig.mpc_inputs {self.mpc_inputs} must not exceed "
+                             f"mpc_horizon {self.mpc_horizon}")
         if not isinstance(self.barrier_slots, int) or not 1 <= self.barrier_slots <= 1000:
             raise ValueError("SafetyConfig.barrier_slots must be an int in [1, 1000]")
         if not isinstance(self.max_iter, int) or self.max_iter < 1:
             raise ValueError("SafetyConfig.max_iter must be a positive int")
         if not math.isfinite(self.time_limit) or self.time_limit < 0:
             raise ValueError("SafetyConfig.time_limit must be >= 0 (0: none)")
-        if not math.isfinite(self.position_margin) or self.position_margin < 0:
-            raise ValueError("SafetyConfig.position_margin must be finite and >= 0")
-        for name in ("velocity_scale", "acceleration_scale", "jerk_scale"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or not 0 < value <= 1:
-                raise ValueError(f"SafetyConfig.{name} must be in (0, 1], got {value}")
-        if not math.isfinite(self.sphere_margin) or self.sphere_margin < 0:
-            raise ValueError("SafetyConfig.sphere_margin must be finite and >= 0")
         if not math.isfinite(self.barrier_gamma) or not 0 < self.barrier_gamma <= 1:
             raise ValueError("SafetyConfig.barrier_gamma must be in (0, 1]")
         if not math.isfinite(self.jerk_weight) or self.jerk_weight < 0:
@@ -123,16 +126,21 @@ class SafetyConfig:
             w = np.asarray(self.joint_weights, dtype=np.float64)
             if w.ndim != 1 or not np.all(np.isfinite(w)) or np.any(w <= 0):
                 raise ValueError("SafetyConfig.joint_weights must be positive finite values")
-        if self.table_z is not None and not math.isfinite(self.table_z):
-            raise ValueError("SafetyConfig.table_z must be finite or None")
 
 
-# Fields that can change while the filter runs; the others change the QP or the limits.
-LIVE_FIELDS = frozenset({
-    "workspace_min", "workspace_max", "table_z", "obstacles", "sphere_margin", "barrier_gamma",
-    "singularity", "tracking_kp", "tracking_kd", "jerk_weight", "eps_abs", "eps_rel", "max_iter",
-    "time_limit", "intervention_tolerance",
+# The settings that fix the tightened limits: a change builds a new filter, which takes over the
+# commanded state between two ticks (the node does so for these live settings).
+LIMIT_FIELDS = frozenset({"position_margin", "velocity_scale", "acceleration_scale", "jerk_scale"})
+# The filter's own tuning that may change while it runs (no QP structure depends on it).
+_LIVE_TUNING = frozenset({
+    "barrier_gamma", "singularity", "tracking_kp", "tracking_kd", "jerk_weight", "eps_abs",
+    "eps_rel", "max_iter", "time_limit", "intervention_tolerance",
 })
+# Fields update_config() takes while the filter runs: the settings the table calls live, except
+# those that fix the limits, and the live tuning.
+LIVE_FIELDS = frozenset(
+    f.name for f in fields(SafetyConfig) if f.name in SPECS and SPECS[f.name].live
+) - LIMIT_FIELDS | _LIVE_TUNING
 
 
 def _vec(value: object, n: int, name: str) -> tuple[np.ndarray | None, str]:

@@ -1,6 +1,6 @@
 """The MPC/CBF safety filter: the last thing every joint command passes before it leaves the loop.
 
-The filter owns the COMMANDED state (q, v, a), a double integrator at dt = 1 / rate_hz:
+The filter owns the COMMANDED state (q, v, a), a double integrator at dt = 1 / control_rate_hz:
 
     q+ = q + v dt + u dt^2 / 2,    v+ = v + u dt,    a+ = u
 
@@ -58,13 +58,13 @@ class SafetyFilter(
     Thread-safe: step/brake (the loop) and the setters (e.g. ROS callbacks) share one lock.
     """
 
-    def __init__(self, robot: RobotModel, config: SafetyConfig | None = None) -> None:
+    def __init__(self, robot: RobotModel, config: SafetyConfig) -> None:
         self.robot = robot
-        self.config = config if config is not None else SafetyConfig()
+        self.config = config
         self.config.validate()
         cfg = self.config
         self.n = robot.nq
-        self.dt = 1.0 / cfg.rate_hz
+        self.dt = 1.0 / cfg.control_rate_hz
         self._hard = robot.urdf_limits()
         self._limits = tighten(
             self._hard, cfg.position_margin, cfg.velocity_scale, cfg.acceleration_scale,
@@ -308,7 +308,7 @@ class SafetyFilter(
                         if arr is None:
                             return self._brake(why)
             fut = None
-            if future_ref is not None and self.config.mode == "mpc":
+            if future_ref is not None and self.config.safety_mode == "mpc":
                 try:
                     fut = np.asarray(future_ref, dtype=np.float64)
                 except (TypeError, ValueError):

@@ -62,7 +62,7 @@ class _Problems:
         self._slots = self.config.barrier_slots
         self._alloc_rows(self._barriers.count)
         self._slots_used = 0
-        if self.config.mode == "cbf":
+        if self.config.safety_mode == "cbf":
             self._build_cbf()
         else:
             self._build_mpc()
@@ -97,7 +97,7 @@ class _Problems:
 
     def _build_mpc(self) -> None:
         cfg = self.config
-        n, N, k, dt = self.n, cfg.horizon, self._slots, self.dt
+        n, N, k, dt = self.n, cfg.mpc_horizon, self._slots, self.dt
         self._N = N
         # move blocking: M accelerations per joint over the N ticks, the first tick's (the
         # command) alone, the rest held over blocks (see mpc_blocks)

@@ -115,7 +115,7 @@ class _Solve:
                 # estimate; the previous tick certified exactly this stop: brake
                 return self._brake("infeasible" + self._lost_certificate())
         self._recovering = bool(recovery)
-        if cfg.mode == "cbf":
+        if cfg.safety_mode == "cbf":
             u_free = self._objective_cbf(u_des, a)
         else:
             u_free = self._objective_mpc(q, v, a, qr, vr, ar, fut, scale)
@@ -187,7 +187,7 @@ class _Solve:
         if self._slots_used > used:  # switch off what the last tick used and this one does not
             slot[used:self._slots_used] = 0.0
             self._lo[r0 + used:r0 + self._slots_used] = -np.inf
-        if self.config.mode == "cbf":
+        if self.config.safety_mode == "cbf":
             self._lo[:n] = lo
             self._up[:n] = hi
             # A only changes through the slots: nothing in them now or last tick, no change
