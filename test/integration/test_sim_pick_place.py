@@ -3,6 +3,8 @@ scripted demonstrator on a few seeds, and the blind (mean cube) baseline."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -155,7 +157,7 @@ def test_cube_slipping_from_a_weak_grip_is_dropped(world: SimWorld) -> None:
 
 def test_missed_grasp_and_collision_labels(world: SimWorld) -> None:
     spec = sample_pick_place(9)
-    short = PickPlaceSpec(**{**spec.__dict__, "timeout": 1.0})
+    short = dataclasses.replace(spec, timeout=1.0)
     out = rollout(world, short, lambda t: short.start_q)  # never moves: never lifted
     assert out.label == "missed_grasp" and out.timed_out
     # Pressing the hand into a bin wall is a collision.
