@@ -65,7 +65,7 @@ from diffusion_controller.control.loop_status import (  # noqa: F401
     JointSnapshot,
     LoopStatus,
 )
-from diffusion_controller.control.loop_stops import LoopStops
+from diffusion_controller.control.loop_stops import SETTLE_SAMPLES, LoopStops
 from diffusion_controller.control.ticker import (
     apply_realtime,
     run_ticker,
@@ -149,12 +149,14 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         self._estop = False
         self._paused = False
         self._reset_request = False
-        # Re-seed the commanded state from the measurement once at rest: after a fault, when
-        # motion resumes (every watchdog is fine then, so the measurement is fresh and within
-        # tracking_error_limit of the command: a sensor glitch is never commanded); after an
-        # e-stop reset, at once.
+        # Re-seed the commanded state from the measurement, at rest, and only from a settled
+        # measurement (loop_stops.SETTLE_SAMPLES states agreeing): after a fault, when motion
+        # resumes, by a certified glide (the arm's controller still holds the last command, so
+        # a step would be a discontinuity); after an operator's e-stop reset, at once.
         self._resync = False
         self._estop_cleared = False
+        self._recent_q: deque[tuple[float, np.ndarray]] = deque(maxlen=SETTLE_SAMPLES)
+        self._glide: Any = None  # loop thread: the resync glide in progress, if any
         # ticks of the filter's certified continuation attached to each command (0: none)
         self.plan_steps = 0
 
@@ -338,7 +340,7 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
             return self._brake(now, ESTOPPED, status.reasons)
         if self._resync and self._estop_cleared and self._state == HOLDING:
             # an operator cleared the e-stop: the arm may have been moved meanwhile
-            self._estop_cleared = not self._resync_to(snap, now)
+            self._estop_cleared = not self._resync_to(now)
             self._resync = self._estop_cleared
         if not status.ok:
             self._exhausted = False
@@ -357,8 +359,10 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
             if not fresh:
                 why = EXHAUSTED if self._exhausted else "waiting for a fresh chunk"
                 return self._brake(now, None, (why,))
-            if self._resync and self._state == HOLDING and self._resync_to(snap, now):
-                pass  # after a fault: from the measurement, at rest, before any motion
+            if self._resync:  # after a fault: to the measurement, at rest, before any motion
+                gliding = self._resync_step(now)
+                if gliding is not None:
+                    return gliding
             q, v, a = self._filter_state()
             self.scheduler.rebase(now, q, v, a)
             self._stop_since = None

@@ -79,6 +79,7 @@ class LoopInputs:
         qa.flags.writeable = False
         va.flags.writeable = False
         self._joint = JointSnapshot(qa, va, stamp)
+        self._recent_q.append((stamp, qa))
         return True
 
     def note_image(self, stamp: float) -> None:

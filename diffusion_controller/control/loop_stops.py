@@ -3,18 +3,19 @@
 Part of ControlLoop (control/loop.py; the attributes are its own, set in its __init__), run only
 in the loop thread. Every stop goes through the safety filter's `brake`, so it is certified; a
 brake that itself fails latches the e-stop and publishes nothing. After a fault, once at rest, the
-commanded state is re-seeded from a fresh measurement (`_resync_to`) so the next motion starts
-where the arm is. A stamp clock that jumps forgets the old timeline's stamps and requires a
-standstill before any motion (`_clock_jumped`).
+commanded state is brought to a settled measurement (`_resync_step`: a certified glide; after an
+operator's e-stop reset `_resync_to`, at once) so the next motion starts where the arm is. A
+stamp clock that jumps forgets the old timeline's stamps and requires a standstill before any
+motion (`_clock_jumped`).
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import numpy as np
 
+from diffusion_controller.control.interpolation import quintic, single
 from diffusion_controller.control.loop_status import (
     BRAKING,
     ESTOPPED,
@@ -25,6 +26,10 @@ from diffusion_controller.control.loop_status import (
     JointSnapshot,
 )
 from diffusion_controller.control.types import FilterResult
+
+SETTLE_SAMPLES = 3  # joint states that must agree before one becomes the commanded state
+SETTLE_TOLERANCE = 2e-3  # rad: how far those may spread (encoder noise, not motion)
+SETTLE_STEP = 1e-4  # rad: a gap the commanded state may close in one tick without a glide
 
 
 class LoopStops:
@@ -37,6 +42,7 @@ class LoopStops:
         way = f"back {-delta:.3f} s" if delta < 0 else f"forward {delta:.3f} s"
         self._last_error = f"stamp clock jumped {way}: input stamps reset"
         self._rest_required = f"stamp clock jumped {way}: braking to a stop"
+        self._recent_q.clear()
         snap = self._joint
         if snap is not None:  # keep the measurement, but as infinitely old until a new one comes
             self._joint = JointSnapshot(snap.q, snap.v, float("-inf"))
@@ -56,19 +62,76 @@ class LoopStops:
                 self._last_error = f"clock-jump handler failed: {type(exc).__name__}: {exc}"
 
 
-    def _resync_to(self, snap: Any, now: float) -> bool:
-        """At rest after a fault or an e-stop reset: the commanded state becomes the measured one
-        (at rest), so the next motion starts where the arm is, not where it was commanded to be.
-        Only from a fresh measurement; otherwise it waits (and keeps holding)."""
-        if now - snap.stamp > self.watchdogs.config.joint_state_timeout:
+    def _settled(self, now: float) -> np.ndarray | None:
+        """The measured position when the last SETTLE_SAMPLES joint states are fresh and agree
+        within SETTLE_TOLERANCE (the arm is at rest where it is measured), else None: a lone
+        glitch, or a measurement that lags its arm, is never made the commanded state."""
+        recent = tuple(self._recent_q)
+        if len(recent) < SETTLE_SAMPLES:
+            return None
+        if now - recent[0][0] > self.watchdogs.config.joint_state_timeout:
+            return None
+        qs = np.stack([q for _, q in recent])
+        if float(np.max(qs.max(axis=0) - qs.min(axis=0))) > SETTLE_TOLERANCE:
+            return None
+        return recent[-1][1]
+
+    def _resync_to(self, now: float) -> bool:
+        """After an operator's e-stop reset, at rest: the commanded state becomes the settled
+        measurement at once (the arm may have been moved by hand while stopped), so the next
+        motion starts where the arm is. Otherwise it waits, holding."""
+        target = self._settled(now)
+        if target is None:
             return False
         try:
-            self.safety.reset(snap.q)
+            self.safety.reset(target)
         except ValueError as exc:  # measured outside the limits: keep holding where commanded
             self._last_error = f"resync refused: {exc}"
             return False
         self._resync = False
         return True
+
+    def _resync_step(self, now: float) -> FilterResult | None:
+        """Motion resumes after a fault: bring the commanded state to the settled measurement.
+
+        The arm's own controller still holds the last command, so the commanded state moves there
+        on a rest-to-rest quintic within half the limits, each tick certified by the filter, not
+        by a step (a Franka aborts on a discontinuous command). None once the commanded state is
+        the measurement (then motion may start); otherwise this tick's command.
+        """
+        q, v, _ = self._filter_state()
+        if self._glide is None:
+            target = self._settled(now) if self._state == HOLDING else None
+            if target is None:
+                return self._brake(now, None, ("resync: waiting for the arm to settle",))
+            gap = np.abs(target - q)
+            if float(gap.max()) <= SETTLE_STEP:
+                self._resync = False  # within noise of the command: nothing to move
+                return None
+            lim = self.safety.limits
+            d = np.maximum(gap, 1e-12)
+            duration = max(float(np.max(np.maximum.reduce([
+                1.875 * d / (0.5 * lim.velocity),
+                np.sqrt(5.7735 * d / (0.5 * lim.acceleration)),
+                np.cbrt(60.0 * d / (0.5 * lim.jerk)),
+            ]))), 2.0 * self.period)
+            zero = np.zeros_like(q)
+            self._glide = (target, single(now, duration, quintic(q, zero, zero, target, zero, zero,
+                                                                 duration)))
+        target, path = self._glide
+        if now >= path.end and float(np.max(np.abs(target - q))) <= SETTLE_STEP \
+                and float(np.max(np.abs(v))) <= self._vel_tol:
+            self._glide = None
+            self._resync = False
+            return None
+        rq, rv, ra = path.evaluate(now + self.period)
+        result = self.safety.step(rq, rv, ra)
+        gap = float(np.max(np.abs(target - q)))
+        self._set_state(BRAKING, (f"resync: moving to the measured state ({gap:.4f} rad away)",))
+        if result.status != "ok":
+            self._fallbacks += 1
+            self._glide = None
+        return result
 
     def _disable_step(self, now: float) -> FilterResult | None:
         if not self._initialised or self._state in (INACTIVE, WAITING):
@@ -87,6 +150,7 @@ class LoopStops:
     def _brake(self, now: float, state: str | None, reasons: tuple[str, ...]) -> FilterResult:
         if self._stop_since is None:
             self._stop_since = now
+        self._glide = None  # a stop ends a resync glide; it starts anew from rest
         result = self.safety.brake(reasons[0] if reasons else "stop")
         self._brake_ticks += 1
         if state is None:
@@ -97,6 +161,7 @@ class LoopStops:
     def _fault_brake(self, now: float, reason: str) -> FilterResult | None:
         """Brake after an exception; if even the filter's brake fails, latch the e-stop."""
         self._stop_since = now if np.isfinite(now) else time.monotonic()
+        self._glide = None
         try:
             result = self.safety.brake(reason)
         except Exception as exc:

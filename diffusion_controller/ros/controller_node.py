@@ -57,6 +57,10 @@ from diffusion_controller.ros.urdf_source import read_urdf
 from diffusion_controller.runtime.controller import BuildError, Controller, Refused
 from diffusion_controller.runtime.joint_input import InputCounts
 
+# Commands a reliable writer keeps for a subscriber that falls behind (1 s at 100 Hz): a recorder
+# or monitor that is starved for a moment receives every command late rather than losing some
+# (a ros2_control controller takes only the newest anyway).
+COMMAND_DEPTH = 100
 NODE_NAME = "diffusion_controller"
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
@@ -249,10 +253,10 @@ class ControllerNode(LifecycleNode):
     def _create_interfaces(self, core: Controller, v: dict[str, Any]) -> None:
         if v["command_interface"] == "position":
             pub = self.create_lifecycle_publisher(
-                Float64MultiArray, v["position_command_topic"], 10)
+                Float64MultiArray, v["position_command_topic"], COMMAND_DEPTH)
         else:
             pub = self.create_lifecycle_publisher(
-                JointTrajectory, v["trajectory_command_topic"], 10)
+                JointTrajectory, v["trajectory_command_topic"], COMMAND_DEPTH)
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
                                      float(v["trajectory_lead"]))

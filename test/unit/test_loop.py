@@ -531,3 +531,68 @@ def test_commands_carry_the_filters_certified_continuation(robot) -> None:
         assert np.all(q >= lim.lower - 1e-9) and np.all(q <= lim.upper + 1e-9)
         assert np.all(np.abs(c.plan[:, 2]) <= lim.acceleration + 1e-9)
         np.testing.assert_allclose(np.diff(q, axis=0), 0.5 * (v[1:] + v[:-1]) * DT, atol=1e-12)
+
+
+def _fault_then_hold(rig: Rig) -> np.ndarray:
+    """Run a chunk, stop the joint states until the stale-input watchdog brakes the loop to a
+    hold, and return the held command's positions."""
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2))
+    rig.step(20)
+    assert rig.loop.state == RUNNING
+    rig.feed = False
+    cmds = [c for c in rig.step(80) if c is not None]
+    assert rig.loop.state == HOLDING
+    return cmds[-1].positions.copy()
+
+
+def test_motion_resumes_after_a_fault_by_a_glide_to_the_settled_measurement(robot) -> None:
+    """The arm's controller still holds the last command after a watchdog fault, so re-seeding
+    the command from a measurement 4 cm-ish away by a step would be a discontinuity (a Franka
+    aborts on it): the commanded state glides there within the limits, at rest, then moves."""
+    rig = Rig(robot, joint_state_timeout=0.05, tracking_error_limit=0.1)
+    held = _fault_then_hold(rig)
+    pushed = held + np.array([0.0, 0.0, 0.0, 0.06, 0.0, -0.04, 0.0])  # moved while unmeasured
+    meas, out, reasons, started = pushed, [], set(), None
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2, latency=0.0))
+    for _ in range(150):
+        rig.clock.t += DT
+        rig.loop.update_joint_state(meas, np.zeros(J), rig.clock.t)
+        cmd = rig.loop.tick()
+        reasons.update(rig.loop.status().reasons)
+        if cmd is not None:
+            if rig.loop.state == RUNNING and started is None:
+                started = out[-1]  # the last command before motion: where the glide ended
+            out.append(cmd)
+            if rig.loop.state != HOLDING:
+                meas = cmd.positions.copy()  # the arm follows the command once it moves
+        if rig.loop.state == RUNNING and out and np.abs(out[-1].velocities).max() > 1e-3:
+            break
+    assert rig.loop.state == RUNNING
+    assert any(r.startswith("resync: moving to the measured state") for r in reasons)
+    q = np.array([c.positions for c in out])
+    lim = rig.filter.limits
+    assert np.all(np.abs(np.diff(q, axis=0)) <= lim.velocity * DT + 1e-9)  # never a step
+    assert within_limits(out, lim)
+    # re-seeded there, at rest (within the filter's tracking of the glide), before any motion
+    assert np.abs(started.positions - pushed).max() <= 2e-4
+    assert np.abs(started.velocities).max() <= 1e-3
+
+
+def test_resync_never_commands_a_measurement_that_does_not_settle(robot) -> None:
+    """A glitching sensor (every other state 5 cm off on one joint, each fresh and within the
+    tracking limit) never becomes the commanded state: the loop holds and says why."""
+    rig = Rig(robot, joint_state_timeout=0.05, tracking_error_limit=0.1)
+    held = _fault_then_hold(rig)
+    glitch = held + np.array([0.0, 0.0, 0.0, 0.05, 0.0, 0.0, 0.0])
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.2, latency=0.0))
+    out, reasons = [], set()
+    for k in range(40):  # within the chunk's 0.5 s timeout
+        rig.clock.t += DT
+        rig.loop.update_joint_state(glitch if k % 2 else held, np.zeros(J), rig.clock.t)
+        out.append(rig.loop.tick())
+        reasons.update(rig.loop.status().reasons)
+    assert all(c is not None and np.abs(c.positions - held).max() <= 1e-9 for c in out)
+    assert "resync: waiting for the arm to settle" in reasons
+    assert rig.loop.state == HOLDING
