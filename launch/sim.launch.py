@@ -1,6 +1,7 @@
 """Launch the simulated Panda (PyBullet) and the diffusion controller driving it.
 
-    ros2 launch diffusion_controller sim.launch.py [model:=/path/to/model_dir] seed:=3
+    ros2 launch diffusion_controller sim.launch.py [model:=/path/to/model_dir] seed:=3 \
+        [task:=pick_place]
 
 `sim_arm` publishes /joint_states, /camera/image_raw and /robot_description and tracks
 /forward_position_controller/commands, exactly like the real arm's ros2_control stack, so the
@@ -37,6 +38,12 @@ def generate_launch_description() -> LaunchDescription:
             description="Controller parameter file.",
         ),
         DeclareLaunchArgument("seed", default_value="0", description="Task seed of the sim."),
+        DeclareLaunchArgument(
+            "task",
+            default_value="panda_reach",
+            choices=["panda_reach", "pick_place"],
+            description="Task of the sim (the model must be trained for it).",
+        ),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of both."),
     ]
     sim = Node(
@@ -45,7 +52,12 @@ def generate_launch_description() -> LaunchDescription:
         name="sim_arm",
         namespace=LaunchConfiguration("namespace"),
         output="screen",
-        parameters=[{"seed": ParameterValue(LaunchConfiguration("seed"), value_type=int)}],
+        parameters=[
+            {
+                "seed": ParameterValue(LaunchConfiguration("seed"), value_type=int),
+                "task": ParameterValue(LaunchConfiguration("task"), value_type=str),
+            }
+        ],
     )
     controller = LifecycleNode(
         package="diffusion_controller",

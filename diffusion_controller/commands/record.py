@@ -1,4 +1,8 @@
-"""`diffusion-controller record`: demonstrations of the two-way-round task as rosbag2 recordings.
+"""`diffusion-controller record`: scripted demonstrations of a task as rosbag2 recordings.
+
+`--task panda_reach` (default: round the obstacle, left or right) or `--task pick_place` (pick the
+cube, drop it in the left or the right bin; its recordings add the gripper command on
+/gripper_controller/commands, one position per finger, beside the arm's).
 
 The scripted demonstrator drives SimWorld in-process on sim time (much faster than real time, no
 DDS), and each episode becomes one rosbag2 directory (MCAP) with the topics a real arm records.
@@ -34,13 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--episodes", type=int, required=True, help="number of episodes (seeds)")
     parser.add_argument("--out", required=True, help="output directory (one bag per episode)")
     parser.add_argument("--first-seed", type=int, default=0, help="seed of the first episode")
+    from diffusion_controller.sim.tasks import DEFAULT_TASK, TASK_NAMES
+
+    parser.add_argument("--task", choices=TASK_NAMES, default=DEFAULT_TASK, help="the task")
     parser.add_argument("--image-size", type=int, default=96, help="camera image side (pixels)")
     parser.add_argument("--camera-rate", type=float, default=15.0, help="camera rate (Hz)")
     parser.add_argument(
         "--side",
         choices=["left", "right"],
         default=None,
-        help="force the demonstrator's side (default: a fair coin per episode)",
+        help="force the demonstrator's side or bin (default: a fair coin per episode)",
     )
     parser.add_argument(
         "--keep-failures",
@@ -58,6 +65,7 @@ class EpisodeResult:
     seed: int
     status: str  # "recorded" | "resumed" | "discarded"
     success: bool
+    label: str  # the task's verdict ("success", "collision", ...; the reach task: success/failure)
     side: str
     time: float  # sim seconds to success (or to the collision / the end)
     duration: float  # sim seconds recorded
@@ -71,6 +79,7 @@ class EpisodeResult:
             "seed": self.seed,
             "status": self.status,
             "success": self.success,
+            "label": self.label,
             "side": self.side,
             "time_s": self.time,
             "duration_s": self.duration,
@@ -96,21 +105,25 @@ def record_episode(
     *,
     camera_rate: float = 15.0,
     side: str | None = None,
+    task_name: str = "panda_reach",
 ) -> tuple[Any, Any]:
     """Plan and run one demonstration, writing it to `bag_dir` (which must not exist yet).
 
     Returns (TaskOutcome, DemoPlan). Joint states are recorded at every 10 ms tick, the command
     at the time it was sent, and camera frames at `camera_rate` on sim time; /sim/task is written
-    at the start and again at the end with the outcome added.
+    at the start and again at the end with the outcome added. A task with a gripper also records
+    the finger command sent with each arm command.
     """
+    from diffusion_controller.data.bag_writer import DEFAULT_TOPICS
     from diffusion_controller.data.rosbag_io import BagWriter
-    from diffusion_controller.sim.demonstrator import plan_demonstration
     from diffusion_controller.sim.rollout import CONTROL_DT, rollout
-    from diffusion_controller.sim.task import sample_task
+    from diffusion_controller.sim.tasks import get_task
 
-    spec = sample_task(seed)
+    kind = get_task(task_name)
+    spec = kind.sample(seed)
     world.reset(spec)
-    plan = plan_demonstration(spec, side=side, world=world)
+    plan = kind.plan(spec, side=side, world=world)
+    gripper_at = getattr(plan, "gripper_at", None)
     base = (time.time_ns() // 1_000_000) * 1_000_000  # episodes carry a real-looking epoch
     task = spec.to_dict()
     task["extra"] = {"demonstrator": {"side": plan.side, "duration": plan.duration}}
@@ -120,7 +133,8 @@ def record_episode(
     def ns(t: float) -> int:
         return base + round(t * _NS)
 
-    with BagWriter(bag_dir) as writer:
+    gripper_topic = DEFAULT_TOPICS["gripper_commands"] if gripper_at is not None else None
+    with BagWriter(bag_dir, gripper_topic=gripper_topic) as writer:
 
         def sample(t: float) -> None:
             q, v = world.joint_state()
@@ -135,12 +149,15 @@ def record_episode(
 
         def on_tick(t: float, cmd: np.ndarray, _: Any) -> None:
             writer.command(ns(t - CONTROL_DT), cmd)
+            if gripper_at is not None:
+                writer.gripper_command(ns(t - CONTROL_DT), gripper_at(t - CONTROL_DT))
             sample(t)
 
         outcome = rollout(
             world,
             spec,
             plan.command_at,
+            gripper_at=gripper_at,
             min_time=plan.duration + 0.3,
             max_time=min(spec.timeout, plan.duration + 2.0),
             on_start=on_start,
@@ -148,6 +165,7 @@ def record_episode(
         )
         task["outcome"] = {
             "success": outcome.success,
+            "label": getattr(outcome, "label", "success" if outcome.success else "failure"),
             "side": outcome.side,
             "collisions": outcome.collisions,
             "time": outcome.time,
@@ -203,6 +221,7 @@ def run(args: argparse.Namespace) -> int:
                         seed,
                         "resumed",
                         bool(got.get("success", False)),
+                        str(got.get("label", "?")),
                         str(got.get("side", "?")),
                         float(got.get("time", float("nan"))),
                         float(got.get("recorded", float("nan"))),
@@ -220,8 +239,9 @@ def run(args: argparse.Namespace) -> int:
             tmp = partial / episode_name(seed)
             t0 = time.monotonic()
             outcome, _ = record_episode(
-                world, seed, tmp, camera_rate=args.camera_rate, side=args.side
-            )
+                world, seed, tmp, camera_rate=args.camera_rate, side=args.side,
+                task_name=args.task,
+            )  # fmt: skip
             keep = outcome.success or args.keep_failures
             size = _dir_size_mb(tmp)
             if keep:
@@ -233,6 +253,7 @@ def run(args: argparse.Namespace) -> int:
                     seed,
                     "recorded" if keep else "discarded",
                     outcome.success,
+                    getattr(outcome, "label", "success" if outcome.success else "failure"),
                     outcome.side,
                     outcome.time,
                     world.time,
@@ -254,6 +275,7 @@ def run(args: argparse.Namespace) -> int:
     recorded = [r for r in results if r.status == "recorded"]
     kept = [r for r in results if r.status != "discarded"]
     summary = {
+        "task": args.task,
         "episodes": len(results),
         "recorded": len(recorded),
         "resumed": sum(r.status == "resumed" for r in results),

@@ -27,6 +27,7 @@ from diffusion_controller.settings.spec import (
     check,
     defaults_of,
 )
+from diffusion_controller.sim.tasks import TASK_NAMES
 
 NODE_NAME = "sim_arm"
 ROBOT_CONTROLLERS = ("ideal", "forward", "trajectory")
@@ -105,6 +106,14 @@ SIM_PARAMS: tuple[ParamSpec, ...] = (
        group="sim_arm: perturbations"),
     _p("obstacle_shift_time", DOUBLE, 1.0, "Sim seconds after the reset when the obstacle jumps.",
        when=ON_RESET, min=0.0, max=600.0, unit="s", group="sim_arm: perturbations"),
+    # --- the task and the hand (sim/tasks.py; SimWorld's fingers) -------------------------------
+    _p("task", STRING, "panda_reach", "The task (sim/tasks.py): panda_reach (round the obstacle "
+       "to the target) or pick_place (the cube into the left or the right bin).",
+       choices=TASK_NAMES, group="sim_arm: task"),
+    _p("gripper_topic", STRING, "gripper_controller/commands", "Float64MultiArray gripper "
+       "input: [panda_finger_joint1, panda_finger_joint2] targets, each 0..0.04 m (half the "
+       "hand's width), reached at 0.05 m/s with at most 40 N per finger.",
+       group="sim_arm: task"),
 )
 
 SIM_SPECS: dict[str, ParamSpec] = by_name(SIM_PARAMS)

@@ -1,4 +1,4 @@
-"""The simulated Panda (PyBullet) with a camera, the two-way-round task and its demonstrator.
+"""The simulated Panda (PyBullet) with a camera and a hand, two tasks and their demonstrators.
 
 Modules, from the bottom up (only sim_node imports ROS):
 
@@ -8,6 +8,11 @@ Modules, from the bottom up (only sim_node imports ROS):
 - world: SimWorld, the physics (position-controlled arm, table, obstacle, target disc), the fixed
   camera, and contacts counted from physics.
 - demonstrator: the scripted expert that goes round left or right by a fair coin.
+- pick_place: the second task (a cube anywhere in a 24 x 24 cm patch, into the left or the right
+  bin), PickPlaceSpec, sample_pick_place(seed), PickPlaceMonitor (success and failure labels);
+  pick_demonstrator: its scripted expert (grasp, lift, carry to a fair coin's bin, release).
+- tasks: the registry (`--task`, the sim node's `task` parameter): sampler, JSON reader, monitor
+  and demonstrator per task.
 - rollout: runs a command source against SimWorld at 100 Hz in-process and judges the attempt.
 - robot_side: the arm's side of the command path at 1 kHz (forward / joint_trajectory controller
   semantics) and the FR3's commanded-signal limits, with reflexes; ROS-free.

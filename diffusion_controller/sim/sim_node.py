@@ -20,7 +20,15 @@ absolute by ROS convention):
 Subscribes to /forward_position_controller/commands (std_msgs/Float64MultiArray): 7 positions in
 the order of the `joint_names` parameter, tracked with position control. Commands of the wrong
 length or with NaN/Inf are dropped with a throttled warning and counted; values outside the URDF
-limits are clipped, as the real arm's limits would stop it.
+limits are clipped, as the real arm's limits would stop it. And to /gripper_controller/commands
+(`gripper_topic`, std_msgs/Float64MultiArray): [panda_finger_joint1, panda_finger_joint2] target
+positions in m (each half the hand's width, 0..0.04), reached at the hand's bounded speed and
+force (SimWorld: 0.05 m/s, 40 N per finger), so a closing hand stops on the cube and holds it.
+
+Parameter `task` (read only): `panda_reach` (default) or `pick_place` (sim/tasks.py); the seed
+picks the instance, /sim/task carries its JSON (with `"task": "pick_place"` for the latter) and
+/sim/contacts its verdict (`label`: success, collision, dropped, wrong_place, missed_grasp,
+timeout; `cube`: the cube's position).
 
 The robot side (sim/robot_side.py), parameter `robot_controller`: `ideal` (default, the arm
 tracks each 10 ms command as before, no robot-side model), `forward` (a forward_command_controller
@@ -80,7 +88,7 @@ from diffusion_controller.settings.sim import PERTURBATION_SETTINGS, SIM_PARAMS,
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 from diffusion_controller.sim.node_robot import RobotSideMixin
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
-from diffusion_controller.sim.task import TaskMonitor, sample_task
+from diffusion_controller.sim.tasks import get_task
 from diffusion_controller.sim.world import SimWorld, WorldConfig
 
 
@@ -93,6 +101,7 @@ class SimArmNode(RobotSideMixin, Node):
         p = self._params()
         self.joint_names: list[str] = p["joint_names"]
         self._order = [self.joint_names.index(n) for n in ARM_JOINTS]  # ours <- command order
+        self.task = get_task(p["task"])
         self.world = SimWorld(
             WorldConfig(
                 timestep=p["timestep"],
@@ -130,11 +139,15 @@ class SimArmNode(RobotSideMixin, Node):
         self.create_subscription(
             Float64MultiArray, p["command_topic"], self._on_command, QoSProfile(depth=10)
         )
+        self.create_subscription(
+            Float64MultiArray, p["gripper_topic"], self._on_gripper, QoSProfile(depth=10)
+        )
         self.create_service(Trigger, "~/reset", self._on_reset)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._lock = threading.Lock()
         self._pending_cmd: np.ndarray | None = None
+        self._pending_gripper: np.ndarray | None = None
         self._reset_request: threading.Event | None = None
         self._reset_seed = 0
         self._reset_setup: tuple[Perturbation, float] = (Perturbation(), 0.0)
@@ -148,7 +161,7 @@ class SimArmNode(RobotSideMixin, Node):
         self.commands = 0
         self.stats = {"ticks": 0, "overruns": 0, "max_late_ms": 0.0, "work_ms_sum": 0.0}
         self._sim_clock = 0.0  # monotonic sim time across resets (for /clock and stamps)
-        self.monitor: TaskMonitor | None = None
+        self.monitor: Any = None  # the task's monitor (sim/tasks.py)
         self._episode = 0
         self._clearance_window = math.inf
         self._events_reported = 0
@@ -205,6 +218,14 @@ class SimArmNode(RobotSideMixin, Node):
             self._pending_cmd = data[self._order]
             self.commands += 1
 
+    def _on_gripper(self, msg: Float64MultiArray) -> None:
+        data = np.asarray(msg.data, dtype=np.float64)
+        if data.shape != (2,) or not np.all(np.isfinite(data)):
+            self._reject(f"gripper command {data.tolist()} is not 2 finite finger positions")
+            return
+        with self._lock:
+            self._pending_gripper = data
+
     def _reject(self, why: str) -> None:
         with self._lock:
             self.rejected += 1
@@ -232,22 +253,24 @@ class SimArmNode(RobotSideMixin, Node):
     ) -> None:
         pert = perturbation or Perturbation()
         self._episode += 1
-        spec = sample_task(seed)
+        spec = self.task.sample(seed)
         if pert.active:
             spec = dataclasses.replace(spec, extra={"perturbation": pert.to_dict()})
         if timeout > 0:
             spec = dataclasses.replace(spec, timeout=float(timeout))
         self.world.reset(spec)
-        self.monitor = TaskMonitor(spec)
+        self.monitor = self.task.monitor(spec, self.world)
         self.perturbation = pert
         self._perturber = SensorPerturber(pert, seed)
         self._image_line.clear()
         self._joint_line.clear()
-        self._shift_due = pert.obstacle_shift_time if pert.shifts_obstacle else None
+        shifts = pert.shifts_obstacle and self.world.obstacle is not None  # pick_place has none
+        self._shift_due = pert.obstacle_shift_time if shifts else None
         self._events_reported = 0
         self._clearance_window = math.inf
         with self._lock:
             self._pending_cmd = None
+            self._pending_gripper = None
         self.pub_task.publish(String(data=spec.to_json()))
         reply = spec.to_dict()
         reply["extra"] = {**spec.extra, "episode": self._episode}
@@ -305,13 +328,16 @@ class SimArmNode(RobotSideMixin, Node):
     def _tick(self, next_frame: float, next_report: float) -> tuple[float, float]:
         with self._lock:
             cmd, self._pending_cmd = self._pending_cmd, None
+            grip, self._pending_gripper = self._pending_gripper, None
             reset, self._reset_request = self._reset_request, None
             seed, setup = self._reset_seed, self._reset_setup
         if reset is not None:
             self._reset_world(seed, *setup)
             reset.set()
-            cmd = None
+            cmd = grip = None
             next_frame = next_report = self._sim_clock
+        if grip is not None:  # the hand is its own controller, beside the arm's
+            self.world.command_gripper(grip)
         if self.robot is not None:
             new_events = self._robot_tick(cmd, reset is not None)
             contacts = self.world.contacts
@@ -408,6 +434,8 @@ class SimArmNode(RobotSideMixin, Node):
             "timed_out": out.timed_out,
             "done": self.monitor.done,
             "side": out.side,
+            "label": getattr(out, "label", None),
+            "cube": getattr(out, "cube", None),
             "commands": commands,
             "rejected_commands": rejected,
             "frames_dropped": self._perturber.dropped,

@@ -8,7 +8,13 @@ The 7 arm joints are position controlled toward the latest commanded target, lik
 forward position controller in front of a stiff joint impedance controller: PyBullet's motor
 constraint with the URDF effort limits, and a velocity feed-forward taken from the difference of
 successive commands so that a smooth 100 Hz command stream is tracked with a few milliradians of
-lag. The fingers are held closed.
+lag. The two fingers are position controlled toward the gripper command (`command_gripper`, each
+finger's opening in metres, 0 closed .. 0.04 open) at a bounded speed (`finger_speed`) and with a
+bounded force (`finger_force`), so a closing hand stops on an object and squeezes it with that
+force; without a gripper command they stay where the task starts them (closed for the reach task).
+
+Objects: the reach task's obstacle and target disc, or the pick-and-place task's cube (a dynamic
+body the hand may touch) and bins (static, like the table: touching them is a collision).
 
 Collisions are whatever physics says: contact points between the arm and the obstacle or the table
 with a penetration deeper than `contact_depth` (or a normal force above `contact_force`) count, and
@@ -26,6 +32,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pybullet as p
@@ -42,6 +49,9 @@ HAND_RGBA = (0.25, 0.25, 0.3, 1.0)  # dark, so the tool end reads clearly agains
 OBSTACLE_RGBA = (0.9, 0.05, 0.05, 1.0)  # saturated red
 TARGET_RGBA = (0.05, 0.85, 0.1, 1.0)  # saturated green
 TABLE_RGBA = (0.55, 0.6, 0.75, 1.0)  # muted blue-grey
+CUBE_RGBA = (0.9, 0.05, 0.05, 1.0)  # saturated red
+BIN_RGBA = (0.95, 0.8, 0.05, 1.0)  # saturated yellow
+FINGER_TRAVEL = 0.04  # each Panda finger opens 0..4 cm (URDF limit)
 
 
 @dataclass
@@ -66,6 +76,13 @@ class WorldConfig:
     # Draw the arm with its collision meshes (~2k triangles) instead of the visual ones (~100k):
     # rendering drops from ~20 ms to ~2 ms a frame and the 96x96 image loses nothing visible.
     low_poly_visuals: bool = True
+    # The hand: Franka's is rated 70 N continuous grasp force and 0.05 m/s per finger. Each finger
+    # motor here pushes with at most `finger_force` (the squeeze an object held between the two
+    # feels) and moves at most `finger_speed`; `finger_friction` is the pads' and the cube's
+    # Coulomb friction coefficient (rubber on painted wood or plastic: about 1).
+    finger_force: float = 40.0
+    finger_speed: float = 0.05
+    finger_friction: float = 1.0
 
 
 @dataclass
@@ -73,7 +90,8 @@ class ContactState:
     """Contacts found during the last `step`, and running totals since the last reset."""
 
     in_contact: bool = False
-    pairs: list[tuple[str, str]] = field(default_factory=list)  # (link, "obstacle" | "table")
+    # (link, "obstacle" | "table" | "bin_<name>")
+    pairs: list[tuple[str, str]] = field(default_factory=list)
     new_events: int = 0
     events: int = 0
     max_depth: float = 0.0  # deepest penetration in the last step (m, positive)
@@ -134,6 +152,10 @@ class SimWorld:
         for link in range(-1, p.getNumJoints(self.robot, physicsClientId=pid)):
             # Joint damping off: the motors are the only source of joint torque, as on the real arm.
             p.changeDynamics(self.robot, link, jointDamping=0.0, physicsClientId=pid)
+            if link in self.finger_idx:
+                p.changeDynamics(
+                    self.robot, link, lateralFriction=c.finger_friction, physicsClientId=pid
+                )
             rgba = HAND_RGBA if self.link_names[link] in _HAND_LINKS else ARM_RGBA
             p.changeVisualShape(self.robot, link, rgbaColor=rgba, physicsClientId=pid)
 
@@ -151,6 +173,9 @@ class SimWorld:
         p.setCollisionFilterPair(self.robot, self.table, -1, -1, 0, physicsClientId=pid)
         self.obstacle: int | None = None
         self.target_marker: int | None = None
+        self.cube: int | None = None
+        self.bins: dict[int, str] = {}  # body -> bin name
+        self._finger_cmd = np.zeros(2)
         self.spec: TaskSpec | None = None
 
         self._view = p.computeViewMatrix(c.camera_eye, c.camera_target, [0, 0, 1])
@@ -169,47 +194,140 @@ class SimWorld:
     # --- scene ----------------------------------------------------------------------------------
     def reset(self, spec: TaskSpec | None = None, q: np.ndarray | None = None) -> None:
         """Put the task's objects in place and the arm at rest at `q` (default: the start pose)."""
-        pid = self.cid
         if spec is not None:
-            for body in (self.obstacle, self.target_marker):
-                if body is not None:
-                    p.removeBody(body, physicsClientId=pid)
-            ob = spec.obstacle
-            col = p.createCollisionShape(
-                p.GEOM_CYLINDER, radius=ob.radius, height=ob.height, physicsClientId=pid
-            )
-            vis = p.createVisualShape(
-                p.GEOM_CYLINDER,
-                radius=ob.radius,
-                length=ob.height,
-                rgbaColor=OBSTACLE_RGBA,
-                physicsClientId=pid,
-            )
-            self.obstacle = p.createMultiBody(
-                0.0, col, vis, basePosition=[ob.x, ob.y, ob.height / 2], physicsClientId=pid
-            )
-            # The target is only paint on the table: visible, never collided with.
-            tvis = p.createVisualShape(
-                p.GEOM_CYLINDER,
-                radius=spec.target_radius,
-                length=0.002,
-                rgbaColor=TARGET_RGBA,
-                physicsClientId=pid,
-            )
-            self.target_marker = p.createMultiBody(
-                0.0,
-                -1,
-                tvis,
-                basePosition=[spec.target[0], spec.target[1], spec.target[2] + 0.001],
-                physicsClientId=pid,
-            )
+            self._clear_scene()
+            if getattr(spec, "task", "panda_reach") == "pick_place":
+                self._build_pick_place(spec)
+            else:
+                self._build_reach(spec)
             self.spec = spec
+        elif self.cube is not None and self.spec is not None:  # same scene: the cube back in place
+            p.resetBasePositionAndOrientation(
+                self.cube, list(self.spec.cube), [0.0, 0.0, 0.0, 1.0], physicsClientId=self.cid
+            )
+            p.resetBaseVelocity(self.cube, [0.0] * 3, [0.0] * 3, physicsClientId=self.cid)
         start = q if q is not None else (self.spec.start_q if self.spec is not None else None)
-        self.set_joint_state(np.zeros(7) if start is None else start)
+        fingers = float(getattr(self.spec, "start_fingers", 0.0))
+        self.set_joint_state(np.zeros(7) if start is None else start, fingers)
         self.time = 0.0
         self._steps = 0
         self._touching.clear()
         self.contacts = ContactState()
+
+    def _build_reach(self, spec: TaskSpec) -> None:
+        """The reach task's red obstacle and green target disc."""
+        pid = self.cid
+        ob = spec.obstacle
+        col = p.createCollisionShape(
+            p.GEOM_CYLINDER, radius=ob.radius, height=ob.height, physicsClientId=pid
+        )
+        vis = p.createVisualShape(
+            p.GEOM_CYLINDER,
+            radius=ob.radius,
+            length=ob.height,
+            rgbaColor=OBSTACLE_RGBA,
+            physicsClientId=pid,
+        )
+        self.obstacle = p.createMultiBody(
+            0.0, col, vis, basePosition=[ob.x, ob.y, ob.height / 2], physicsClientId=pid
+        )
+        # The target is only paint on the table: visible, never collided with.
+        tvis = p.createVisualShape(
+            p.GEOM_CYLINDER,
+            radius=spec.target_radius,
+            length=0.002,
+            rgbaColor=TARGET_RGBA,
+            physicsClientId=pid,
+        )
+        self.target_marker = p.createMultiBody(
+            0.0,
+            -1,
+            tvis,
+            basePosition=[spec.target[0], spec.target[1], spec.target[2] + 0.001],
+            physicsClientId=pid,
+        )
+
+    def _build_pick_place(self, spec: Any) -> None:
+        """The pick-and-place task's red cube (dynamic) and yellow bins (static walls)."""
+        pid = self.cid
+        c = self.config
+        half = spec.cube_size / 2
+        col = p.createCollisionShape(p.GEOM_BOX, halfExtents=[half] * 3, physicsClientId=pid)
+        vis = p.createVisualShape(
+            p.GEOM_BOX, halfExtents=[half] * 3, rgbaColor=CUBE_RGBA, physicsClientId=pid
+        )
+        self.cube = p.createMultiBody(
+            spec.cube_mass, col, vis, basePosition=list(spec.cube), physicsClientId=pid
+        )
+        p.changeDynamics(
+            self.cube, -1, lateralFriction=c.finger_friction, spinningFriction=0.001,
+            rollingFriction=0.0, physicsClientId=pid,
+        )  # fmt: skip
+        for b in spec.bins:
+            t, h, r = b.wall_thickness / 2, b.wall_height / 2, b.inner_half + b.wall_thickness / 2
+            # Four walls: two along x at y +- r, two along y at x +- r, meeting at the corners.
+            walls = [
+                ([r + t, t, h], [0.0, r, h]), ([r + t, t, h], [0.0, -r, h]),
+                ([t, r + t, h], [r, 0.0, h]), ([t, r + t, h], [-r, 0.0, h]),
+            ]  # fmt: skip
+            shapes = [p.createCollisionShape(p.GEOM_BOX, halfExtents=e, physicsClientId=pid)
+                      for e, _ in walls]  # fmt: skip
+            visuals = [
+                p.createVisualShape(p.GEOM_BOX, halfExtents=e, rgbaColor=BIN_RGBA,
+                                    physicsClientId=pid)
+                for e, _ in walls
+            ]  # fmt: skip
+            body = p.createMultiBody(
+                0.0, -1, -1, basePosition=[b.x, b.y, 0.0],
+                linkMasses=[0.0] * 4, linkCollisionShapeIndices=shapes,
+                linkVisualShapeIndices=visuals, linkPositions=[o for _, o in walls],
+                linkOrientations=[[0.0, 0.0, 0.0, 1.0]] * 4,
+                linkInertialFramePositions=[[0.0, 0.0, 0.0]] * 4,
+                linkInertialFrameOrientations=[[0.0, 0.0, 0.0, 1.0]] * 4,
+                linkParentIndices=[0] * 4, linkJointTypes=[p.JOINT_FIXED] * 4,
+                linkJointAxis=[[0.0, 0.0, 1.0]] * 4, physicsClientId=pid,
+            )  # fmt: skip
+            self.bins[body] = b.name
+
+    def _clear_scene(self) -> None:
+        pid = self.cid
+        for body in (self.obstacle, self.target_marker, self.cube, *self.bins):
+            if body is not None:
+                p.removeBody(body, physicsClientId=pid)
+        self.obstacle = self.target_marker = self.cube = None
+        self.bins = {}
+
+    # --- the hand and the cube ------------------------------------------------------------------
+    def command_gripper(self, fingers: np.ndarray) -> None:
+        """Set each finger's target opening (m, panda_finger_joint1, 2), clipped to 0..0.04.
+
+        Raises ValueError for a wrong size or non-finite values (the previous target stays).
+        """
+        arr = np.asarray(fingers, dtype=np.float64).reshape(-1)
+        if arr.shape != (2,) or not np.all(np.isfinite(arr)):
+            raise ValueError(f"expected 2 finite finger positions, got {arr.tolist()}")
+        self._finger_cmd = np.clip(arr, 0.0, FINGER_TRAVEL)
+        self._apply_motors()
+
+    def finger_command(self) -> np.ndarray:
+        return self._finger_cmd.copy()
+
+    def cube_state(self) -> tuple[np.ndarray, np.ndarray]:
+        """(position [3], linear velocity [3]) of the cube; raises ValueError without one."""
+        if self.cube is None:
+            raise ValueError("no cube in this scene")
+        pos, _ = p.getBasePositionAndOrientation(self.cube, physicsClientId=self.cid)
+        vel, _ = p.getBaseVelocity(self.cube, physicsClientId=self.cid)
+        return np.array(pos), np.array(vel)
+
+    def fingers_touching_cube(self) -> int:
+        """How many of the two fingers touch the cube now (0, 1 or 2)."""
+        if self.cube is None:
+            return 0
+        return sum(
+            bool(p.getContactPoints(self.robot, self.cube, linkIndexA=j, physicsClientId=self.cid))
+            for j in self.finger_idx
+        )
 
     def move_obstacle(self, x: float, y: float) -> TaskSpec:
         """Slide the obstacle to (x, y) on the table (a scene change during an episode).
@@ -230,13 +348,15 @@ class SimWorld:
         )
         return self.spec
 
-    def set_joint_state(self, q: np.ndarray) -> None:
-        """Teleport the arm to `q` at rest and hold it there (command = q)."""
+    def set_joint_state(self, q: np.ndarray, fingers: float = 0.0) -> None:
+        """Teleport the arm to `q` and both fingers to `fingers` at rest, and hold them there."""
         q = self._validated(q)
         for j, qj in zip(self.arm_idx, q, strict=False):
             p.resetJointState(self.robot, j, float(qj), 0.0, physicsClientId=self.cid)
+        f = float(np.clip(fingers, 0.0, FINGER_TRAVEL))
         for j in self.finger_idx:
-            p.resetJointState(self.robot, j, 0.0, 0.0, physicsClientId=self.cid)
+            p.resetJointState(self.robot, j, f, 0.0, physicsClientId=self.cid)
+        self._finger_cmd = np.full(2, f)
         self._q_cmd = q.copy()
         self._v_ff = np.zeros(7)
         self._cmd_time = None
@@ -284,7 +404,7 @@ class SimWorld:
             p.stepSimulation(physicsClientId=pid)
             self._steps += 1
             self.time = self._steps * c.timestep
-            for body in (self.obstacle, self.table):
+            for body in (self.obstacle, self.table, *self.bins):
                 if body is None:
                     continue
                 for pt in p.getContactPoints(self.robot, body, physicsClientId=pid):
@@ -298,8 +418,7 @@ class SimWorld:
         st = self.contacts
         st.in_contact = bool(touching)
         st.pairs = sorted(
-            (self.link_names.get(link, str(link)), "table" if body == self.table else "obstacle")
-            for link, body in touching
+            (self.link_names.get(link, str(link)), self._body_name(body)) for link, body in touching
         )
         st.new_events = len(new)
         st.events += len(new)
@@ -428,14 +547,21 @@ class SimWorld:
             velocityGains=[c.velocity_gain] * 7,
             physicsClientId=pid,
         )
-        p.setJointMotorControlArray(
-            self.robot,
-            self.finger_idx,
-            p.POSITION_CONTROL,
-            targetPositions=[0.0, 0.0],
-            forces=[20.0, 20.0],
-            physicsClientId=pid,
-        )
+        for j, target in zip(self.finger_idx, self._finger_cmd, strict=True):
+            p.setJointMotorControl2(
+                self.robot,
+                j,
+                p.POSITION_CONTROL,
+                targetPosition=float(target),
+                force=c.finger_force,
+                maxVelocity=c.finger_speed,
+                physicsClientId=pid,
+            )
+
+    def _body_name(self, body: int) -> str:
+        if body == self.table:
+            return "table"
+        return f"bin_{self.bins[body]}" if body in self.bins else "obstacle"
 
 
 def _low_poly_urdf(text: str, urdf_dir: str) -> str:
