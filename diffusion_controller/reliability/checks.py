@@ -118,3 +118,61 @@ def is_moving(times: np.ndarray, q: np.ndarray, t0: float, t1: float,
     sel = (np.asarray(times) >= t0) & (np.asarray(times) < t1)
     w = np.asarray(q)[sel]
     return bool(w.shape[0] > 1 and np.max(np.abs(np.diff(w, axis=0))) > still)
+
+
+@dataclass(frozen=True)
+class BrakeRun:
+    """Where a stop happened in a command sequence, by command index (one command per tick).
+
+    `onset` is the first command of the braking run: from there on, every moving joint's step
+    shrinks strictly at every command (a joint at rest stays at rest, none reverses) until `rest`,
+    the first command of a run of unchanged ones."""
+
+    onset: int
+    rest: int
+
+    @property
+    def commands(self) -> int:
+        """Commands from the start of braking to the first at rest."""
+        return self.rest - self.onset
+
+
+def rest_index(q: np.ndarray, i_from: int, min_still: int = 5,
+               still: float = STILL) -> int | None:
+    """Index of the first command at or after `i_from` that begins a run of `min_still` unchanged
+    commands (to `still`); None if there is none yet."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape[0] <= min_still:
+        return None
+    still_step = np.max(np.abs(np.diff(q, axis=0)), axis=1) <= still  # command i -> i + 1
+    run = np.ones(still_step.size - min_still + 1, dtype=bool)
+    for k in range(min_still):
+        run &= still_step[k:k + run.size]
+    hits = np.flatnonzero(run[max(i_from, 0):])
+    return int(hits[0]) + max(i_from, 0) if hits.size else None
+
+
+def brake_run(q: np.ndarray, i_from: int, min_still: int = 5,
+              still: float = STILL) -> BrakeRun | None:
+    """The stop after command `i_from`, located by behaviour only (no receive times, so it does
+    not depend on how the observer was scheduled): the rest command (`rest_index`) and, walking
+    back from it, the first command from which all speeds fall monotonically to that rest. The
+    walk stops at `i_from`. None if the commands never come to rest after `i_from`."""
+    q = np.asarray(q, dtype=np.float64)
+    rest = rest_index(q, i_from, min_still, still)
+    if rest is None:
+        return None
+    d = np.diff(q[:rest + 2], axis=0)  # d[k] = q[k + 1] - q[k]; d[rest] is still
+
+    def falls(k: int) -> bool:
+        """Step d[k + 1] continues a stop after d[k]: each joint's step shrinks strictly without
+        reversing, or the joint was already at rest and stays there."""
+        before, after = d[k], d[k + 1]
+        resting = np.abs(before) <= still
+        shrinks = (np.abs(after) < np.abs(before)) & (before * after >= 0.0)
+        return bool(np.all(np.where(resting, np.abs(after) <= still, shrinks)))
+
+    onset = rest
+    while onset > max(i_from, 0) and falls(onset - 1):
+        onset -= 1
+    return BrakeRun(onset=onset, rest=rest)

@@ -125,6 +125,26 @@ def _limits() -> JointLimits:
                        np.array([1.0, 1.0]), np.array([10.0, 10.0]), np.array([100.0, 100.0]))
 
 
+def test_brake_run_finds_the_stop_by_command_count() -> None:
+    """A cruise, a brake at 10 rad/s^2 (0.1 rad/s per tick) from 0.5 rad/s, then a hold: the run
+    starts at the last cruise step and is 5 commands long, whatever the receive times were."""
+    dt, n = 0.01, 40
+    v = np.concatenate([np.full(10, 0.5), np.maximum(0.5 - 0.1 * np.arange(1, 7), 0.0),
+                        np.zeros(n - 16)])
+    q = np.zeros((n, 2))
+    q[1:, 0] = np.cumsum(v[:-1] * dt)
+    q[1:, 1] = -0.5 * q[1:, 0]  # a second joint braking in the other direction
+    run = checks.brake_run(q, 0)
+    assert run is not None and (run.onset, run.rest) == (9, 14) and run.commands == 5
+    assert checks.rest_index(q, 0) == 14
+    assert checks.brake_run(q, 12) == checks.BrakeRun(onset=12, rest=14)  # clipped at i_from
+    slow = q.copy()  # a speed-up inside the brake: the run starts after it
+    slow[13:, 0] += 0.002
+    assert checks.brake_run(slow, 0).onset == 12
+    moving = np.cumsum(np.full((n, 2), 0.001), axis=0)
+    assert checks.brake_run(moving, 0) is None and checks.rest_index(moving, 0) is None
+
+
 def test_limit_violations_and_rest_start() -> None:
     dt = 0.01
     t = np.arange(40) * dt
