@@ -176,3 +176,34 @@ def brake_run(q: np.ndarray, i_from: int, min_still: int = 5,
     while onset > max(i_from, 0) and falls(onset - 1):
         onset -= 1
     return BrakeRun(onset=onset, rest=rest)
+
+
+def describe_violations(q: np.ndarray, limits: JointLimits, dt: float,
+                        times: Sequence[float] | None = None, context: int = 3,
+                        rel_tol: float = 1e-3, most: int = 5) -> str:
+    """Where the velocity steps of `limit_violations` are, for a failure message: per offending
+    step its index, size (x the velocity limit), the joints over the limit, and the steps around
+    it (rad per command, and their ratio to the offending one's neighbours: a step that is a
+    whole multiple of its neighbours on every joint is what a lost command looks like, a step
+    that is not is one the node published); receive times when given."""
+    q = np.asarray(q, dtype=np.float64)
+    if q.shape[0] < 2:
+        return "no steps"
+    d = np.diff(q, axis=0)
+    ratio = np.abs(d) / dt / limits.velocity
+    bad = np.flatnonzero(np.max(ratio, axis=1) > 1.0 + rel_tol)
+    lines = [f"{bad.size} velocity steps over the limit"]
+    for k in bad[:most]:
+        joints = [limits.names[j] for j in np.flatnonzero(ratio[k] > 1.0 + rel_tol)]
+        lo, hi = max(k - context, 0), min(k + context + 1, d.shape[0])
+        around = np.concatenate([d[max(k - 2, 0):k], d[k + 1:k + 3]])
+        typical = np.median(np.abs(around), axis=0) if around.size else np.zeros(d.shape[1])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            multiple = np.where(typical > 1e-9, np.abs(d[k]) / typical, np.nan)
+        lines.append(f"step {k} -> {k + 1}: {np.max(ratio[k]):.2f} x limit on {joints}; "
+                     f"x neighbours per joint {np.array2string(multiple, precision=2)}")
+        for i in range(lo, hi):
+            t = f" t={times[i + 1]:.4f}" if times is not None else ""
+            mark = ">>" if i == k else "  "
+            lines.append(f"  {mark} d[{i}]{t} {np.array2string(d[i], precision=5)}")
+    return "\n".join(lines)

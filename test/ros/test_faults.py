@@ -45,6 +45,7 @@ from diffusion_controller.reliability.checks import (  # noqa: E402
     STILL,
     BrakeRun,
     brake_run,
+    describe_violations,
     effective_limits,
     is_moving,
     limit_violations,
@@ -283,11 +284,11 @@ def wait_diag(listener, suffix: str, needle: str, timeout: float = 8.0) -> str:
 
 
 def check_limits(listener, urdf: str) -> None:
-    _, q = commands(listener)
+    t, q = commands(listener)
     lim = effective_limits(urdf, JOINTS, default_values(**SAFETY))
     bad = limit_violations(q, lim, DT)
     print(f"limits: {bad}")
-    assert bad.total == 0, str(bad)
+    assert bad.total == 0, f"{bad}\n{describe_violations(q, lim, DT, t)}"
 
 
 def last_chunk_time(listener) -> float:

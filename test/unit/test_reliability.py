@@ -145,6 +145,17 @@ def test_brake_run_finds_the_stop_by_command_count() -> None:
     assert checks.brake_run(moving, 0) is None and checks.rest_index(moving, 0) is None
 
 
+def test_describe_violations_shows_a_lost_command_as_a_whole_multiple() -> None:
+    dt = 0.01
+    q = np.zeros((20, 2))
+    q[:, 0] = 0.008 * np.arange(20)  # 0.8 rad/s of 1.0
+    lost = np.delete(q, [10, 11], axis=0)  # two commands lost: one step of 3 x 0.8 rad/s
+    text = checks.describe_violations(lost, _limits(), dt, times=np.arange(18) * dt)
+    assert text.startswith("1 velocity steps over the limit")
+    assert "step 9 -> 10: 2.40 x limit on ['a']" in text and "[ 3. nan]" in text
+    assert checks.describe_violations(q, _limits(), dt) == "0 velocity steps over the limit"
+
+
 def test_limit_violations_and_rest_start() -> None:
     dt = 0.01
     t = np.arange(40) * dt
