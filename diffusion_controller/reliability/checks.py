@@ -207,3 +207,12 @@ def describe_violations(q: np.ndarray, limits: JointLimits, dt: float,
             mark = ">>" if i == k else "  "
             lines.append(f"  {mark} d[{i}]{t} {np.array2string(d[i], precision=5)}")
     return "\n".join(lines)
+
+
+def braking_commands(limits: JointLimits, dt: float) -> int:
+    """Most commands a brake at the deceleration limit takes from any admissible speed to rest:
+    the slowest joint's velocity limit over its deceleration limit in ticks, plus one for the
+    last step before braking (still at the old speed) and one for the partial tick that lands
+    on zero (see control.braking)."""
+    ticks = float(np.max(limits.velocity / limits.acceleration)) / dt
+    return int(np.ceil(ticks - 1e-9)) + 2

@@ -45,9 +45,9 @@ from diffusion_controller.reliability.checks import (  # noqa: E402
     STILL,
     BrakeRun,
     brake_run,
+    braking_commands,
     describe_violations,
     effective_limits,
-    is_moving,
     limit_violations,
 )
 from diffusion_controller.runtime import fault_hooks  # noqa: E402
@@ -207,20 +207,21 @@ def commands(listener) -> tuple[np.ndarray, np.ndarray]:
 
 
 def wait_moving(listener, timeout: float = 20.0) -> None:
+    """Wait (a deadline) until commands received after this call move. Counted from the log's
+    length at the call, not over a window of receive times: a starved observer's window can hold
+    the motion from before a stop, or nothing at all."""
+    n0 = len(listener.command_log())
+
     def moving() -> bool:
-        t, q = commands(listener)
-        now = time.monotonic()
-        return is_moving(t, q, now - 0.3, now)
+        _, q = commands(listener)
+        return q.shape[0] > n0 + 1 and float(np.max(np.abs(np.diff(q[n0:], axis=0)))) > STILL
 
     listener.wait_for(moving, timeout, "the arm to move")
 
 
 def braking_bound(urdf: str) -> int:
-    """Commands a full-rate brake may take from any admissible speed to rest: the slowest joint's
-    velocity limit over its deceleration limit, in ticks, plus one for the last step before
-    braking (it runs at the old speed) and one for the partial tick that lands on zero."""
-    lim = effective_limits(urdf, JOINTS, default_values(**SAFETY))
-    return math.ceil(float(np.max(lim.velocity / lim.acceleration)) / DT - 1e-9) + 2
+    """`checks.braking_commands` for this file's limits."""
+    return braking_commands(effective_limits(urdf, JOINTS, default_values(**SAFETY)), DT)
 
 
 def assert_stopped_after(listener, urdf: str, i_fault: int, t_detect: float, what: str,
