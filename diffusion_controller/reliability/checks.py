@@ -130,11 +130,19 @@ class BrakeRun:
 
     onset: int
     rest: int
+    # first command of the run's tail in which every joint decelerates at its limit (or lands
+    # on zero, or rests): the filter's brake (control.braking); None when not asked for
+    full_rate_onset: int | None = None
 
     @property
     def commands(self) -> int:
         """Commands from the start of braking to the first at rest."""
         return self.rest - self.onset
+
+    @property
+    def gentle(self) -> int:
+        """Falling steps before the full-rate tail (0 when not asked for)."""
+        return 0 if self.full_rate_onset is None else self.full_rate_onset - self.onset
 
 
 def rest_index(q: np.ndarray, i_from: int, min_still: int = 5,
@@ -152,12 +160,16 @@ def rest_index(q: np.ndarray, i_from: int, min_still: int = 5,
     return int(hits[0]) + max(i_from, 0) if hits.size else None
 
 
-def brake_run(q: np.ndarray, i_from: int, min_still: int = 5,
-              still: float = STILL) -> BrakeRun | None:
+def brake_run(q: np.ndarray, i_from: int, min_still: int = 5, still: float = STILL,
+              deceleration: np.ndarray | None = None, dt: float | None = None,
+              rel_tol: float = 1e-3) -> BrakeRun | None:
     """The stop after command `i_from`, located by behaviour only (no receive times, so it does
     not depend on how the observer was scheduled): the rest command (`rest_index`) and, walking
     back from it, the first command from which all speeds fall monotonically to that rest. The
-    walk stops at `i_from`. None if the commands never come to rest after `i_from`."""
+    walk stops at `i_from`. With `deceleration` (per joint) and `dt`, also where the full-rate
+    tail starts: commands integrate q += (v + v') dt / 2, so under the brake each joint's step
+    shrinks by exactly deceleration * dt^2 per command, and by at most that while it lands on
+    zero. None if the commands never come to rest after `i_from`."""
     q = np.asarray(q, dtype=np.float64)
     rest = rest_index(q, i_from, min_still, still)
     if rest is None:
@@ -175,7 +187,26 @@ def brake_run(q: np.ndarray, i_from: int, min_still: int = 5,
     onset = rest
     while onset > max(i_from, 0) and falls(onset - 1):
         onset -= 1
-    return BrakeRun(onset=onset, rest=rest)
+    if deceleration is None or dt is None:
+        return BrakeRun(onset=onset, rest=rest)
+    full = np.asarray(deceleration, dtype=np.float64) * dt * dt
+    tol = rel_tol * full + 1e-12
+
+    def brakes(k: int) -> bool:
+        """Step d[k + 1] follows d[k] under the brake, on every joint."""
+        before, after = np.abs(d[k]), np.abs(d[k + 1])
+        drop = before - after
+        landed_next = np.abs(d[k + 2]) <= still if k + 2 < d.shape[0] else np.ones_like(drop, bool)
+        at_limit = np.abs(drop - full) <= tol
+        landing = (drop >= -tol) & (drop <= full + tol) & ((after <= still) | landed_next)
+        ok = np.where(before <= still, after <= still, (at_limit | landing)
+                      & (d[k] * d[k + 1] >= 0.0))
+        return bool(np.all(ok))
+
+    full_onset = rest
+    while full_onset > onset and brakes(full_onset - 1):
+        full_onset -= 1
+    return BrakeRun(onset=onset, rest=rest, full_rate_onset=full_onset)
 
 
 def describe_violations(q: np.ndarray, limits: JointLimits, dt: float,

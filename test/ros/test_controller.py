@@ -49,22 +49,27 @@ def _rate(probe, seconds: float) -> float:
 
 def _stopped_and_held(probe, urdf: str, i_from: int, what: str, n_held: int = 30) -> int:
     """Wait (a deadline, not a measurement) until the commands from index `i_from` on came to rest
-    and `n_held` more arrived; check that the stop was a brake of at most `braking_commands`
-    commands with every speed falling and that all of those held commands are unchanged.
+    and `n_held` more arrived; check that the stop was a brake at the deceleration limit of at
+    most `braking_commands` commands, led into by at most 3 steps slowing at the policy's own
+    rate, every speed falling, and that all of those held commands are unchanged.
     Returns the rest index."""
+    lim = effective_limits(urdf, JOINTS, default_values(**SAFETY))
     found: list = []
 
     def held() -> bool:
         q = np.stack([c.q for c in probe.command_log()])
-        run = brake_run(q, i_from)
+        run = brake_run(q, i_from, deceleration=lim.acceleration, dt=DT)
         found[:] = [run, q]
         return run is not None and q.shape[0] > run.rest + n_held
 
     probe.wait_for(held, 15.0, f"{what}: the arm to come to rest and hold")
     run, q = found
-    bound = braking_commands(effective_limits(urdf, JOINTS, default_values(**SAFETY)), DT)
-    print(f"\n{what}: braked over {run.commands} commands (bound {bound})")
-    assert run.commands <= bound, (what, run, np.diff(q[run.onset - 1:run.rest + 1], axis=0))
+    bound = braking_commands(lim, DT)
+    braking = run.rest - run.full_rate_onset + 1  # with the step leading into it
+    print(f"\n{what}: {run.gentle} falling steps, then braked over {braking} commands "
+          f"(bound {bound})")
+    steps = np.diff(q[max(run.onset - 1, 0):run.rest + 1], axis=0)
+    assert braking <= bound and run.gentle <= 3, (what, run, steps)  # 3: as in test_faults
     assert np.max(np.abs(q[run.rest:] - q[run.rest])) <= STILL, f"{what}: moved while held"
     return run.rest
 
@@ -247,11 +252,12 @@ def test_autostart_rate_limits_params_estop_stale(
         assert probe.enable(False).success
         n = _wait_quiet(probe)
         q = np.stack([c.q for c in probe.command_log()])
-        run = brake_run(q, i_disable, min_still=1)
+        lim = effective_limits(urdf_path, JOINTS, default_values(**SAFETY))
+        run = brake_run(q, i_disable, min_still=1, deceleration=lim.acceleration, dt=DT)
         assert run is not None, "disable brakes to rest"
         assert np.max(np.abs(q[run.rest:n] - q[run.rest])) <= STILL, "and ends on the hold"
-        assert run.commands <= braking_commands(
-            effective_limits(urdf_path, JOINTS, default_values(**SAFETY)), DT), run
+        assert run.rest - run.full_rate_onset + 1 <= braking_commands(lim, DT), run
+        assert run.gentle <= 3, run
         assert probe.enable(True).success
         probe.wait_for(lambda: len(probe.command_log()) > n + 20, 5.0, "commands after enable")
     finally:

@@ -219,17 +219,28 @@ def wait_moving(listener, timeout: float = 20.0) -> None:
     listener.wait_for(moving, timeout, "the arm to move")
 
 
+# Falling steps allowed before the full-rate brake: the last step before it always shrinks into
+# it (its acceleration was within the limit), and the policy may have been slowing already.
+GENTLE = 3
+
+
+def limits(urdf: str):
+    return effective_limits(urdf, JOINTS, default_values(**SAFETY))
+
+
 def braking_bound(urdf: str) -> int:
     """`checks.braking_commands` for this file's limits."""
-    return braking_commands(effective_limits(urdf, JOINTS, default_values(**SAFETY)), DT)
+    return braking_commands(limits(urdf), DT)
 
 
 def assert_stopped_after(listener, urdf: str, i_fault: int, t_detect: float, what: str,
                          hold: float = 0.5, min_still: int = 5) -> BrakeRun:
     """After the fault (injected when `i_fault` commands had been received; its deadline passes
-    at `t_detect`), the commanded motion brakes to rest within `braking_bound` commands,
-    every moving joint's speed falling at every command, then the hold command keeps being
-    published (at least 5 more) and, if `hold` > 0, stays unchanged for `hold` s of ticks.
+    at `t_detect`), the commanded motion brakes to rest: every moving joint's speed falls at
+    every command, for at most GENTLE commands at the policy's own rate and then at its
+    deceleration limit (the filter's brake), reaching rest within `braking_bound` commands of
+    the brake's start; then the hold command keeps being published (at least 5 more) and, if
+    `hold` > 0, stays unchanged for `hold` s of ticks.
 
     Why counted in commands and not timed: the node publishes exactly one command per tick and
     Float64MultiArray carries no stamp, so the only clock the observer has is its own receive
@@ -246,12 +257,13 @@ def assert_stopped_after(listener, urdf: str, i_fault: int, t_detect: float, wha
     reception only moves a braking command later, never earlier, so this anchor is at or before
     the braking onset however the observer is scheduled."""
     n_after = max(min_still, 5, math.ceil(hold / DT - 1e-9))
+    decel = limits(urdf).acceleration
     found: list[BrakeRun] = []
 
     def stopped_and_held() -> bool:
         t, q = commands(listener)
         i_from = max(i_fault, int(np.searchsorted(t, t_detect - 0.1)))
-        run = brake_run(q, i_from, min_still=min_still)
+        run = brake_run(q, i_from, min_still=min_still, deceleration=decel, dt=DT)
         found[:] = [run] if run is not None else []
         return run is not None and q.shape[0] > run.rest + n_after
 
@@ -260,11 +272,14 @@ def assert_stopped_after(listener, urdf: str, i_fault: int, t_detect: float, wha
     run = found[0]
     _, q = commands(listener)
     bound = braking_bound(urdf)
-    print(f"\n{what}: braked over {run.commands} commands (bound {bound}); rest at command "
-          f"{run.rest - i_fault} after the fault")
-    assert run.commands <= bound, (
-        f"{what}: braking took {run.commands} commands > {bound}: "
-        f"{np.array2string(np.diff(q[run.onset - 1:run.rest + 1], axis=0), precision=5)}")
+    braking = run.rest - run.full_rate_onset + 1  # with the step leading into it
+    print(f"\n{what}: {run.gentle} falling steps, then braked over {braking} commands (bound "
+          f"{bound}); rest at command {run.rest - i_fault} after the fault")
+    steps = np.array2string(np.diff(q[max(run.onset - 1, 0):run.rest + 1], axis=0), precision=6)
+    assert braking <= bound, f"{what}: braking took {braking} commands > {bound}:\n{steps}"
+    assert run.gentle <= GENTLE, (
+        f"{what}: {run.gentle} steps slowing below the deceleration limit before the brake "
+        f"(a gentle stop, not the brake):\n{steps}")
     if hold > 0:
         held = q[run.rest:run.rest + n_after + 1]
         assert np.max(np.abs(held - q[run.rest])) <= STILL, f"{what}: moved again while held"

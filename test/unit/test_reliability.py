@@ -141,6 +141,12 @@ def test_brake_run_finds_the_stop_by_command_count() -> None:
     slow = q.copy()  # a speed-up inside the brake: the run starts after it
     slow[13:, 0] += 0.002
     assert checks.brake_run(slow, 0).onset == 12
+    # at the deceleration limit (10 and 5 rad/s^2: the second joint moves at half the speed)
+    full = checks.brake_run(q, 0, deceleration=np.array([10.0, 5.0]), dt=dt)
+    assert full.full_rate_onset == 9 and full.gentle == 0
+    # at half the limit: the same fall, but only the landing is at the limit's rate
+    half = checks.brake_run(q, 0, deceleration=np.array([20.0, 10.0]), dt=dt)
+    assert half.onset == 9 and half.full_rate_onset == 12 and half.gentle == 3
     moving = np.cumsum(np.full((n, 2), 0.001), axis=0)
     assert checks.brake_run(moving, 0) is None and checks.rest_index(moving, 0) is None
 
