@@ -2,9 +2,11 @@
 
 A receiver records every command (arrival time, positions). These functions say whether each one
 stayed inside the effective limits (the URDF's, tightened by the node's safety parameters, exactly
-as the safety filter tightens them), and when the arm came to rest after an event, so a test can
-state "stopped within 100 ms of detection" and "no command outside limits" from what actually came
-out of the node. ROS-free.
+as the safety filter tightens them), and how the arm came to rest after an event: by command
+index, one command per node tick, never by arrival time, because a loaded receiver gets commands
+late and in bursts. So a test can state "braked at the limit to rest within N commands, then held"
+and "no command outside limits" from what actually came out of the node, on any machine; how soon
+after an input deadline the brake starts is proven on an injected clock (test/unit). ROS-free.
 """
 
 from __future__ import annotations
@@ -90,34 +92,6 @@ def limit_violations(q: np.ndarray, limits: JointLimits, dt: float, rel_tol: flo
         worst_velocity_ratio=float(np.max(v_ratio)) if v_ratio.size else 0.0,
         worst_acceleration_ratio=float(np.max(a_ratio)) if a_ratio.size else 0.0,
     )
-
-
-def rest_start(times: np.ndarray, q: np.ndarray, t_from: float, min_still: int = 5,
-               still: float = STILL) -> float | None:
-    """Arrival time of the first command at or after `t_from` that begins a run of `min_still`
-    unchanged commands (to `still`): when the arm came to rest. If it was already at rest at
-    `t_from` (the run started earlier and covers it), `t_from`. None if it never rested."""
-    times = np.asarray(times, dtype=np.float64)
-    q = np.asarray(q, dtype=np.float64)
-    if times.size <= min_still:
-        return None
-    still_step = np.max(np.abs(np.diff(q, axis=0)), axis=1) <= still  # command i -> i + 1
-    run = np.ones(still_step.size - min_still + 1, dtype=bool)
-    for k in range(min_still):
-        run &= still_step[k:k + run.size]
-    # run[i]: commands i .. i + min_still are all equal
-    for i in np.flatnonzero(run):
-        if times[i + min_still] < t_from:
-            continue  # this rest ended before t_from
-        return float(max(times[i], t_from))
-    return None
-
-
-def is_moving(times: np.ndarray, q: np.ndarray, t0: float, t1: float,
-              still: float = STILL) -> bool:
-    sel = (np.asarray(times) >= t0) & (np.asarray(times) < t1)
-    w = np.asarray(q)[sel]
-    return bool(w.shape[0] > 1 and np.max(np.abs(np.diff(w, axis=0))) > still)
 
 
 @dataclass(frozen=True)

@@ -162,23 +162,21 @@ def test_describe_violations_shows_a_lost_command_as_a_whole_multiple() -> None:
     assert checks.describe_violations(q, _limits(), dt) == "0 velocity steps over the limit"
 
 
-def test_limit_violations_and_rest_start() -> None:
+def test_limit_violations_and_rest_index() -> None:
     dt = 0.01
-    t = np.arange(40) * dt
     q = np.zeros((40, 2))
     q[:20, 0] = 0.0005 * np.arange(20)  # 0.05 rad/s: fine
     q[20:, 0] = q[19, 0]
     ok = checks.limit_violations(q, _limits(), dt)
     assert ok.total == 0 and ok.commands == 40
-    assert checks.rest_start(t, q, 0.05) == pytest.approx(t[19])
-    assert checks.rest_start(t, q, 0.3) == pytest.approx(0.3)  # already at rest
+    assert checks.rest_index(q, 5) == 19
+    assert checks.rest_index(q, 30) == 30  # already at rest
     bad = q.copy()
     bad[5, 1] = 1.5  # outside the range, and too fast into and out of it
     bad[6, 0] = np.nan
     v = checks.limit_violations(bad, _limits(), dt)
     assert v.position == 1 and v.nonfinite == 1 and v.velocity >= 1 and v.acceleration >= 1
     assert "outside" in str(v)
-    assert checks.is_moving(t, q, 0.0, 0.15) and not checks.is_moving(t, q, 0.25, 0.4)
 
 
 def test_fault_hook_reads_the_file_only_when_set(tmp_path, monkeypatch) -> None:
