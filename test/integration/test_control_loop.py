@@ -190,9 +190,15 @@ def test_runs_at_rate_within_limits_with_chunks_from_another_thread(rig) -> None
     deadlines = (st.ticks - st0.ticks) + (st.missed_ticks - st0.missed_ticks)
     # (the window is read by this thread, which a busy host may stall between its two reads)
     assert abs(deadlines - (t1 - t0) * RATE) <= 3 + 0.1 * (t1 - t0) * RATE
-    # Never faster than the rate (no catch-up bursts); how much slower is the host's, not ours:
-    # rates are measured by `diffusion-controller bench loop`.
-    assert 0 < rate <= 1.02 * RATE
+    # Never faster than the rate (no catch-up bursts), on the loop thread's own readings rather
+    # than this thread's (which a busy host stalls between its reads): every tick has a deadline
+    # of its own, and its command reached the recorder at most the tick's start error plus its
+    # compute time (the output included) after it, both bounded by the loop's lifetime maxima.
+    # How much slower than the rate it ran is the host's, measured by `bench loop`.
+    life = st.lifetime
+    late = (life["tick_error_ms"]["max"] + life["compute_ms"]["max"]) / 1e3
+    span = rec.mono[n1 - 1] - rec.mono[n0]
+    assert 0 < n1 - n0 - 1 <= (span + late) * RATE + 1, (n1 - n0, span, late)
     assert loop.state == RUNNING and st.exceptions == 0
     assert st.chunks_accepted >= 10 and st.chunks_rejected == 0
     assert within_limits(rec.commands, filt.limits)

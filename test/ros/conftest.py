@@ -121,6 +121,7 @@ class Received:
     t: float  # time.monotonic() at reception
     q: np.ndarray
     v: np.ndarray | None = None  # commanded velocities (trajectory interface only)
+    stamp: float | None = None  # header stamp, node clock (trajectory interface only)
 
 
 class Probe(Node):
@@ -210,14 +211,15 @@ class Probe(Node):
         msg.data = img.tobytes()
         self.img_pub.publish(msg)
 
-    def _track(self, q: np.ndarray, v: np.ndarray | None = None) -> None:
+    def _track(self, q: np.ndarray, v: np.ndarray | None = None,
+               stamp: float | None = None) -> None:
         t = time.monotonic()
         with self._lock:
             if self.commands:
                 dt = max(t - self.commands[-1].t, 1e-3)
                 self.v = (q - self.q) / max(dt, 0.01)
             self.q = q.copy()
-            self.commands.append(Received(t, q, v))
+            self.commands.append(Received(t, q, v, stamp))
 
     def _on_position(self, msg: Float64MultiArray) -> None:
         self._track(np.array(msg.data, dtype=float))
@@ -226,7 +228,8 @@ class Probe(Node):
         idx = [list(msg.joint_names).index(n) for n in JOINTS]
         point = msg.points[0]
         self._track(np.array(point.positions, dtype=float)[idx],
-                    np.array(point.velocities, dtype=float)[idx])
+                    np.array(point.velocities, dtype=float)[idx],
+                    msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
 
     def _on_joint_state(self, msg: JointState) -> None:
         names = list(msg.name)

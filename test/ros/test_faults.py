@@ -1,18 +1,25 @@
 """Fault injection against the controller node as its own process over real DDS.
 
-Each fault must end in a controlled stop within 100 ms of its detection, a clear diagnostic on
-/diagnostics, no command outside the effective limits (URDF tightened by the node's safety
-parameters, checked on every command received), and recovery when the input comes back.
+Each fault must end in a controlled stop (a brake at the deceleration limit, at most
+`braking_bound` commands long, then a held command), a clear diagnostic on /diagnostics, no
+command outside the effective limits (URDF tightened by the node's safety parameters, checked on
+every command received), and recovery when the input comes back.
 
 Faults: camera stops, joint states stop, joint states jump, message bursts, inference stalls
 (fault-file test hook), the inference process killed, the backend raising or returning NaN
 (process and thread mode), a corrupt model at configure, and the stamp clock jumping forwards and
-backwards under sim time (/clock). Stop times are printed with `-s`.
+backwards under sim time (/clock). Braking lengths are printed with `-s`.
+
+Nothing here is timed: commands are counted (one per node tick) and wall-clock waits are only
+deadlines for something to happen. That a fault is detected at the first tick after its deadline
+is proven with an injected clock in test/unit/test_watchdogs.py and test/unit/test_loop.py; stop
+and loop latencies are measured by `diffusion-controller bench`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -35,10 +42,13 @@ from std_msgs.msg import Float64MultiArray  # noqa: E402
 
 from diffusion_controller.control.assembly import default_values  # noqa: E402
 from diffusion_controller.reliability.checks import (  # noqa: E402
+    STILL,
+    BrakeRun,
+    brake_run,
+    braking_commands,
+    describe_violations,
     effective_limits,
-    is_moving,
     limit_violations,
-    rest_start,
 )
 from diffusion_controller.runtime import fault_hooks  # noqa: E402
 
@@ -47,10 +57,9 @@ pytestmark = [pytest.mark.ros, pytest.mark.slow]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 DT = 0.01
-# Braking from a fifth of the rated speed at the full rated deceleration takes < 60 ms, so the
-# 100 ms stop contract is a property of the limits; the loop's tick adds at most one period.
+# Braking from a fifth of the rated speed at the full rated deceleration takes < 60 ms (6 ticks),
+# so the 100 ms stop contract is a property of the limits plus the detection tick.
 SAFETY = dict(velocity_scale=0.2, acceleration_scale=1.0, jerk_scale=1.0)
-STOP_WITHIN = 0.1 + DT  # from the watchdog deadline: detection happens at the next tick
 COMMON = dict(realtime=True, joint_state_timeout=0.15, image_timeout=0.6, chunk_timeout=1.0,
               tracking_error_limit=0.5, inference_timeout=1.0, **SAFETY)
 
@@ -198,31 +207,87 @@ def commands(listener) -> tuple[np.ndarray, np.ndarray]:
 
 
 def wait_moving(listener, timeout: float = 20.0) -> None:
+    """Wait (a deadline) until commands received after this call move. Counted from the log's
+    length at the call, not over a window of receive times: a starved observer's window can hold
+    the motion from before a stop, or nothing at all."""
+    n0 = len(listener.command_log())
+
     def moving() -> bool:
-        t, q = commands(listener)
-        now = time.monotonic()
-        return is_moving(t, q, now - 0.3, now)
+        _, q = commands(listener)
+        return q.shape[0] > n0 + 1 and float(np.max(np.abs(np.diff(q[n0:], axis=0)))) > STILL
 
     listener.wait_for(moving, timeout, "the arm to move")
 
 
-def assert_stopped_after(listener, t_detect: float, what: str, hold: float = 0.5,
-                         min_still: int = 5) -> float:
-    """The arm came to rest within STOP_WITHIN of `t_detect` while the hold command kept being
-    published, and (if `hold` > 0) stayed at rest for `hold` s; returns the stop time."""
-    t_rest = t_detect + STOP_WITHIN
-    time.sleep(max(0.0, t_rest + max(hold, 0.1) - time.monotonic()))
-    t, q = commands(listener)
-    start = rest_start(t, q, t_detect, min_still=min_still)
-    assert start is not None, f"{what}: never came to rest after detection"
-    stop = start - t_detect
-    print(f"\n{what}: at rest {1e3 * stop:.1f} ms after detection")
-    assert stop <= STOP_WITHIN, f"{what}: came to rest {stop:.3f} s after detection"
-    assert np.count_nonzero((t > t_rest) & (t < t_rest + 0.1)) >= 5, (
-        f"{what}: the hold command keeps being published")
+# Falling steps allowed before the full-rate brake: the last step before it always shrinks into
+# it (its acceleration was within the limit), and the policy may have been slowing already.
+GENTLE = 3
+
+
+def limits(urdf: str):
+    return effective_limits(urdf, JOINTS, default_values(**SAFETY))
+
+
+def braking_bound(urdf: str) -> int:
+    """`checks.braking_commands` for this file's limits."""
+    return braking_commands(limits(urdf), DT)
+
+
+def assert_stopped_after(listener, urdf: str, i_fault: int, t_detect: float, what: str,
+                         hold: float = 0.5, min_still: int = 5) -> BrakeRun:
+    """After the fault (injected when `i_fault` commands had been received; its deadline passes
+    at `t_detect`), the commanded motion brakes to rest: every moving joint's speed falls at
+    every command, for at most GENTLE commands at the policy's own rate and then at its
+    deceleration limit (the filter's brake), reaching rest within `braking_bound` commands of
+    the brake's start; then the hold command keeps being published (at least 5 more) and, if
+    `hold` > 0, stays unchanged for `hold` s of ticks.
+
+    Why counted in commands and not timed: the node publishes exactly one command per tick and
+    Float64MultiArray carries no stamp, so the only clock the observer has is its own receive
+    time, which on a loaded machine measures the observer's scheduling (commands arrive in
+    bursts), not the node's. The product guarantees two things: (1) a watchdog fault is detected
+    at the first tick after its deadline, and that tick already brakes, proven on an injected
+    clock in test/unit/test_loop_detection.py (and test_watchdogs.py for the deadlines), and (2)
+    the brake decelerates every joint at its limit, so it ends within `braking_bound` ticks;
+    that is what this end-to-end test checks exactly, by command count, on any machine. Without
+    stamps it cannot tell which command the node detected the fault at, so a slowing of the
+    policy's own just before the brake is allowed for up to GENTLE steps, and a stop that slows
+    more gently than the limit for longer fails. The wall-clock wait below is only a deadline
+    for the stop to happen.
+
+    The stop is searched from the first command received after `t_detect` - 0.1 s (or after
+    `i_fault`, whichever is later), so that a pause of the policy's own motion before the fault
+    is not taken for it: the node cannot detect a fault before its deadline, and a late
+    reception only moves a braking command later, never earlier, so this anchor is at or before
+    the braking onset however the observer is scheduled."""
+    n_after = max(min_still, 5, math.ceil(hold / DT - 1e-9))
+    decel = limits(urdf).acceleration
+    found: list[BrakeRun] = []
+
+    def stopped_and_held() -> bool:
+        t, q = commands(listener)
+        i_from = max(i_fault, int(np.searchsorted(t, t_detect - 0.1)))
+        run = brake_run(q, i_from, min_still=min_still, deceleration=decel, dt=DT)
+        found[:] = [run] if run is not None else []
+        return run is not None and q.shape[0] > run.rest + n_after
+
+    listener.wait_for(stopped_and_held, max(0.0, t_detect - time.monotonic()) + 15.0,
+                      f"{what}: the arm to come to rest and hold")
+    run = found[0]
+    _, q = commands(listener)
+    bound = braking_bound(urdf)
+    braking = run.rest - run.full_rate_onset + 1  # with the step leading into it
+    print(f"\n{what}: {run.gentle} falling steps, then braked over {braking} commands (bound "
+          f"{bound}); rest at command {run.rest - i_fault} after the fault")
+    steps = np.array2string(np.diff(q[max(run.onset - 1, 0):run.rest + 1], axis=0), precision=6)
+    assert braking <= bound, f"{what}: braking took {braking} commands > {bound}:\n{steps}"
+    assert run.gentle <= GENTLE, (
+        f"{what}: {run.gentle} steps slowing below the deceleration limit before the brake "
+        f"(a gentle stop, not the brake):\n{steps}")
     if hold > 0:
-        assert not is_moving(t, q, start, t_rest + hold), f"{what}: moved again while held"
-    return stop
+        held = q[run.rest:run.rest + n_after + 1]
+        assert np.max(np.abs(held - q[run.rest])) <= STILL, f"{what}: moved again while held"
+    return run
 
 
 def wait_diag(listener, suffix: str, needle: str, timeout: float = 8.0) -> str:
@@ -239,11 +304,11 @@ def wait_diag(listener, suffix: str, needle: str, timeout: float = 8.0) -> str:
 
 
 def check_limits(listener, urdf: str) -> None:
-    _, q = commands(listener)
+    t, q = commands(listener)
     lim = effective_limits(urdf, JOINTS, default_values(**SAFETY))
     bad = limit_violations(q, lim, DT)
     print(f"limits: {bad}")
-    assert bad.total == 0, str(bad)
+    assert bad.total == 0, f"{bad}\n{describe_violations(q, lim, DT, t)}"
 
 
 def last_chunk_time(listener) -> float:
@@ -259,14 +324,15 @@ def wait_no_chunks(listener, quiet: float = 0.4, timeout: float = 10.0) -> float
     return last_chunk_time(listener)
 
 
-def inference_fault(listener, fault_file: Path, needle: str, chunk_timeout: float,
+def inference_fault(listener, urdf: str, fault_file: Path, needle: str, chunk_timeout: float,
                     **fault: Any) -> None:
-    """Start `fault`, check the stop at the chunk deadline, clear it, check the recovery."""
+    """Start `fault`, check the stop after the chunk deadline, clear it, check the recovery."""
     wait_moving(listener)
+    i_fault = len(listener.command_log())
     set_fault(fault_file, **fault)
     t_last = wait_no_chunks(listener, quiet=0.3)
     t_detect = t_last + chunk_timeout
-    assert_stopped_after(listener, t_detect, f"inference fault {fault}")
+    assert_stopped_after(listener, urdf, i_fault, t_detect, f"inference fault {fault}")
     wait_diag(listener, "control loop", "no fresh chunk")
     wait_diag(listener, "inference", needle)
     set_fault(fault_file)
@@ -285,52 +351,54 @@ def test_sensor_faults_bursts_and_inference_process_faults(
         wait_moving(listener)
 
         # Camera stops: stale image at the image deadline, then back.
+        i_fault = len(listener.command_log())
         arm.publish_images = False
         time.sleep(0.05)
-        assert_stopped_after(listener, arm.last_img + COMMON["image_timeout"], "camera stopped")
+        assert_stopped_after(listener, urdf_path, i_fault,
+                             arm.last_img + COMMON["image_timeout"], "camera stopped")
         wait_diag(listener, "control loop", "stale image")
         arm.publish_images = True
         wait_moving(listener)
 
         # Joint states stop.
+        i_fault = len(listener.command_log())
         arm.publish_joints = False
         time.sleep(0.05)
-        assert_stopped_after(listener, arm.last_js + COMMON["joint_state_timeout"],
-                             "joint states stopped")
+        assert_stopped_after(listener, urdf_path, i_fault,
+                             arm.last_js + COMMON["joint_state_timeout"], "joint states stopped")
         wait_diag(listener, "control loop", "stale joint_states")
         arm.publish_joints = True
         wait_moving(listener)
 
         # Joint states jump by more than the tracking-error limit on one joint.
-        t_jump = time.monotonic()
+        i_fault, t_jump = len(listener.command_log()), time.monotonic()
         arm.offset[3] = 0.6
-        assert_stopped_after(listener, t_jump + DT, "joint states jumped")
+        assert_stopped_after(listener, urdf_path, i_fault, t_jump, "joint states jumped")
         wait_diag(listener, "control loop", "tracking error")
         arm.offset[:] = 0.0
         wait_moving(listener)
 
         # Bursts: 2000 joint states as fast as they go (most reuse a stamp: rejected as out of
-        # order) and 60 frames at once; the loop keeps publishing inside the limits.
+        # order) and 60 frames at once; the loop keeps publishing (counted, not timed: the
+        # command rate under load is the bench's business) and stays inside the limits.
         n0 = len(listener.command_log())
-        t_burst = time.monotonic()
         for _ in range(2000):
             arm.js_pub.publish(arm.joint_msg())
         for _ in range(60):
             arm.img_pub.publish(arm.image_msg())
-        burst_s = time.monotonic() - t_burst
-        time.sleep(0.5)
-        sent = len(listener.command_log()) - n0
-        print(f"burst: {burst_s:.3f} s of publishing; {sent} commands in {burst_s + 0.5:.2f} s")
-        assert sent > 0.5 * (burst_s + 0.5) / DT, "commands keep coming through a burst"
+        listener.wait_for(lambda: len(listener.command_log()) > n0 + 100, 30.0,
+                          "commands to keep coming through a burst")
+        wait_moving(listener)
         assert ctrl.proc.poll() is None
 
         # Inference stalls (3 s per inference > inference_timeout: killed, restarted, stalls
         # again), then recovers when the fault is cleared.
-        inference_fault(listener, fault_file, "Inference", COMMON["chunk_timeout"], delay_s=3.0)
+        inference_fault(listener, urdf_path, fault_file, "Inference", COMMON["chunk_timeout"],
+                        delay_s=3.0)
         # The backend raises; then returns NaN (rejected, never executed).
-        inference_fault(listener, fault_file, "injected fault: boom", COMMON["chunk_timeout"],
-                        **{"raise": "boom"})
-        inference_fault(listener, fault_file, "NaN", COMMON["chunk_timeout"], nan=True)
+        inference_fault(listener, urdf_path, fault_file, "injected fault: boom",
+                        COMMON["chunk_timeout"], **{"raise": "boom"})
+        inference_fault(listener, urdf_path, fault_file, "NaN", COMMON["chunk_timeout"], nan=True)
 
         # The inference process is killed: a new one takes over.
         wait_moving(listener)
@@ -361,14 +429,16 @@ def test_inference_faults_in_thread_mode(
         listener.wait_for(lambda: len(listener.command_log()) > 50, 60.0, "first commands")
         # A stall longer than the chunk deadline is reported as such while it lasts.
         wait_moving(listener)
+        i_fault = len(listener.command_log())
         set_fault(fault_file, delay_s=2.5)
         t_last = wait_no_chunks(listener, quiet=0.3)
-        assert_stopped_after(listener, t_last + COMMON["chunk_timeout"], "thread stall")
+        assert_stopped_after(listener, urdf_path, i_fault, t_last + COMMON["chunk_timeout"],
+                             "thread stall")
         wait_diag(listener, "inference", "inference stalled")
         set_fault(fault_file)
         wait_moving(listener, 30.0)
-        inference_fault(listener, fault_file, "injected fault: thread", COMMON["chunk_timeout"],
-                        **{"raise": "thread"})
+        inference_fault(listener, urdf_path, fault_file, "injected fault: thread",
+                        COMMON["chunk_timeout"], **{"raise": "thread"})
         check_limits(listener, urdf_path)
     finally:
         code = ctrl.stop()
@@ -417,18 +487,20 @@ def test_clock_jumps_under_sim_time(start_controller, tiny_model, listener, urdf
         wait_moving(listener)
 
         # Forward: every input is suddenly 5 s old; brake, then resume on fresh inputs.
-        t_jump = time.monotonic()
+        i_fault, t_jump = len(listener.command_log()), time.monotonic()
         clock.jump(5.0)
-        assert_stopped_after(listener, t_jump + DT, "clock jumped forward", hold=0.0, min_still=1)
+        assert_stopped_after(listener, urdf_path, i_fault, t_jump, "clock jumped forward",
+                             hold=0.0, min_still=1)
         listener.wait_for(lambda: "jumped forward" in last_jump(listener), 5.0,
                           "the forward clock jump on /diagnostics")
         wait_moving(listener, 20.0)
 
         # Backward (a simulator reset): every stamp seen so far is in the future. The loop
         # brakes, forgets the old timeline and resumes on inputs stamped on the new one.
-        t_jump = time.monotonic()
+        i_fault, t_jump = len(listener.command_log()), time.monotonic()
         clock.jump(-30.0)
-        assert_stopped_after(listener, t_jump + DT, "clock jumped back", hold=0.0, min_still=1)
+        assert_stopped_after(listener, urdf_path, i_fault, t_jump, "clock jumped back",
+                             hold=0.0, min_still=1)
         listener.wait_for(lambda: "jumped back" in last_jump(listener), 5.0,
                           "the backward clock jump on /diagnostics")
         wait_moving(listener, 20.0)

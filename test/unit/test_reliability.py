@@ -125,23 +125,58 @@ def _limits() -> JointLimits:
                        np.array([1.0, 1.0]), np.array([10.0, 10.0]), np.array([100.0, 100.0]))
 
 
-def test_limit_violations_and_rest_start() -> None:
+def test_brake_run_finds_the_stop_by_command_count() -> None:
+    """A cruise, a brake at 10 rad/s^2 (0.1 rad/s per tick) from 0.5 rad/s, then a hold: the run
+    starts at the last cruise step and is 5 commands long, whatever the receive times were."""
+    dt, n = 0.01, 40
+    v = np.concatenate([np.full(10, 0.5), np.maximum(0.5 - 0.1 * np.arange(1, 7), 0.0),
+                        np.zeros(n - 16)])
+    q = np.zeros((n, 2))
+    q[1:, 0] = np.cumsum(v[:-1] * dt)
+    q[1:, 1] = -0.5 * q[1:, 0]  # a second joint braking in the other direction
+    run = checks.brake_run(q, 0)
+    assert run is not None and (run.onset, run.rest) == (9, 14) and run.commands == 5
+    assert checks.rest_index(q, 0) == 14
+    assert checks.brake_run(q, 12) == checks.BrakeRun(onset=12, rest=14)  # clipped at i_from
+    slow = q.copy()  # a speed-up inside the brake: the run starts after it
+    slow[13:, 0] += 0.002
+    assert checks.brake_run(slow, 0).onset == 12
+    # at the deceleration limit (10 and 5 rad/s^2: the second joint moves at half the speed)
+    full = checks.brake_run(q, 0, deceleration=np.array([10.0, 5.0]), dt=dt)
+    assert full.full_rate_onset == 9 and full.gentle == 0
+    # at half the limit: the same fall, but only the landing is at the limit's rate
+    half = checks.brake_run(q, 0, deceleration=np.array([20.0, 10.0]), dt=dt)
+    assert half.onset == 9 and half.full_rate_onset == 12 and half.gentle == 3
+    moving = np.cumsum(np.full((n, 2), 0.001), axis=0)
+    assert checks.brake_run(moving, 0) is None and checks.rest_index(moving, 0) is None
+
+
+def test_describe_violations_shows_a_lost_command_as_a_whole_multiple() -> None:
     dt = 0.01
-    t = np.arange(40) * dt
+    q = np.zeros((20, 2))
+    q[:, 0] = 0.008 * np.arange(20)  # 0.8 rad/s of 1.0
+    lost = np.delete(q, [10, 11], axis=0)  # two commands lost: one step of 3 x 0.8 rad/s
+    text = checks.describe_violations(lost, _limits(), dt, times=np.arange(18) * dt)
+    assert text.startswith("1 velocity steps over the limit")
+    assert "step 9 -> 10: 2.40 x limit on ['a']" in text and "[ 3. nan]" in text
+    assert checks.describe_violations(q, _limits(), dt) == "0 velocity steps over the limit"
+
+
+def test_limit_violations_and_rest_index() -> None:
+    dt = 0.01
     q = np.zeros((40, 2))
     q[:20, 0] = 0.0005 * np.arange(20)  # 0.05 rad/s: fine
     q[20:, 0] = q[19, 0]
     ok = checks.limit_violations(q, _limits(), dt)
     assert ok.total == 0 and ok.commands == 40
-    assert checks.rest_start(t, q, 0.05) == pytest.approx(t[19])
-    assert checks.rest_start(t, q, 0.3) == pytest.approx(0.3)  # already at rest
+    assert checks.rest_index(q, 5) == 19
+    assert checks.rest_index(q, 30) == 30  # already at rest
     bad = q.copy()
     bad[5, 1] = 1.5  # outside the range, and too fast into and out of it
     bad[6, 0] = np.nan
     v = checks.limit_violations(bad, _limits(), dt)
     assert v.position == 1 and v.nonfinite == 1 and v.velocity >= 1 and v.acceleration >= 1
     assert "outside" in str(v)
-    assert checks.is_moving(t, q, 0.0, 0.15) and not checks.is_moving(t, q, 0.25, 0.4)
 
 
 def test_fault_hook_reads_the_file_only_when_set(tmp_path, monkeypatch) -> None:
