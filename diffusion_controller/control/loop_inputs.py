@@ -72,6 +72,10 @@ class LoopInputs:
                 reason = "joint_state rejected: non-finite stamp"
             elif prev is not None and stamp < prev.stamp:
                 reason = "joint_state rejected: stamp older than the previous one"
+            elif stamp > self._future_bound():
+                # one from an old timeline that slipped past the owner's check while the clock
+                # jumped back: taken, it would make every state of the new timeline "older"
+                reason = "joint_state rejected: stamp ahead of the control clock"
         if reason:
             self._joint_rejects += 1
             self._last_error = reason
@@ -81,6 +85,15 @@ class LoopInputs:
         self._joint = JointSnapshot(qa, va, stamp)
         self._recent_q.append((stamp, qa))
         return True
+
+    def _future_bound(self) -> float:
+        """The latest joint-state stamp the loop takes: its clock now, plus the watchdogs'
+        stamp tolerance and two ticks (the owner read the clock a moment earlier)."""
+        try:
+            now = float(self._clock())
+        except Exception:  # a clock that fails here fails the tick too, which brakes
+            return float("inf")
+        return now + self.watchdogs.config.stamp_tolerance + 2.0 * self.period
 
     def note_image(self, stamp: float) -> None:
         """Record that a camera frame stamped `stamp` arrived (for the image watchdog)."""

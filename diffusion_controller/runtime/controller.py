@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -110,6 +111,7 @@ class Controller:
         self.urdf = urdf
         self.counts = counts if counts is not None else InputCounts()
         self._clock = clock
+        self._input_lock = threading.Lock()  # inputs (ROS threads) against a clock-jump reset
         self._on_chunk_hook = on_chunk
         self._on_hold_hook = on_hold
         self._on_clock_jump_hook = on_clock_jump
@@ -273,19 +275,21 @@ class Controller:
                     velocities: Sequence[float], stamp: float) -> Refused | None:
         """A measured joint state, matched by name; None when taken, else why it was refused."""
         self.counts.got("joint_states")
-        try:
-            s = self.joint_filter.check(names, positions, velocities, stamp, self._clock())
-        except InputRejected as exc:
-            return self._refuse("joint_states", exc.kind, exc.reason)
-        if self.gripper is None:
-            self.loop.update_joint_state(s.positions, s.velocities, s.stamp)
-            self.buffer.add_joints(s.stamp, self.joints.model_from_controller(s.positions))
-            return None
-        # [arm..., fingers...]: the arm to the loop, the model's state (arm, gripper dims) to
-        # the buffer; the measured gripper dims to the gripper's commander
-        q, qd, state = self.gripper.joint_sample(s.positions, s.velocities, self.joints.to_model)
-        self.loop.update_joint_state(q, qd, s.stamp)
-        self.buffer.add_joints(s.stamp, state)
+        with self._input_lock:  # the clock is read and the state stored before a jump resets
+            try:
+                s = self.joint_filter.check(names, positions, velocities, stamp, self._clock())
+            except InputRejected as exc:
+                return self._refuse("joint_states", exc.kind, exc.reason)
+            if self.gripper is None:
+                self.loop.update_joint_state(s.positions, s.velocities, s.stamp)
+                self.buffer.add_joints(s.stamp, self.joints.model_from_controller(s.positions))
+                return None
+            # [arm..., fingers...]: the arm to the loop, the model's state (arm, gripper dims)
+            # to the buffer; the measured gripper dims to the gripper's commander
+            q, qd, state = self.gripper.joint_sample(s.positions, s.velocities,
+                                                     self.joints.to_model)
+            self.loop.update_joint_state(q, qd, s.stamp)
+            self.buffer.add_joints(s.stamp, state)
         return None
 
     def image(self, camera: str, stamp: float, decode: Callable[[], np.ndarray]
@@ -303,7 +307,12 @@ class Controller:
             img = decode()
         except InputRejected as exc:
             return self._refuse(what, exc.kind, exc.reason)
-        reason = self.buffer.add_image(camera, stamp, img)
+        with self._input_lock:  # re-checked against the clock now: it may have jumped back
+            now = self._clock()
+            if stamp > now + float(self.values["stamp_tolerance"]):
+                return self._refuse(what, "future",
+                                    f"image stamp is {stamp - now:.3f} s in the future")
+            reason = self.buffer.add_image(camera, stamp, img)
         if reason is not None:
             return self._refuse(what, "order", reason)
         newest = self.buffer.newest_image_stamp()  # the oldest camera's newest frame
@@ -384,9 +393,11 @@ class Controller:
         self._on_chunk_hook(Chunk(chunk.t0, chunk.dt, q, chunk.seq))
 
     def _clock_jumped(self, delta: float) -> None:
-        """Loop thread: the stamp clock jumped by `delta` s. Forget the old timeline."""
-        self.joint_filter.reset()
-        self.buffer.clear()
+        """Loop thread: the stamp clock jumped by `delta` s. Forget the old timeline (under the
+        input lock, so no input checked against the old clock is stored after this)."""
+        with self._input_lock:
+            self.joint_filter.reset()
+            self.buffer.clear()
         self.worker.reset()
         way = f"back {-delta:.3f} s" if delta < 0 else f"forward {delta:.3f} s"
         if self._on_clock_jump_hook is not None:

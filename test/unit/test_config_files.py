@@ -1,7 +1,9 @@
 """config/*.yaml carry only what their deployment changes: every key is a setting of the node the
 section is for, no value equals the table's default, and the whole set is admissible.
 
-(config/ros2_control/ holds ros2_control's own files, another format: not checked here.)"""
+(config/ros2_control/ holds ros2_control's own files, another format: not checked here. A file
+without a `ros__parameters` section is a data spec for `train --spec` / `data inspect` and is
+checked as one.)"""
 
 from __future__ import annotations
 
@@ -15,7 +17,16 @@ from diffusion_controller.settings import controller as table
 from diffusion_controller.settings.spec import ParamSpec, coerce
 
 ROOT = Path(__file__).resolve().parents[2]
-FILES = sorted((ROOT / "config").glob("*.yaml"))
+ALL_FILES = sorted((ROOT / "config").glob("*.yaml"))
+
+
+def _is_param_file(path: Path) -> bool:
+    doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return any(isinstance(v, dict) and "ros__parameters" in v for v in doc.values())
+
+
+FILES = [p for p in ALL_FILES if _is_param_file(p)]
+SPEC_FILES = [p for p in ALL_FILES if not _is_param_file(p)]
 # Which table a section of a parameter file is checked against (`/**` reaches every node, and
 # the package's files are the controller's).
 SECTIONS: dict[str, tuple[dict[str, ParamSpec], str]] = {
@@ -52,6 +63,13 @@ def test_the_config_files_are_found() -> None:
 def test_config_file_carries_only_changes(path: Path) -> None:
     assert problems(yaml.safe_load(path.read_text(encoding="utf-8"))) == []
     checks.load_param_file(str(path))  # and the whole set is admissible (raises if not)
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda p: p.name)
+def test_data_spec_files_load(path: Path) -> None:
+    from diffusion_controller.data.spec import load_spec
+
+    load_spec(str(path))  # raises, naming the key, on anything a data spec does not take
 
 
 def test_the_check_catches_unknown_keys_and_defaults() -> None:
