@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ import yaml
 
 rclpy = pytest.importorskip("rclpy", reason="rclpy is not installed")
 
+from node_helpers import sim_arm_command, wait_for  # noqa: E402
 from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.node import Node  # noqa: E402
 from rclpy.qos import (  # noqa: E402
@@ -45,11 +44,6 @@ ORDER = ["panda_joint3", "panda_joint1", "panda_joint2", "panda_joint7", "panda_
 SEED = 5
 
 
-def _sim_arm_command() -> list[str]:
-    exe = shutil.which("sim_arm")
-    if exe is not None:  # the installed console script, as `ros2 run` would start it
-        return [exe]
-    return [sys.executable, "-m", "diffusion_controller.sim.sim_node"]
 
 
 class Listener(Node):
@@ -108,12 +102,6 @@ class Listener(Node):
         self.cmd_pub.publish(Float64MultiArray(data=[float(by_name[n]) for n in ORDER]))
 
 
-def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +113,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[subprocess.P
     log = tmp / "sim_arm.log"
     fh = open(log, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
-        [*_sim_arm_command(), "--ros-args", "--params-file", str(params)],
+        [*sim_arm_command(), "--ros-args", "--params-file", str(params)],
         env=dict(os.environ, PYTHONUNBUFFERED="1"),
         stdout=fh,
         stderr=subprocess.STDOUT,
