@@ -73,6 +73,11 @@ from diffusion_controller.control.watchdogs import WatchdogConfig, Watchdogs
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
 
+# more missed slots than this (a stalled process, a debugger) are not followed: the watchdogs
+# judge such a gap, and the stream restarts
+FOLLOW_MAX_MISSED = 50
+
+
 class _Ticket:
     """Lets a submitter wait for the loop's verdict on its chunk without the loop waiting."""
 
@@ -162,6 +167,10 @@ class ControlLoop:
         self._estop_cleared = False
         # ticks of the filter's certified continuation attached to each command (0: none)
         self.plan_steps = 0
+        # a streamed trajectory output: commit the continuation over missed slots (see
+        # _follow_missed); the position interface has no continuation on the arm's side
+        self.follow_on_miss = False
+        self._followed = 0
 
         # loop-thread state
         self._state = INACTIVE
@@ -453,6 +462,7 @@ class ControlLoop:
         self._tracking = False
         try:
             now = float(self._clock())
+            self._follow_missed(now_mono)
             result = self._tick_body(now)
             self._last_now = now
             self._have_now = True
@@ -477,6 +487,24 @@ class ControlLoop:
         elapsed = t_end - t_start
         self._stats.computed(elapsed)
         return cmd
+
+    def _follow_missed(self, now_mono: float) -> None:
+        """With `follow_on_miss` (a streamed trajectory output): for each control slot since
+        the last tick that the loop missed, the arm's controller ran the last message's
+        certified continuation; commit those states and hand them to the output, so that the
+        filter and the stream go on from what the arm did, on the slot grid."""
+        last = self._last_command
+        if not self.follow_on_miss or last is None or not self._initialised:
+            return
+        missed = round((now_mono - self._prev_tick_mono) / self.period) - 1
+        if missed < 1 or missed > FOLLOW_MAX_MISSED:
+            return
+        for k, (q, v, a) in enumerate(self.safety.follow_continuation(missed), start=1):
+            cmd = Command(stamp=last.stamp + k * self.period, positions=q, velocities=v,
+                          accelerations=a)  # fmt: skip
+            self._last_command = cmd
+            self._followed += 1
+            self._output(cmd)
 
     def _tick_body(self, now: float) -> FilterResult | None:
         if not np.isfinite(now):

@@ -56,6 +56,7 @@ from trajectory_msgs.msg import JointTrajectory
 from visualization_msgs.msg import MarkerArray
 
 from diffusion_controller.control import assembly
+from diffusion_controller.control.stream import TrajectoryStream
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.reliability.gc_guard import GcMonitor, freeze_heap
@@ -120,7 +121,7 @@ class _Core:
     command_pub: Any = None
     stream_every: int = 1  # trajectory interface: publish every n-th command
     stream_tick: int = 0
-    last_command: Any = None  # trajectory interface: the previous command (the next's start)
+    stream: Any = None  # trajectory interface: the control/stream.TrajectoryStream
     chunk_pub: Any = None
     marker_pub: Any = None
 
@@ -520,6 +521,9 @@ class ControllerNode(LifecycleNode):
             rate = float(v["control_rate_hz"])
             core.stream_every = max(1, round(rate / float(v["trajectory_rate_hz"])))
             core.stream_tick = core.stream_every - 1  # the first command goes out at once
+            core.stream = TrajectoryStream(1.0 / rate, float(v["trajectory_lead"]),
+                                           core.stream_every)
+            core.loop.follow_on_miss = True  # missed ticks: the arm ran the continuation
             # the plan covers the horizon after the last message of the gap as well
             core.loop.plan_steps = math.ceil(float(v["trajectory_horizon"]) * rate - 1e-9) + (
                 core.stream_every - 1)
@@ -761,16 +765,21 @@ class ControllerNode(LifecycleNode):
         if core.values["command_interface"] == "position":
             msg = conv.position_command_msg(cmd)
         else:
-            previous, core.last_command = core.last_command, cmd
+            restarts = core.stream.restarts
+            core.stream.push(cmd)
+            if core.stream.restarts != restarts:
+                self.get_logger().warning(
+                    f"trajectory stream restarted ({core.stream.restarts} so far): commands more "
+                    f"than {core.stream.budget * 1e3:.0f} ms late (missed ticks) left no time "
+                    "for transport; the arm's controller re-plans from its own state",
+                    throttle_duration_sec=2.0)
+            if cmd.plan is None:
+                return  # a missed slot the arm spent on the last message: history only
             core.stream_tick += 1
             if core.stream_tick < core.stream_every:
                 return
             core.stream_tick = 0
-            period = 1.0 / core.loop.rate_hz
-            if previous is not None and abs(cmd.stamp - previous.stamp - period) > 0.5 * period:
-                previous = None  # not the tick before (a missed tick or a restart)
-            msg = conv.trajectory_stream_msg(cmd, core.robot.joint_names, period,
-                                             float(core.values["trajectory_lead"]), previous)
+            msg = conv.trajectory_stream_msg(core.stream.points(), core.robot.joint_names)
         core.command_pub.publish(msg)
 
     def _submit_chunk(self, chunk: Chunk) -> Any:

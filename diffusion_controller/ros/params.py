@@ -218,9 +218,9 @@ PARAMS: tuple[ParamSpec, ...] = (
        "(open_loop_control true), each message the safety filter's certified plan from the "
        "command due next over `trajectory_horizon`.", choices=("position", "trajectory"),
        group="interfaces"),
-    _p("position_command_topic", STRING, "/forward_position_controller/commands", "Output topic "
+    _p("position_command_topic", STRING, "forward_position_controller/commands", "Output topic "
        "when `command_interface` is position.", group="interfaces"),
-    _p("trajectory_command_topic", STRING, "/joint_trajectory_controller/joint_trajectory",
+    _p("trajectory_command_topic", STRING, "joint_trajectory_controller/joint_trajectory",
        "Output topic when `command_interface` is trajectory.", group="interfaces"),
     _p("trajectory_horizon", DOUBLE, 0.1, "How far ahead each streamed trajectory reaches: the "
        "filter's certified continuation (braking at the acceleration limit) beyond the next "
@@ -235,15 +235,15 @@ PARAMS: tuple[ParamSpec, ...] = (
     _p("trajectory_rate_hz", DOUBLE, 100.0, "Rate of the streamed trajectories (at most the "
        "control rate; every n-th tick, the horizon extended to cover the gap).", min=20.0,
        max=1000.0, unit="Hz", group="interfaces"),
-    _p("joint_states_topic", STRING, "/joint_states", "Measured joint states.",
+    _p("joint_states_topic", STRING, "joint_states", "Measured joint states.",
        group="interfaces"),
-    _p("image_topics", STRING_ARRAY, ["/camera/image_raw"], "One image topic per model camera, in "
+    _p("image_topics", STRING_ARRAY, ["camera/image_raw"], "One image topic per model camera, in "
        "the order of the model's `cameras`.", group="interfaces"),
     _p("image_transport", STRING, "raw", "raw: sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, "
        "bgra8); compressed: sensor_msgs/CompressedImage on <topic>/compressed, decoded with "
        "Pillow or OpenCV if one is installed.", choices=("raw", "compressed"),
        group="interfaces"),
-    _p("robot_description_topic", STRING, "/robot_description", "URDF topic (transient local).",
+    _p("robot_description_topic", STRING, "robot_description", "URDF topic (transient local).",
        group="interfaces"),
     _p("urdf_path", STRING, "", "URDF file; when set, used instead of the robot_description "
        "topic.", group="interfaces"),
@@ -581,6 +581,9 @@ def markdown() -> str:
         "are stored and take effect on the next configure transition; **read-only** parameters "
         "are fixed at start-up (parameter file or command line). Values outside the range, or "
         "inconsistent with other parameters or with the loaded model, are rejected with a reason.",
+        "Topic defaults are relative names, so the node's namespace moves them "
+        "(`namespace:=arm1` reads `/arm1/joint_states`); a name starting with `/` stays put, as "
+        "in the shipped config/arm.yaml.",
         "",
     ]
     groups: list[str] = []

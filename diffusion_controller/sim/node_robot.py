@@ -109,10 +109,11 @@ class RobotSideMixin:
             new_anchor = wall - self._sim_clock
             if anchor is not None:
                 self.clock_reanchors = getattr(self, "clock_reanchors", 0) + 1
-                if self.robot is not None:
-                    # the simulator fell behind (or ahead of) the wall clock: the robot's timeline
-                    # moves with it, so the commanded signal stays continuous (a real arm's 1 kHz
-                    # loop never pauses; a jump here would be the simulator's own reflex)
+                if self.robot is not None and new_anchor < anchor:
+                    # the simulator ran ahead of the wall clock: the robot's timeline moves back
+                    # with it, so its 1 kHz time never runs backwards. When it fell behind, the
+                    # next tick runs the robot's cycles of the gap instead (RobotSide.catch_up),
+                    # as a real arm's loop, which never pauses, would have.
                     self.robot.shift_time(new_anchor - anchor)
             self._clock_anchor = anchor = new_anchor
         return anchor + self._sim_clock
@@ -135,10 +136,14 @@ class RobotSideMixin:
             self.robot.command(cmd, t0)
         if traj is not None and self.robot.kind == "trajectory":
             self.robot.command(traj[0], now=t0, start_time=traj[1])
+        measured = self.world.arm_state()[0]
+        _, reflex = self.robot.catch_up(t0, measured)
+        if reflex is not None:
+            self._report_robot(reflex)
         per_step = round(self.world.config.timestep / robot_side.DT)
         new_events = 0
         for k in range(round(self.tick_dt / robot_side.DT)):
-            q_c, reflex = self.robot.step(t0 + k * robot_side.DT)
+            q_c, reflex = self.robot.step(t0 + k * robot_side.DT, measured)
             if reflex is not None:
                 self._report_robot(reflex)
             if (k + 1) % per_step == 0:
@@ -152,9 +157,14 @@ class RobotSideMixin:
             status.level, status.message = DiagnosticStatus.OK, "error recovery done"
         else:
             status.level = DiagnosticStatus.ERROR
+            ctrl = self.robot.controller if self.robot is not None else None
+            stalls = getattr(ctrl, "stalls", None)
             status.message = (
                 f"reflex: {reflex.joint} commanded {reflex.quantity} {reflex.value:.4g} "
                 f"beyond {reflex.limit:.4g}; arm holds until ~/error_recovery"
+                + (f" (messages taken before their first point while moving: {stalls}; "
+                   f"clock re-anchors: {getattr(self, 'clock_reanchors', 0)})"
+                   if stalls is not None else "")
             )
             status.values = [KeyValue(key=k, value=str(v)) for k, v in reflex.to_dict().items()]
             self.pub_reflex.publish(String(data=json.dumps(reflex.to_dict())))
