@@ -171,6 +171,7 @@ class ControlLoop:
         # _follow_missed); the position interface has no continuation on the arm's side
         self.follow_on_miss = False
         self._followed = 0
+        self._missed_slots = 0  # slots the ticker skipped since the last tick
 
         # loop-thread state
         self._state = INACTIVE
@@ -439,8 +440,13 @@ class ControlLoop:
         self._realtime_granted = apply_realtime(self._realtime, self._priority, self._cpus)
         stats = self._stats
         run_ticker(self.period, self._spin_s, self._stop_event, self.tick, stats.started,
-                   lambda missed, began, deadline, now:
-                   stats.overrun(self._ticks, missed, began, deadline, now))
+                   lambda missed, began, deadline, now: (
+                       self._note_missed(missed),
+                       stats.overrun(self._ticks, missed, began, deadline, now)))
+
+    def _note_missed(self, count: int) -> None:
+        """The ticker let `count` control slots go by after the last tick (see _follow_missed)."""
+        self._missed_slots += int(count)
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_mono: float | None = None) -> Command | None:
@@ -462,7 +468,7 @@ class ControlLoop:
         self._tracking = False
         try:
             now = float(self._clock())
-            self._follow_missed(now_mono)
+            self._follow_missed()
             result = self._tick_body(now)
             self._last_now = now
             self._have_now = True
@@ -488,15 +494,15 @@ class ControlLoop:
         self._stats.computed(elapsed)
         return cmd
 
-    def _follow_missed(self, now_mono: float) -> None:
+    def _follow_missed(self) -> None:
         """With `follow_on_miss` (a streamed trajectory output): for each control slot since
         the last tick that the loop missed, the arm's controller ran the last message's
         certified continuation; commit those states and hand them to the output, so that the
         filter and the stream go on from what the arm did, on the slot grid."""
+        missed, self._missed_slots = self._missed_slots, 0
         last = self._last_command
         if not self.follow_on_miss or last is None or not self._initialised:
             return
-        missed = round((now_mono - self._prev_tick_mono) / self.period) - 1
         if missed < 1 or missed > FOLLOW_MAX_MISSED:
             return
         for k, (q, v, a) in enumerate(self.safety.follow_continuation(missed), start=1):

@@ -25,8 +25,10 @@ filter holds one acceleration per tick, so a state's own is ambiguous; a quintic
 states given the tick's value on one side overshoots to reconcile the other).
 
 A missed control tick makes the commands run one period later than their fixed times (the
-filter advances one tick per tick it runs): this lateness eats the lead. While the last commands
-are all at rest at one position the stream re-anchors at no cost (the splines are constant);
+filter advances one tick per tick it runs): this lateness eats the lead. The control loop
+avoids it by committing the filter's certified continuation over missed slots, which the arm's
+controller ran meanwhile (ControlLoop.follow_on_miss). While the commands before the newest are
+all at rest at one position the stream re-anchors at no cost (their splines are constant);
 when the lateness would leave no time for transport, the stream restarts (counted in
 `restarts`): the next message is timed afresh and the controller re-plans from its own state,
 which, while moving, is a reflex on a Franka: a symptom to be seen, not hidden.
@@ -43,6 +45,7 @@ import numpy as np
 from diffusion_controller.control.types import Command
 
 JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a new run
+REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming (1e-9 rad/s over 1 s: 1e-9 rad)
 
 
 @dataclass(frozen=True)
@@ -57,9 +60,12 @@ class StreamPoint:
 
 
 def _at_rest(cmds: list[Command]) -> bool:
+    if not cmds:
+        return False
     q0 = cmds[0].positions
     return all(
-        not np.any(c.velocities) and not np.any(c.accelerations) and np.array_equal(c.positions, q0)
+        np.all(np.abs(c.velocities) <= REST_TOL) and np.all(np.abs(c.accelerations) <= REST_TOL)
+        and np.all(np.abs(c.positions - q0) <= REST_TOL)
         for c in cmds
     )
 
@@ -83,6 +89,7 @@ class TrajectoryStream:
         # newest command's point), leaving two periods for computing, transport and pick-up
         self.budget = self.lead - (self.every + 2) * self.period
         self.restarts = 0
+        self.restart_lateness = 0.0  # how late the commands were at the last restart (s)
         self.reanchors = 0
         self.reset()
 
@@ -110,12 +117,15 @@ class TrajectoryStream:
             self._count += 1
         self._hist.append(cmd)
         self.lateness = cmd.stamp + self.lead - self.time_of(self._count)
-        if self.lateness > 0.5 * self.period and _at_rest(list(self._hist)):
-            self._anchor += self.lateness  # constant splines: retiming them changes nothing
+        if self.lateness > 0.5 * self.period and _at_rest(list(self._hist)[:-1]):
+            # the commands before the newest hold one position at rest: their splines are
+            # constant, so retiming them changes nothing the arm does
+            self._anchor += self.lateness
             self.lateness = 0.0
             self.reanchors += 1
         elif self.lateness > self.budget:
             self.restarts += 1
+            self.restart_lateness = self.lateness
             self.reset()
             self.push(cmd)
 

@@ -769,9 +769,10 @@ class ControllerNode(LifecycleNode):
             core.stream.push(cmd)
             if core.stream.restarts != restarts:
                 self.get_logger().warning(
-                    f"trajectory stream restarted ({core.stream.restarts} so far): commands more "
-                    f"than {core.stream.budget * 1e3:.0f} ms late (missed ticks) left no time "
-                    "for transport; the arm's controller re-plans from its own state",
+                    f"trajectory stream restarted ({core.stream.restarts} so far): commands "
+                    f"{core.stream.restart_lateness * 1e3:.0f} ms late, more than "
+                    f"{core.stream.budget * 1e3:.0f} ms, left no time for transport; the arm's "
+                    "controller re-plans from its own state",
                     throttle_duration_sec=2.0)
             if cmd.plan is None:
                 return  # a missed slot the arm spent on the last message: history only

@@ -42,7 +42,8 @@ class RobotSideMixin:
                 f"(got {kind!r}) and cmd_timeout within [0, 60] s (got {timeout})"
             )
         self.robot: robot_side.RobotSide | None = None
-        self._pending_traj: tuple[list[robot_side.TrajectoryPoint], float] | None = None
+        # received messages (points, stamp, arrival) for the next tick's 1 kHz cycles
+        self._pending_traj: list[tuple[list[robot_side.TrajectoryPoint], float, float]] = []
         if kind == "ideal":
             return
         if self.tick_dt / robot_side.DT % 1 > 1e-9 or p["timestep"] / robot_side.DT % 1 > 1e-9:
@@ -82,7 +83,11 @@ class RobotSideMixin:
             return
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
         with self._lock:
-            self._pending_traj = (pts, stamp)
+            # when it arrived, on the clock the controller's cycles run on (sim time or the
+            # node's clock): the cycle at or after that time takes it
+            arrival = self._sim_clock if self.publish_clock else (
+                self.get_clock().now().nanoseconds * 1e-9)
+            self._pending_traj.append((pts, stamp, arrival))
             self.commands += 1
 
     def _on_error_recovery(self, _req: Trigger.Request, res: Trigger.Response) -> Trigger.Response:
@@ -122,11 +127,11 @@ class RobotSideMixin:
         """One physics tick in 1 ms sub-steps of the robot side; returns new contact events."""
         assert self.robot is not None
         with self._lock:
-            traj, self._pending_traj = self._pending_traj, None
+            trajs, self._pending_traj = self._pending_traj, []
             recover, self._recover_request = self._recover_request, None
         if was_reset:
             self.robot.reset(self.world.arm_state()[0])
-            traj = None
+            trajs = []
         if recover is not None:
             self.robot.recover(self.world.arm_state()[0])
             self._report_robot(None)
@@ -134,8 +139,9 @@ class RobotSideMixin:
         t0 = self._clock_s()
         if cmd is not None and self.robot.kind == "forward":
             self.robot.command(cmd, t0)
-        if traj is not None and self.robot.kind == "trajectory":
-            self.robot.command(traj[0], now=t0, start_time=traj[1])
+        if self.robot.kind == "trajectory":
+            for pts, stamp, arrival in trajs:
+                self.robot.queue(pts, stamp, arrival)
         measured = self.world.arm_state()[0]
         _, reflex = self.robot.catch_up(t0, measured)
         if reflex is not None:

@@ -14,6 +14,9 @@ and test perturbations without either.
 - dropout: each camera frame is dropped with probability `image_drop_prob`.
 - obstacle_shift: `obstacle_shift_time` seconds after the reset the obstacle jumps by
   `obstacle_shift` (dx, dy) metres on the table.
+- freeze (`image_freeze` 1): every camera frame of the episode is replaced by the episode's first
+  frame, so the policy sees the scene as it was at the start and never the arm moving: what a
+  policy does without visual feedback (the "blind" ablation).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ _RANGES: tuple[tuple[str, float, float], ...] = (
     ("joint_noise", 0.0, 0.1),
     ("image_drop_prob", 0.0, 0.95),
     ("obstacle_shift_time", 0.0, 600.0),
+    ("image_freeze", 0.0, 1.0),
 )
 MAX_SHIFT = 0.2  # metres: beyond this the task is a different task, not a perturbed one
 
@@ -48,6 +52,7 @@ class Perturbation:
     image_drop_prob: float = 0.0
     obstacle_shift: tuple[float, float] = (0.0, 0.0)
     obstacle_shift_time: float = 1.0
+    image_freeze: float = 0.0  # 1: every frame is the episode's first (0 or 1)
 
     def problems(self) -> list[str]:
         """Why these values are not admissible (empty when they are)."""
@@ -56,6 +61,8 @@ class Perturbation:
             value = float(getattr(self, name))
             if not (math.isfinite(value) and lo <= value <= hi):
                 out.append(f"{name} must be within [{lo:g}, {hi:g}], got {value}")
+        if float(self.image_freeze) not in (0.0, 1.0):
+            out.append(f"image_freeze must be 0 or 1, got {self.image_freeze}")
         shift = tuple(self.obstacle_shift)
         if len(shift) != 2 or not all(math.isfinite(float(s)) for s in shift):
             out.append(f"obstacle_shift must be 2 finite values (dx, dy), got {list(shift)}")
@@ -132,6 +139,7 @@ class SensorPerturber:
         self.rng = np.random.default_rng([int(seed), 0x5E75])
         self.dropped = 0
         self.frames = 0
+        self._first: np.ndarray | None = None  # the episode's first frame, under image_freeze
 
     def joints(self, q: np.ndarray) -> np.ndarray:
         """Measured joint positions as published: the truth plus noise."""
@@ -143,6 +151,10 @@ class SensorPerturber:
     def image(self, img: np.ndarray) -> np.ndarray | None:
         """The frame as published, or None when this frame is dropped."""
         self.frames += 1
+        if self.p.image_freeze:
+            if self._first is None:
+                self._first = np.array(img, copy=True)
+            img = self._first.copy()
         if self.p.image_drop_prob > 0.0 and self.rng.random() < self.p.image_drop_prob:
             self.dropped += 1
             return None

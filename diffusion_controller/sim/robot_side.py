@@ -418,6 +418,7 @@ class RobotSide:
         self._hold = q.copy()
         self._halted = False
         self.last_t: float | None = None  # time of the last 1 kHz cycle
+        self._queue: list[tuple[float, list[TrajectoryPoint], float]] = []
 
     def command(self, *args: object, **kwargs: object) -> bool:
         """Pass a command to the controller; False (and counted) while a reflex is latched."""
@@ -426,6 +427,12 @@ class RobotSide:
             return False
         self.controller.command(*args, **kwargs)  # type: ignore[arg-type]
         return True
+
+    def queue(self, points: Sequence[TrajectoryPoint], stamp: float, arrival: float) -> None:
+        """A trajectory message that arrived at `arrival` (the controller's clock): the first
+        1 kHz cycle at or after that time takes it, as the real controller's next cycle does,
+        however late the simulator runs that cycle."""
+        self._queue.append((float(arrival), list(points), float(stamp)))
 
     def shift_time(self, delta: float) -> None:
         """The time base moved by `delta` (simulator re-anchored to the wall clock): keep the
@@ -440,6 +447,9 @@ class RobotSide:
     ) -> tuple[np.ndarray, Reflex | None]:
         """One 1 kHz cycle at `t`: the position the joints get, and a new reflex if one fired
         (`measured`: the arm's measured position, for a controller that holds it)."""
+        while self._queue and self._queue[0][0] <= t + 1e-9:
+            _, points, stamp = self._queue.pop(0)
+            self.command(points, now=t, start_time=stamp)
         if self._halted:
             return self._hold.copy(), None
         q_c = self.controller.sample(t, measured)

@@ -84,7 +84,7 @@ _READ_ONLY = "read only: set at start-up"
 # Parameters applied at the next ~/reset (with `seed`): the perturbation and the timeout.
 _PERTURBATION_PARAMS = (
     "image_delay", "joint_state_delay", "image_noise", "joint_noise", "image_drop_prob",
-    "obstacle_shift", "obstacle_shift_time",
+    "obstacle_shift", "obstacle_shift_time", "image_freeze",
 )  # fmt: skip
 _EPISODE_PARAMS = ("seed", *_PERTURBATION_PARAMS, "episode_timeout")
 
@@ -224,6 +224,7 @@ class SimArmNode(RobotSideMixin, Node):
             "sim seconds after the reset when the obstacle jumps" + at_reset,
             False,
         )
+        d("image_freeze", 0.0, "1: every camera frame is the episode's first" + at_reset, False)
         d("episode_timeout", 0.0, "task timeout in s (0: the task's own)" + at_reset, False)
         d("robot_controller", "ideal", "robot side: ideal | forward | trajectory (1 kHz checks)")
         d(

@@ -1,0 +1,166 @@
+"""The streamed trajectory against Humble's joint_trajectory_controller and the FR3's checks.
+
+The mechanism behind every reflex of the earlier streams: a message whose first point is still
+ahead when the controller takes it makes Humble's controller repeat its previous command for a
+cycle; so does any message whose splines around its arrival are not the previous message's.
+These tests run streams through sim/robot_side.py's controller and limit monitor at 1 kHz with
+random transport delay and missed control ticks (ROS-free)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffusion_controller.control.braking import brake_acceleration
+from diffusion_controller.control.stream import StreamPoint, TrajectoryStream
+from diffusion_controller.control.types import Command
+from diffusion_controller.sim.kinematics import ARM_JOINTS
+from diffusion_controller.sim.robot_side import (
+    DT,
+    LimitMonitor,
+    Reflex,
+    TrajectoryController,
+    TrajectoryPoint,
+)
+
+P = 0.01
+Q0 = np.array([0.0, -0.5, 0.0, -2.0, 0.0, 1.6, 0.8])
+A_MAX = 5.0  # the filter's acceleration limit, rad/s^2 (sim.yaml-like scales)
+
+
+def _brake_plan(q: np.ndarray, v: np.ndarray, steps: int = 60) -> np.ndarray:
+    """The filter's certified continuation: braking at the acceleration limit to rest."""
+    rows = []
+    b = np.full(7, A_MAX)
+    for _ in range(steps):
+        u = brake_acceleration(v, b, P)
+        q, v = q + v * P + 0.5 * u * P * P, v + u * P
+        v[np.abs(v) < 1e-12] = 0.0
+        rows.append(np.stack([q, v, u]))
+    return np.array(rows)
+
+
+def _commands(seed: int, ticks: int, miss: float) -> list[Command]:
+    """A filter-like command stream: one acceleration per tick, |a| <= A_MAX, changing by at
+    most 2 rad/s^2 per tick, towards random goals; a missed tick commits the continuation's
+    first state (what the loop does with follow_on_miss)."""
+    rng = np.random.default_rng(seed)
+    q, v, a = Q0.copy(), np.zeros(7), np.zeros(7)
+    goal = Q0
+    out: list[Command] = []
+    stamp = 1000.0
+    for k in range(ticks):
+        stamp += P
+        if k > 10 and out and rng.random() < miss:
+            qn, vn, an = _brake_plan(q, v, 1)[0]
+            out.append(Command(stamp, qn, vn, an))  # a missed slot, no plan of its own
+            q, v, a = qn, vn, an
+            continue
+        if k > 10:
+            if k % 20 == 0:
+                goal = Q0 + rng.uniform(-0.3, 0.3, 7)
+            target = np.clip(30 * (goal - q) - 10 * v, -A_MAX, A_MAX)
+            a = np.clip(a + np.clip(target - a, -2.0, 2.0), -A_MAX, A_MAX)
+        q, v = q + v * P + 0.5 * a * P * P, v + a * P
+        out.append(Command(stamp + rng.uniform(0.0, 0.003), q.copy(), v.copy(), a.copy(),
+                           _brake_plan(q, v)))  # fmt: skip
+    return out
+
+
+def _as_points(points: list[StreamPoint]) -> tuple[list[TrajectoryPoint], float]:
+    first = points[0].time
+    return [TrajectoryPoint(p.time - first, p.positions, p.velocities, p.accelerations)
+            for p in points], first  # fmt: skip
+
+
+def _run_arm(
+    messages: list[tuple[float, list[TrajectoryPoint], float]], until: float
+) -> tuple[Reflex | None, dict[float, np.ndarray]]:
+    """1 kHz cycles from before the first arrival to `until`: each message taken by the first
+    cycle at or after its arrival. Returns the first reflex and the commanded q by cycle."""
+    messages = sorted(messages, key=lambda m: m[0])
+    jtc = TrajectoryController(Q0)
+    mon = LimitMonitor(ARM_JOINTS)
+    mon.seed(Q0)
+    t, i, out = round(messages[0][0], 3) - 0.02, 0, {}
+    while t < until:
+        while i < len(messages) and messages[i][0] <= t:
+            jtc.command(messages[i][1], now=t, start_time=messages[i][2])
+            i += 1
+        q = jtc.sample(t)
+        out[round(t, 3)] = q
+        reflex = mon.check(q, t)
+        if reflex is not None:
+            return reflex, out
+        t += DT
+    return None, out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("miss", [0.0, 0.05])
+def test_stream_through_humbles_controller_has_no_reflex(seed: int, miss: float) -> None:
+    """Random transport delay up to the stream's budget, missed ticks, then silence: no reflex,
+    and the arm passes through every command at its fixed time."""
+    rng = np.random.default_rng(100 + seed)
+    stream = TrajectoryStream(P, lead=0.05)
+    messages = []
+    cmds = _commands(seed, 300, miss)
+    for cmd in cmds:
+        stream.push(cmd)
+        if cmd.plan is None:
+            continue  # a missed tick sends nothing
+        sent = cmd.stamp - P + 0.002
+        arrival = sent + rng.uniform(0.0, stream.lead - 3 * P)
+        messages.append((arrival, *_as_points(stream.points())))
+    assert stream.restarts == 0
+    reflex, qs = _run_arm(messages, cmds[-1].stamp + 1.0)
+    assert reflex is None, reflex
+    for k, cmd in enumerate(cmds[:-2]):  # every command, at its fixed time
+        t = round(stream.time_of(k), 3)
+        if abs(stream.time_of(k) - t) < 1e-9:
+            np.testing.assert_allclose(qs[t], cmd.positions, atol=1e-9)
+
+
+def test_a_message_due_ahead_of_its_arrival_is_the_reflex() -> None:
+    """The earlier stream, the previous and this command due `lead` after the command: Humble's
+    controller takes each message before its first point and repeats its last command."""
+    rng = np.random.default_rng(7)
+    cmds = _commands(3, 200, 0.0)
+    messages = []
+    prev = None
+    for cmd in cmds:
+        states = ([prev] if prev is not None else []) + [cmd]
+        first = states[0].stamp + 0.05
+        pts = [TrajectoryPoint(k * P, c.positions, c.velocities, c.accelerations)
+               for k, c in enumerate(states)]  # fmt: skip
+        pts += [TrajectoryPoint((len(states) + k) * P, *row) for k, row in enumerate(cmd.plan)]
+        messages.append((cmd.stamp - P + rng.uniform(0.002, 0.01), pts, first))
+        prev = cmd
+    reflex, _ = _run_arm(messages, cmds[-1].stamp + 0.5)
+    assert reflex is not None and reflex.quantity in ("acceleration", "jerk")
+
+
+def test_restart_when_late_and_free_reanchor_at_rest() -> None:
+    stream = TrajectoryStream(P, lead=0.05)
+    assert stream.past == 5 + 4 + 1 and stream.budget == pytest.approx(0.02)
+    rest = Command(10.0, Q0.copy(), np.zeros(7), np.zeros(7), _brake_plan(Q0, np.zeros(7), 3))
+    for k in range(12):
+        stream.push(Command(10.0 + k * P, Q0.copy(), np.zeros(7), np.zeros(7), rest.plan))
+    pts = stream.points()
+    assert len(pts) == stream.past + 1 + 3
+    assert pts[stream.past].time == pytest.approx(10.0 + 11 * P + 0.05)
+    # a pause at rest: re-anchored, nothing restarts
+    v = np.full(7, 0.1)
+    moving = Command(12.0, Q0 + 0.5 * v * P, v, v / P, rest.plan)
+    stream.push(moving)
+    assert stream.restarts == 0 and stream.reanchors == 1 and stream.lateness == 0.0
+    assert stream.points()[stream.past].time == pytest.approx(12.05)
+    # commands late while moving (missed ticks not followed): a restart, timed afresh
+    late = Command(12.0 + 5 * P, moving.positions + v * P, v, np.zeros(7), rest.plan)
+    stream.push(late)
+    assert stream.restarts == 1 and stream.restart_lateness == pytest.approx(0.04)
+    assert stream.points()[0].time == pytest.approx(late.stamp + 0.05)
+    # a command that does not follow the last one (the loop re-seeded): a new run, no restart
+    jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
+    stream.push(jumped)
+    assert stream.restarts == 1 and len(stream.points()) == 1 + 3
