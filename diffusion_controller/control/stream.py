@@ -24,14 +24,15 @@ A point's acceleration is the mean of the accelerations of the ticks on either s
 filter holds one acceleration per tick, so a state's own is ambiguous; a quintic spline through
 states given the tick's value on one side overshoots to reconcile the other).
 
-A missed control tick makes the commands run one period later than their fixed times (the
-filter advances one tick per tick it runs): this lateness eats the lead. The control loop
-avoids it by committing the filter's certified continuation over missed slots, which the arm's
-controller ran meanwhile (ControlLoop.follow_on_miss). While the commands before the newest are
-all at rest at one position the stream re-anchors at no cost (their splines are constant);
-when the lateness would leave no time for transport, the stream restarts (counted in
-`restarts`): the next message is timed afresh and the controller re-plans from its own state,
-which, while moving, is a reflex on a Franka: a symptom to be seen, not hidden.
+A missed control tick would make the commands run one period later than their fixed times
+(the filter advances one tick per tick it runs) and eat the lead; the control loop avoids it by
+committing the filter's certified continuation over missed slots, which the arm's controller ran
+meanwhile (ControlLoop.follow_on_miss), so commands stay on their slots. A tick that starts late
+sends its message late: counted in `late` when beyond the budget, and still sent on the grid.
+While the commands before the newest are all at rest at one position the stream re-anchors at
+no cost (their splines are constant). Commands later than RESTART_LATENESS (a stall the loop did
+not follow) restart the stream (counted in `restarts`): the next message is timed afresh and
+the controller re-plans from its own state, which, while moving, is a reflex on a Franka.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ import numpy as np
 from diffusion_controller.control.types import Command
 
 JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a new run
+# Later than this (slots the loop did not follow: a stall), the old timeline is given up. A tick
+# that merely starts late sends its command on time's grid, late: keeping the grid is the better
+# bet (the controller may still take it on a shared segment; a restart always re-plans)
+RESTART_LATENESS = 0.25  # s
 REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming (1e-9 rad/s over 1 s: 1e-9 rad)
 
 
@@ -89,6 +94,7 @@ class TrajectoryStream:
         # newest command's point), leaving two periods for computing, transport and pick-up
         self.budget = self.lead - (self.every + 2) * self.period
         self.restarts = 0
+        self.late = 0  # commands sent later than the budget (a tick that started late)
         self.restart_lateness = 0.0  # how late the commands were at the last restart (s)
         self.reanchors = 0
         self.reset()
@@ -123,11 +129,13 @@ class TrajectoryStream:
             self._anchor += self.lateness
             self.lateness = 0.0
             self.reanchors += 1
-        elif self.lateness > self.budget:
+        elif self.lateness > RESTART_LATENESS:
             self.restarts += 1
             self.restart_lateness = self.lateness
             self.reset()
             self.push(cmd)
+        elif self.lateness > self.budget:
+            self.late += 1
 
     def time_of(self, index: int) -> float:
         """The fixed time of the run's command `index`."""

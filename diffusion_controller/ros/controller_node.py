@@ -770,9 +770,8 @@ class ControllerNode(LifecycleNode):
             if core.stream.restarts != restarts:
                 self.get_logger().warning(
                     f"trajectory stream restarted ({core.stream.restarts} so far): commands "
-                    f"{core.stream.restart_lateness * 1e3:.0f} ms late, more than "
-                    f"{core.stream.budget * 1e3:.0f} ms, left no time for transport; the arm's "
-                    "controller re-plans from its own state",
+                    f"{core.stream.restart_lateness * 1e3:.0f} ms late (the loop stalled); the "
+                    "arm's controller re-plans from its own state",
                     throttle_duration_sec=2.0)
             if cmd.plan is None:
                 return  # a missed slot the arm spent on the last message: history only

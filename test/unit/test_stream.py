@@ -155,11 +155,16 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     stream.push(moving)
     assert stream.restarts == 0 and stream.reanchors == 1 and stream.lateness == 0.0
     assert stream.points()[stream.past].time == pytest.approx(12.05)
-    # commands late while moving (missed ticks not followed): a restart, timed afresh
-    late = Command(12.0 + 5 * P, moving.positions + v * P, v, np.zeros(7), rest.plan)
+    # a command late while moving (a tick that started late): sent on the grid, counted
+    late = Command(12.0 + P + 0.03, moving.positions + v * P, v, np.zeros(7), rest.plan)
     stream.push(late)
-    assert stream.restarts == 1 and stream.restart_lateness == pytest.approx(0.04)
-    assert stream.points()[0].time == pytest.approx(late.stamp + 0.05)
+    assert stream.restarts == 0 and stream.late == 1
+    assert stream.points()[-4].time == pytest.approx(12.0 + P + 0.05)
+    # far later (a stall the loop did not follow): a restart, timed afresh
+    stalled = Command(13.0, late.positions + v * P, v, np.zeros(7), rest.plan)
+    stream.push(stalled)
+    assert stream.restarts == 1 and stream.restart_lateness == pytest.approx(0.98)
+    assert stream.points()[0].time == pytest.approx(stalled.stamp + 0.05)
     # a command that does not follow the last one (the loop re-seeded): a new run, no restart
     jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
     stream.push(jumped)
