@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import threading
 from typing import Any
 
@@ -20,6 +21,13 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory
 
 from diffusion_controller.sim import robot_side
+
+try:  # rclpy hands a two-argument callback the message info (Iron and later)
+    from rclpy.subscription import MessageInfo as _MessageInfo  # noqa: F401
+
+    _MESSAGE_INFO = True
+except ImportError:  # Humble: message only; arrival is when the callback runs
+    _MESSAGE_INFO = False
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 
 
@@ -50,9 +58,12 @@ class RobotSideMixin:
             raise ValueError("sim_arm parameters rejected: rate_hz and timestep must be whole ms")
         self.robot = robot_side.RobotSide(kind, ARM_JOINTS, self.world.arm_state()[0], timeout)
         if kind == "trajectory":
+            # with the message info, arrival is when DDS received the message, not when this
+            # process's executor got round to it (a loaded simulator may take 100 ms)
+            cb = self._on_trajectory_info if _MESSAGE_INFO else self._on_trajectory
             self.create_subscription(
                 JointTrajectory, self.get_parameter("trajectory_topic").value,
-                self._on_trajectory, QoSProfile(depth=10),
+                cb, QoSProfile(depth=50),
             )  # fmt: skip
         self.pub_reflex = self.create_publisher(
             String, self.get_parameter("reflex_topic").value, 10
@@ -61,7 +72,12 @@ class RobotSideMixin:
         self._recover_request: threading.Event | None = None
         self.create_service(Trigger, "~/error_recovery", self._on_error_recovery)
 
-    def _on_trajectory(self, msg: JointTrajectory) -> None:
+    def _on_trajectory_info(self, msg: JointTrajectory, info: Any) -> None:
+        received = int(info.get("received_timestamp", 0)) if isinstance(info, dict) else 0
+        self._on_trajectory(msg, received * 1e-9 if received > 0 and not self.publish_clock
+                            else None)  # fmt: skip
+
+    def _on_trajectory(self, msg: JointTrajectory, received: float | None = None) -> None:
         try:
             idx = [list(msg.joint_names).index(n) for n in ARM_JOINTS]
             pts = []
@@ -85,8 +101,9 @@ class RobotSideMixin:
         with self._lock:
             # when it arrived, on the clock the controller's cycles run on (sim time or the
             # node's clock): the cycle at or after that time takes it
-            arrival = self._sim_clock if self.publish_clock else (
+            now = self._sim_clock if self.publish_clock else (
                 self.get_clock().now().nanoseconds * 1e-9)
+            arrival = min(now, received) if received is not None else now
             self._pending_traj.append((pts, stamp, arrival))
             self.commands += 1
 
@@ -99,32 +116,17 @@ class RobotSideMixin:
         return res
 
     def _clock_s(self) -> float:
-        """The controller's time at this tick, on the clock trajectory stamps are read against.
-
-        With publish_clock it is sim time. Otherwise sim time anchored to the node's clock:
-        the 1 kHz cycle then advances by exactly 1 ms per sub-step (a jittery wall-clock read
-        per tick would itself be a discontinuity), re-anchored only when the two drift apart by
-        more than 20 ms (physics overruns), which is counted in `clock_reanchors`.
-        """
+        """Now, on the clock trajectory stamps are read against: sim time with publish_clock,
+        else the node's clock (the arm's controller runs on real time, whatever the physics)."""
         if self.publish_clock:
             return self._sim_clock
-        wall = self.get_clock().now().nanoseconds * 1e-9
-        anchor = getattr(self, "_clock_anchor", None)
-        if anchor is None or abs(wall - (anchor + self._sim_clock)) > 0.02:
-            new_anchor = wall - self._sim_clock
-            if anchor is not None:
-                self.clock_reanchors = getattr(self, "clock_reanchors", 0) + 1
-                if self.robot is not None and new_anchor < anchor:
-                    # the simulator ran ahead of the wall clock: the robot's timeline moves back
-                    # with it, so its 1 kHz time never runs backwards. When it fell behind, the
-                    # next tick runs the robot's cycles of the gap instead (RobotSide.catch_up),
-                    # as a real arm's loop, which never pauses, would have.
-                    self.robot.shift_time(new_anchor - anchor)
-            self._clock_anchor = anchor = new_anchor
-        return anchor + self._sim_clock
+        return self.get_clock().now().nanoseconds * 1e-9
 
     def _robot_tick(self, cmd: np.ndarray | None, was_reset: bool) -> int:
-        """One physics tick in 1 ms sub-steps of the robot side; returns new contact events."""
+        """One physics tick: the robot side's 1 kHz cycles up to the end of the tick, on the
+        controller's clock (all of them since the last tick when the simulator fell behind,
+        each one checked), their commands spread over the tick's physics steps; returns new
+        contact events."""
         assert self.robot is not None
         with self._lock:
             trajs, self._pending_traj = self._pending_traj, []
@@ -143,18 +145,15 @@ class RobotSideMixin:
             for pts, stamp, arrival in trajs:
                 self.robot.queue(pts, stamp, arrival)
         measured = self.world.arm_state()[0]
-        _, reflex = self.robot.catch_up(t0, measured)
-        if reflex is not None:
+        qs, reflexes = self.robot.advance(t0, t0 + self.tick_dt, measured)
+        for reflex in reflexes:
             self._report_robot(reflex)
-        per_step = round(self.world.config.timestep / robot_side.DT)
+        steps = round(self.tick_dt / self.world.config.timestep)
         new_events = 0
-        for k in range(round(self.tick_dt / robot_side.DT)):
-            q_c, reflex = self.robot.step(t0 + k * robot_side.DT, measured)
-            if reflex is not None:
-                self._report_robot(reflex)
-            if (k + 1) % per_step == 0:
-                self.world.command(q_c)
-                new_events += self.world.step(self.world.config.timestep).new_events
+        for j in range(1, steps + 1):
+            if qs:  # the cycle at the end of this physics step (the latest when bunched)
+                self.world.command(qs[min(len(qs), math.ceil(j * len(qs) / steps)) - 1])
+            new_events += self.world.step(self.world.config.timestep).new_events
         return new_events
 
     def _report_robot(self, reflex: robot_side.Reflex | None) -> None:
@@ -168,8 +167,7 @@ class RobotSideMixin:
             status.message = (
                 f"reflex: {reflex.joint} commanded {reflex.quantity} {reflex.value:.4g} "
                 f"beyond {reflex.limit:.4g}; arm holds until ~/error_recovery"
-                + (f" (messages taken before their first point while moving: {stalls}; "
-                   f"clock re-anchors: {getattr(self, 'clock_reanchors', 0)})"
+                + (f" (messages taken before their first point while moving: {stalls})"
                    if stalls is not None else "")
             )
             status.values = [KeyValue(key=k, value=str(v)) for k, v in reflex.to_dict().items()]

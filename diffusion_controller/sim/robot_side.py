@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -307,14 +308,6 @@ class TrajectoryController:
         self._set(points, start_time)
         self.timed_out = False
 
-    def shift_time(self, delta: float) -> None:
-        """Move the commanded trajectory `delta` seconds later (the time base was re-anchored)."""
-        self._stamp += delta if self._stamp != 0.0 else 0.0
-        if self._start is not None:
-            self._start += delta
-        if self._before is not None:
-            self._before = (self._before[0] + delta, self._before[1])
-
     def _sample(self, t: float) -> tuple[_State, float | None, bool]:
         """(state, time of the segment's start, before the last point) at `t`; the first sample
         of a message fixes its start and its point-before (Humble's update())."""
@@ -434,14 +427,6 @@ class RobotSide:
         however late the simulator runs that cycle."""
         self._queue.append((float(arrival), list(points), float(stamp)))
 
-    def shift_time(self, delta: float) -> None:
-        """The time base moved by `delta` (simulator re-anchored to the wall clock): keep the
-        commanded signal continuous (a forward controller holds its command anyway)."""
-        if isinstance(self.controller, TrajectoryController):
-            self.controller.shift_time(delta)
-        if self.last_t is not None:
-            self.last_t += delta
-
     def step(
         self, t: float, measured: np.ndarray | None = None
     ) -> tuple[np.ndarray, Reflex | None]:
@@ -463,21 +448,21 @@ class RobotSide:
         self._hold = q_c
         return q_c, None
 
-    def catch_up(
-        self, t: float, measured: np.ndarray | None = None
-    ) -> tuple[np.ndarray | None, Reflex | None]:
-        """Run the 1 kHz cycles strictly between the last one and `t` (the simulator fell
-        behind the clock: a real arm's loop would have run them all, each one checked).
+    def advance(
+        self, t_start: float, t_end: float, measured: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], list[Reflex]]:
+        """Run every 1 kHz cycle from the one after the last (or from `t_start`, the first
+        time) up to, not including, `t_end`: the positions commanded and the reflexes fired.
 
-        Returns the last commanded position of the gap (None when there was no gap) and the
-        first reflex in it."""
-        last = self.last_t
-        if last is None or self._halted:
-            return None, None
-        n = round((t - last) / DT) - 1
-        q_c: np.ndarray | None = None
-        for k in range(1, n + 1):
-            q_c, reflex = self.step(last + k * DT, measured)
+        The cycles follow the clock, not the simulator: when the simulator fell behind, this
+        runs (and checks) every cycle of the gap, as a real arm's loop, which never pauses,
+        would have; when it runs ahead, there may be none."""
+        first = t_start if self.last_t is None else self.last_t + DT
+        n = max(0, math.ceil((t_end - first) / DT - 1e-6))
+        qs, reflexes = [], []
+        for k in range(n):
+            q_c, reflex = self.step(first + k * DT, measured)
+            qs.append(q_c)
             if reflex is not None:
-                return q_c, reflex
-        return q_c, None
+                reflexes.append(reflex)
+        return qs, reflexes
