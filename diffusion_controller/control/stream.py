@@ -50,6 +50,7 @@ JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a ne
 # that merely starts late sends its command on time's grid, late: keeping the grid is the better
 # bet (the controller may still take it on a shared segment; a restart always re-plans)
 RESTART_LATENESS = 0.25  # s
+BRIDGE_HOLD = 4  # periods a new run at rest holds its first command (transport allowance)
 REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming (1e-9 rad/s over 1 s: 1e-9 rad)
 
 
@@ -105,6 +106,8 @@ class TrajectoryStream:
         self._anchor = 0.0
         self._count = 0  # index of the newest command in the run
         self.lateness = 0.0
+        self._bridge_end: float | None = None  # see points()
+        self._bridge_sent = False
 
     def push(self, cmd: Command) -> None:
         """The loop's next command. One that does not follow the previous one (the filter holds
@@ -116,12 +119,22 @@ class TrajectoryStream:
             if np.any(np.abs(step - 0.5 * (prev.velocities + cmd.velocities) * self.period)
                       > JUMP_TOL):  # fmt: skip
                 self.reset()
-        if not self._hist:
+        fresh = not self._hist
+        if fresh:
             self._anchor = cmd.stamp + self.lead
             self._count = 0
+            self._bridge_end = self._anchor
+            self._bridge_sent = False
         else:
             self._count += 1
         self._hist.append(cmd)
+        if fresh and _at_rest([cmd]):
+            # the bridge's last stretch: the run's first command held for BRIDGE_HOLD periods,
+            # so the messages after the bridge agree with it (at rest) when they are taken
+            for _ in range(BRIDGE_HOLD):
+                self._count += 1
+                self._hist.append(Command(cmd.stamp, cmd.positions, cmd.velocities,
+                                          cmd.accelerations))  # fmt: skip
         self.lateness = cmd.stamp + self.lead - self.time_of(self._count)
         if self.lateness > 0.5 * self.period and _at_rest(list(self._hist)[:-1]):
             # the commands before the newest hold one position at rest: their splines are
@@ -142,10 +155,27 @@ class TrajectoryStream:
         return self._anchor + index * self.period
 
     def points(self) -> list[StreamPoint]:
-        """The message for the newest command: the kept commands, the newest, its plan."""
+        """The message for the newest command: the kept commands, the newest, its plan; or
+        nothing (send no message) while a new run's bridge lasts.
+
+        A new run's first message cannot repeat what the arm's controller is running: its first
+        point (the run's first command, `lead` ahead) is still ahead when it arrives, so the
+        controller splines from its own state to it over about `lead`: the bridge. Until that
+        point is due the stream sends nothing more (a message taken during the bridge would
+        re-plan it, repeating the previous command while moving). A run that starts at rest
+        holds its first command for BRIDGE_HOLD periods after it, so the messages that follow,
+        taken within that time, agree with the bridge message (at rest) where they are taken:
+        from then on the stream is seamless."""
         if not self._hist:
             return []
         newest = self._hist[-1]
+        if self._bridge_end is not None:
+            if not self._bridge_sent:
+                self._bridge_sent = True
+            elif newest.stamp - self.period <= self._bridge_end:
+                return []
+            else:
+                self._bridge_end = None
         states = [(c.positions, c.velocities, c.accelerations) for c in self._hist]
         if newest.plan is not None:
             states += [(p[0], p[1], p[2]) for p in newest.plan]

@@ -779,7 +779,10 @@ class ControllerNode(LifecycleNode):
             if core.stream_tick < core.stream_every:
                 return
             core.stream_tick = 0
-            msg = conv.trajectory_stream_msg(core.stream.points(), core.robot.joint_names)
+            points = core.stream.points()
+            if not points:
+                return  # a new run's bridge (control/stream.py)
+            msg = conv.trajectory_stream_msg(points, core.robot.joint_names)
         core.command_pub.publish(msg)
 
     def _submit_chunk(self, chunk: Chunk) -> Any:

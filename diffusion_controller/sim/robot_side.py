@@ -272,8 +272,8 @@ class TrajectoryController:
         self.cmd_timeout = float(cmd_timeout)
         self.timed_out = False
         self.rejected = 0  # messages the controller refuses (empty trajectories)
-        # messages taken while their first point was still ahead and the arm moving: each one
-        # repeated the previous command (Humble's one-cycle stall)
+        # messages taken while their first point was still ahead and the arm moving (faster
+        # than 1e-3 rad/s): each one repeated the previous command (Humble's one-cycle stall)
         self.stalls = 0
         self.reset(q0)
 
@@ -348,7 +348,7 @@ class TrajectoryController:
             self._start = self._stamp if self._stamp != 0.0 else t
             last = self._last
             self._before = (t, TrajectoryPoint(0.0, last.q, last.v, last.a))
-            if t < self._start + self._points[0].time_from_start and np.any(last.v):
+            if t < self._start + self._points[0].time_from_start and np.any(np.abs(last.v) > 1e-3):
                 self.stalls += 1
         state, seg_t, before_last = self._sample(t)
         if (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from diffusion_controller.control.braking import brake_acceleration
-from diffusion_controller.control.stream import StreamPoint, TrajectoryStream
+from diffusion_controller.control.stream import BRIDGE_HOLD, StreamPoint, TrajectoryStream
 from diffusion_controller.control.types import Command
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 from diffusion_controller.sim.robot_side import (
@@ -74,14 +74,16 @@ def _as_points(points: list[StreamPoint]) -> tuple[list[TrajectoryPoint], float]
 
 
 def _run_arm(
-    messages: list[tuple[float, list[TrajectoryPoint], float]], until: float
+    messages: list[tuple[float, list[TrajectoryPoint], float]], until: float,
+    start: np.ndarray = Q0,
 ) -> tuple[Reflex | None, dict[float, np.ndarray]]:
-    """1 kHz cycles from before the first arrival to `until`: each message taken by the first
-    cycle at or after its arrival. Returns the first reflex and the commanded q by cycle."""
+    """1 kHz cycles from before the first arrival to `until`, the controller holding `start`
+    at first: each message taken by the first cycle at or after its arrival. Returns the first
+    reflex and the commanded q by cycle."""
     messages = sorted(messages, key=lambda m: m[0])
-    jtc = TrajectoryController(Q0)
+    jtc = TrajectoryController(start)
     mon = LimitMonitor(ARM_JOINTS)
-    mon.seed(Q0)
+    mon.seed(start)
     t, i, out = round(messages[0][0], 3) - 0.02, 0, {}
     while t < until:
         while i < len(messages) and messages[i][0] <= t:
@@ -99,8 +101,9 @@ def _run_arm(
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("miss", [0.0, 0.05])
 def test_stream_through_humbles_controller_has_no_reflex(seed: int, miss: float) -> None:
-    """Random transport delay up to the stream's budget, missed ticks, then silence: no reflex,
-    and the arm passes through every command at its fixed time."""
+    """Random transport delay up to the stream's budget, missed ticks, then silence; the arm's
+    controller holding a little away from the first command (a loop seeded from a measurement
+    that sagged): no reflex, and the arm passes through every command at its fixed time."""
     rng = np.random.default_rng(100 + seed)
     stream = TrajectoryStream(P, lead=0.05)
     messages = []
@@ -109,11 +112,14 @@ def test_stream_through_humbles_controller_has_no_reflex(seed: int, miss: float)
         stream.push(cmd)
         if cmd.plan is None:
             continue  # a missed tick sends nothing
+        points = stream.points()
+        if not points:
+            continue  # the run's bridge
         sent = cmd.stamp - P + 0.002
         arrival = sent + rng.uniform(0.0, stream.lead - 3 * P)
-        messages.append((arrival, *_as_points(stream.points())))
+        messages.append((arrival, *_as_points(points)))
     assert stream.restarts == 0
-    reflex, qs = _run_arm(messages, cmds[-1].stamp + 1.0)
+    reflex, qs = _run_arm(messages, cmds[-1].stamp + 1.0, Q0 + 5e-4)
     assert reflex is None, reflex
     for k, cmd in enumerate(cmds[:-2]):  # every command, at its fixed time
         t = round(stream.time_of(k), 3)
@@ -148,7 +154,7 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
         stream.push(Command(10.0 + k * P, Q0.copy(), np.zeros(7), np.zeros(7), rest.plan))
     pts = stream.points()
     assert len(pts) == stream.past + 1 + 3
-    assert pts[stream.past].time == pytest.approx(10.0 + 11 * P + 0.05)
+    assert pts[stream.past].time == pytest.approx(10.0 + (11 + BRIDGE_HOLD) * P + 0.05)
     # a pause at rest: re-anchored, nothing restarts
     v = np.full(7, 0.1)
     moving = Command(12.0, Q0 + 0.5 * v * P, v, v / P, rest.plan)
@@ -168,4 +174,4 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     # a command that does not follow the last one (the loop re-seeded): a new run, no restart
     jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
     stream.push(jumped)
-    assert stream.restarts == 1 and len(stream.points()) == 1 + 3
+    assert stream.restarts == 1 and len(stream.points()) == 1 + BRIDGE_HOLD + 3
