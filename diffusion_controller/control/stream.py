@@ -133,8 +133,7 @@ class TrajectoryStream:
             # so the messages after the bridge agree with it (at rest) when they are taken
             for _ in range(BRIDGE_HOLD):
                 self._count += 1
-                self._hist.append(Command(cmd.stamp, cmd.positions, cmd.velocities,
-                                          cmd.accelerations))  # fmt: skip
+                self._hist.append(cmd)
         self.lateness = cmd.stamp + self.lead - self.time_of(self._count)
         if self.lateness > 0.5 * self.period and _at_rest(list(self._hist)[:-1]):
             # the commands before the newest hold one position at rest: their splines are
