@@ -50,8 +50,15 @@ JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a ne
 # that merely starts late sends its command on time's grid, late: keeping the grid is the better
 # bet (the controller may still take it on a shared segment; a restart always re-plans)
 RESTART_LATENESS = 0.25  # s
+FIRST_MARGIN = 4  # periods a message's first point is due before the message is sent, at least
 BRIDGE_HOLD = 4  # periods a new run at rest holds its first command (transport allowance)
-REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming (1e-9 rad/s over 1 s: 1e-9 rad)
+REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming
+# a resync within TRANSITION_GAP of the run coming to rest, at most TRANSITION_MAX away on every
+# joint, is reached by a rest-to-rest spline whose acceleration stays under TRANSITION_ACCEL
+# (its peak is 5.77 delta / T^2); a larger jump, or a later one, starts a new run
+TRANSITION_MAX = 0.05  # rad
+TRANSITION_GAP = 0.3  # s
+TRANSITION_ACCEL = 2.0  # rad/s^2
 
 
 @dataclass(frozen=True)
@@ -90,7 +97,7 @@ class TrajectoryStream:
         # commands before the newest in each message: the first point is due `past` periods
         # before the newest's, so at least 4 periods before the newest is sent (a period
         # before the newest is sent; 3 periods more for an arm clock behind the stamp clock
-        self.past = math.ceil(self.lead / self.period - 1e-9) + 4 + self.every
+        self.past = math.ceil(self.lead / self.period - 1e-9) + FIRST_MARGIN + self.every
         # lateness beyond which a message may arrive after its shared segments (the second-
         # newest command's point), leaving two periods for computing, transport and pick-up
         self.budget = self.lead - (self.every + 2) * self.period
@@ -98,47 +105,61 @@ class TrajectoryStream:
         self.late = 0  # commands sent later than the budget (a tick that started late)
         self.restart_lateness = 0.0  # how late the commands were at the last restart (s)
         self.reanchors = 0
+        self.transitions = 0  # resyncs bridged by a rest-to-rest spline
         self.reset()
 
     def reset(self) -> None:
         """Forget the run (the next command starts a new one, timed afresh)."""
-        self._hist: deque[Command] = deque(maxlen=self.past + 1)
-        self._anchor = 0.0
-        self._count = 0  # index of the newest command in the run
+        self._hist: deque[tuple[Command, float]] = deque()  # (command, time), see _trim
         self.lateness = 0.0
         self._bridge_end: float | None = None  # see points()
         self._bridge_sent = False
 
     def push(self, cmd: Command) -> None:
-        """The loop's next command. One that does not follow the previous one (the filter holds
-        one acceleration per tick, so each step moves by the mean of its two velocities times
-        the period) starts a new run: the loop re-seeded from the measurement."""
+        """The loop's next command, at the time one period after the previous one's.
+
+        One that does not follow the previous one (the filter holds one acceleration per tick,
+        so each step moves by the mean of its two velocities times the period) is a re-seed
+        from the measurement. Shortly after the run came to rest and close by (a resync after
+        a fault), the run goes on: the arm's controller is coming to rest where the run did,
+        and a rest-to-rest spline takes it to the new command over a time that keeps that
+        spline's acceleration under TRANSITION_ACCEL. Otherwise it starts a new run."""
         if self._hist:
-            prev = self._hist[-1]
+            prev, t_prev = self._hist[-1]
             step = cmd.positions - prev.positions
             if np.any(np.abs(step - 0.5 * (prev.velocities + cmd.velocities) * self.period)
                       > JUMP_TOL):  # fmt: skip
+                delta = float(np.max(np.abs(step)))
+                if (_at_rest([prev]) and delta <= TRANSITION_MAX
+                        and cmd.stamp - prev.stamp <= TRANSITION_GAP):  # fmt: skip
+                    span = max(self.period, math.sqrt(5.78 * delta / TRANSITION_ACCEL))
+                    t = max(t_prev + span, cmd.stamp + self.lead)
+                    self.transitions += 1
+                    self._hist.append((cmd, t))
+                    self.lateness = cmd.stamp + self.lead - t
+                    self._trim(cmd)
+                    return
                 self.reset()
-        fresh = not self._hist
-        if fresh:
-            self._anchor = cmd.stamp + self.lead
-            self._count = 0
-            self._bridge_end = self._anchor
+        if not self._hist:
+            t = cmd.stamp + self.lead
+            self._bridge_end = t
             self._bridge_sent = False
-        else:
-            self._count += 1
-        self._hist.append(cmd)
-        if fresh and _at_rest([cmd]):
-            # the bridge's last stretch: the run's first command held for BRIDGE_HOLD periods,
-            # so the messages after the bridge agree with it (at rest) when they are taken
-            for _ in range(BRIDGE_HOLD):
-                self._count += 1
-                self._hist.append(cmd)
-        self.lateness = cmd.stamp + self.lead - self.time_of(self._count)
-        if self.lateness > 0.5 * self.period and _at_rest(list(self._hist)[:-1]):
-            # the commands before the newest hold one position at rest: their splines are
-            # constant, so retiming them changes nothing the arm does
-            self._anchor += self.lateness
+            self._hist.append((cmd, t))
+            if _at_rest([cmd]):
+                # the bridge's last stretch: the run's first command held BRIDGE_HOLD periods,
+                # so the messages after the bridge agree with it (at rest) when taken
+                for k in range(1, BRIDGE_HOLD + 1):
+                    self._hist.append((cmd, t + k * self.period))
+            self.lateness = 0.0
+            return
+        prev, t_prev = self._hist[-1]
+        t = t_prev + self.period
+        self.lateness = cmd.stamp + self.lead - t
+        if self.lateness > 0.5 * self.period and _at_rest([c for c, _ in self._hist]):
+            # the commands so far hold one position at rest: hold it until this one is due
+            # (a constant spline, however long), then one period to this command
+            t = cmd.stamp + self.lead
+            self._hist.append((prev, t - self.period))
             self.lateness = 0.0
             self.reanchors += 1
         elif self.lateness > RESTART_LATENESS:
@@ -146,12 +167,24 @@ class TrajectoryStream:
             self.restart_lateness = self.lateness
             self.reset()
             self.push(cmd)
+            return
         elif self.lateness > self.budget:
             self.late += 1
+        self._hist.append((cmd, t))
+        self._trim(cmd)
 
-    def time_of(self, index: int) -> float:
-        """The fixed time of the run's command `index`."""
-        return self._anchor + index * self.period
+    def _trim(self, cmd: Command) -> None:
+        """Keep the commands from the last one due at least FIRST_MARGIN periods before `cmd`
+        is sent (about a period after its stamp's tick began), so that a message's first point
+        is past when the message arrives (the `past` commands before the newest, in a run)."""
+        limit = cmd.stamp - (1 + FIRST_MARGIN) * self.period
+        while len(self._hist) > 2 and self._hist[1][1] <= limit:
+            self._hist.popleft()
+
+    @property
+    def newest_time(self) -> float:
+        """The time of the newest command (nan before the first)."""
+        return self._hist[-1][1] if self._hist else math.nan
 
     def points(self) -> list[StreamPoint]:
         """The message for the newest command: the kept commands, the newest, its plan; or
@@ -167,7 +200,7 @@ class TrajectoryStream:
         from then on the stream is seamless."""
         if not self._hist:
             return []
-        newest = self._hist[-1]
+        newest, t_newest = self._hist[-1]
         if self._bridge_end is not None:
             if not self._bridge_sent:
                 self._bridge_sent = True
@@ -175,16 +208,17 @@ class TrajectoryStream:
                 return []
             else:
                 self._bridge_end = None
-        states = [(c.positions, c.velocities, c.accelerations) for c in self._hist]
+        states = [(c.positions, c.velocities, c.accelerations) for c, _ in self._hist]
+        times = [t for _, t in self._hist]
         if newest.plan is not None:
             states += [(p[0], p[1], p[2]) for p in newest.plan]
+            times += [t_newest + (k + 1) * self.period for k in range(len(newest.plan))]
         # tick k's acceleration is stored with the state that ends it: a point's own value is
         # the mean of its tick's and the next tick's (the last keeps its own)
         accs = [0.5 * (states[k][2] + states[k + 1][2]) for k in range(len(states) - 1)]
         accs.append(states[-1][2])
-        first = self._count - (len(self._hist) - 1)
         return [
-            StreamPoint(self.time_of(first + k), np.asarray(q, dtype=np.float64),
-                        np.asarray(v, dtype=np.float64), np.asarray(a, dtype=np.float64))
-            for k, ((q, v, _), a) in enumerate(zip(states, accs, strict=True))
+            StreamPoint(t, np.asarray(q, dtype=np.float64), np.asarray(v, dtype=np.float64),
+                        np.asarray(a, dtype=np.float64))
+            for t, (q, v, _), a in zip(times, states, accs, strict=True)
         ]  # fmt: skip

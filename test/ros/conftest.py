@@ -41,12 +41,11 @@ from std_srvs.srv import SetBool, Trigger  # noqa: E402
 from trajectory_msgs.msg import JointTrajectory  # noqa: E402
 from visualization_msgs.msg import MarkerArray  # noqa: E402
 
-from diffusion_controller.control.stream import TrajectoryStream  # noqa: E402
 from diffusion_controller.service_client import call_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
-STREAM_PAST = TrajectoryStream(0.01, 0.05).past  # the node's default rate and trajectory_lead
+STREAM_LEAD = 0.05  # the node's default trajectory_lead
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 NODE = "diffusion_controller"
 
@@ -225,10 +224,15 @@ class Probe(Node):
         self._track(np.array(msg.data, dtype=float))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        """The newest command of a streamed trajectory: after the commands the stream repeats
-        (control/stream.py, `past` of them once a run has that many), before the plan."""
+        """The newest command of a streamed trajectory (control/stream.py): after the commands
+        the stream repeats, before the plan; it is due about `trajectory_lead` plus a period
+        after it is sent, the plan's points a period apart after it."""
         idx = [list(msg.joint_names).index(n) for n in JOINTS]
-        point = msg.points[min(STREAM_PAST, len(msg.points) - 1)]
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        due = time.time() + STREAM_LEAD + 0.015
+        times = [stamp + p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec
+                 for p in msg.points]
+        point = msg.points[max([i for i, t in enumerate(times) if t <= due], default=0)]
         self._track(np.array(point.positions, dtype=float)[idx],
                     np.array(point.velocities, dtype=float)[idx])
 

@@ -108,8 +108,10 @@ def test_stream_through_humbles_controller_has_no_reflex(seed: int, miss: float)
     stream = TrajectoryStream(P, lead=0.05)
     messages = []
     cmds = _commands(seed, 300, miss)
+    times = []
     for cmd in cmds:
         stream.push(cmd)
+        times.append(stream.newest_time)
         if cmd.plan is None:
             continue  # a missed tick sends nothing
         points = stream.points()
@@ -121,9 +123,9 @@ def test_stream_through_humbles_controller_has_no_reflex(seed: int, miss: float)
     assert stream.restarts == 0
     reflex, qs = _run_arm(messages, cmds[-1].stamp + 1.0, Q0 + 5e-4)
     assert reflex is None, reflex
-    for k, cmd in enumerate(cmds[:-2]):  # every command, at its fixed time
-        t = round(stream.time_of(k), 3)
-        if abs(stream.time_of(k) - t) < 1e-9:
+    for t_k, cmd in zip(times[:-2], cmds[:-2], strict=True):  # every command, at its time
+        t = round(t_k, 3)
+        if abs(t_k - t) < 1e-9:
             np.testing.assert_allclose(qs[t], cmd.positions, atol=1e-9)
 
 
@@ -153,14 +155,14 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     for k in range(12):
         stream.push(Command(10.0 + k * P, Q0.copy(), np.zeros(7), np.zeros(7), rest.plan))
     pts = stream.points()
-    assert len(pts) == stream.past + 1 + 3
-    assert pts[stream.past].time == pytest.approx(10.0 + (11 + BRIDGE_HOLD) * P + 0.05)
+    assert pts[-4].time == pytest.approx(10.0 + (11 + BRIDGE_HOLD) * P + 0.05)  # the newest
+    assert pts[0].time <= 10.0 + 11 * P - 5 * P + 1e-9  # due before the message is sent
     # a pause at rest: re-anchored, nothing restarts
     v = np.full(7, 0.1)
     moving = Command(12.0, Q0 + 0.5 * v * P, v, v / P, rest.plan)
     stream.push(moving)
     assert stream.restarts == 0 and stream.reanchors == 1 and stream.lateness == 0.0
-    assert stream.points()[stream.past].time == pytest.approx(12.05)
+    assert stream.points()[-4].time == pytest.approx(12.05)
     # a command late while moving (a tick that started late): sent on the grid, counted
     late = Command(12.0 + P + 0.03, moving.positions + v * P, v, np.zeros(7), rest.plan)
     stream.push(late)
@@ -175,3 +177,25 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
     stream.push(jumped)
     assert stream.restarts == 1 and len(stream.points()) == 1 + BRIDGE_HOLD + 3
+
+
+def test_a_resync_close_by_is_reached_by_a_rest_to_rest_spline() -> None:
+    """The loop braked to rest and re-seeded from a measurement 2 cm away (the arm's controller
+    runs `lead` behind): the run goes on, and the arm's controller moves there without a
+    reflex, where a new run would have re-planned from a moving controller."""
+    stream = TrajectoryStream(P, lead=0.05)
+    messages = []
+    rest_plan = _brake_plan(Q0, np.zeros(7), 5)
+    stamp = 1000.0
+    for k in range(40):
+        stamp += P
+        at = Q0 if k < 20 else Q0 + 0.02
+        plan = rest_plan if k < 20 else _brake_plan(at, np.zeros(7), 5)
+        stream.push(Command(stamp, at.copy(), np.zeros(7), np.zeros(7), plan))
+        points = stream.points()
+        if points:
+            messages.append((stamp - P + 0.004, *_as_points(points)))
+    assert stream.transitions == 1 and stream.restarts == 0
+    reflex, qs = _run_arm(messages, stamp + 1.5)
+    assert reflex is None, reflex
+    np.testing.assert_allclose(qs[max(qs)], Q0 + 0.02, atol=1e-12)
