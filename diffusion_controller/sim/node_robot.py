@@ -136,7 +136,7 @@ class RobotSideMixin:
             trajs, self._pending_traj = self._pending_traj, []
             recover, self._recover_request = self._recover_request, None
         if was_reset:
-            self.robot.reset(self.world.arm_state()[0])
+            self.robot.reset(self.world.arm_state()[0], self._clock_s())
             trajs = []
         if recover is not None:
             self.robot.recover(self.world.arm_state()[0])

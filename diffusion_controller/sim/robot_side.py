@@ -391,17 +391,24 @@ class RobotSide:
         self.reflexes = 0  # since the last reset()
         self.last_reflex: Reflex | None = None
         self.ignored_commands = 0
+        self.stale_messages = 0  # messages planned before the last reset (see reset)
         self.reset(q0)
 
     @property
     def halted(self) -> bool:
         return self._halted
 
-    def reset(self, q: np.ndarray) -> None:
-        """A new episode: at rest at `q`, no reflex latched, counts cleared."""
+    def reset(self, q: np.ndarray, t: float | None = None) -> None:
+        """A new episode at time `t`: at rest at `q`, no reflex latched, counts cleared.
+
+        The simulator moved the arm (a teleport no real arm has): a trajectory message whose
+        first point is due before `t` was planned for the arm before the move, so it is not
+        taken (counted in `stale_messages`); the stream's next run, timed after the reset, is.
+        """
         self.recover(q)
         self.reflexes = 0
         self.last_reflex = None
+        self._reset_t = t
 
     def recover(self, q_measured: np.ndarray) -> None:
         """Clear a latched reflex: hold the measured position at rest, accept commands again."""
@@ -425,6 +432,12 @@ class RobotSide:
         """A trajectory message that arrived at `arrival` (the controller's clock): the first
         1 kHz cycle at or after that time takes it, as the real controller's next cycle does,
         however late the simulator runs that cycle."""
+        reset_t = getattr(self, "_reset_t", None)
+        first = (float(stamp) if stamp > 0.0 else float(arrival)) + (
+            points[0].time_from_start if points else 0.0)
+        if reset_t is not None and first < reset_t:
+            self.stale_messages += 1
+            return
         self._queue.append((float(arrival), list(points), float(stamp)))
 
     def step(
