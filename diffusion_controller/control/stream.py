@@ -51,7 +51,7 @@ JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a ne
 # bet (the controller may still take it on a shared segment; a restart always re-plans)
 RESTART_LATENESS = 0.25  # s
 FIRST_MARGIN = 4  # periods a message's first point is due before the message is sent, at least
-BRIDGE_HOLD = 4  # periods a new run at rest holds its first command (transport allowance)
+BRIDGE_HOLD = 4  # periods a new run at rest holds its first command, at least (bridge_hold)
 REST_TOL = 1e-9  # rad, rad/s, rad/s^2: at rest, for retiming
 # a resync within TRANSITION_GAP of the run coming to rest, at most TRANSITION_MAX away on every
 # joint, is reached by a rest-to-rest spline whose acceleration stays under TRANSITION_ACCEL
@@ -101,6 +101,9 @@ class TrajectoryStream:
         # lateness beyond which a message may arrive after its shared segments (the second-
         # newest command's point), leaving two periods for computing, transport and pick-up
         self.budget = self.lead - (self.every + 2) * self.period
+        # periods a new run at rest holds its first command: the messages after the bridge
+        # must be taken within it (transport and a loaded simulator: up to `lead`)
+        self.bridge_hold = max(BRIDGE_HOLD, math.ceil(self.lead / self.period - 1e-9))
         self.restarts = 0
         self.late = 0  # commands sent later than the budget (a tick that started late)
         self.restart_lateness = 0.0  # how late the commands were at the last restart (s)
@@ -148,7 +151,7 @@ class TrajectoryStream:
             if _at_rest([cmd]):
                 # the bridge's last stretch: the run's first command held BRIDGE_HOLD periods,
                 # so the messages after the bridge agree with it (at rest) when taken
-                for k in range(1, BRIDGE_HOLD + 1):
+                for k in range(1, self.bridge_hold + 1):
                     self._hist.append((cmd, t + k * self.period))
             self.lateness = 0.0
             return
@@ -195,7 +198,7 @@ class TrajectoryStream:
         controller splines from its own state to it over about `lead`: the bridge. Until that
         point is due the stream sends nothing more (a message taken during the bridge would
         re-plan it, repeating the previous command while moving). A run that starts at rest
-        holds its first command for BRIDGE_HOLD periods after it, so the messages that follow,
+        holds its first command for `bridge_hold` periods after it, so the messages that follow,
         taken within that time, agree with the bridge message (at rest) where they are taken:
         from then on the stream is seamless."""
         if not self._hist:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from diffusion_controller.control.braking import brake_acceleration
-from diffusion_controller.control.stream import BRIDGE_HOLD, StreamPoint, TrajectoryStream
+from diffusion_controller.control.stream import StreamPoint, TrajectoryStream
 from diffusion_controller.control.types import Command
 from diffusion_controller.sim.kinematics import ARM_JOINTS
 from diffusion_controller.sim.robot_side import (
@@ -155,7 +155,7 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     for k in range(12):
         stream.push(Command(10.0 + k * P, Q0.copy(), np.zeros(7), np.zeros(7), rest.plan))
     pts = stream.points()
-    assert pts[-4].time == pytest.approx(10.0 + (11 + BRIDGE_HOLD) * P + 0.05)  # the newest
+    assert pts[-4].time == pytest.approx(10.0 + (11 + stream.bridge_hold) * P + 0.05)  # the newest
     assert pts[0].time <= 10.0 + 11 * P - 5 * P + 1e-9  # due before the message is sent
     # a pause at rest: re-anchored, nothing restarts
     v = np.full(7, 0.1)
@@ -176,7 +176,7 @@ def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     # a command that does not follow the last one (the loop re-seeded): a new run, no restart
     jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
     stream.push(jumped)
-    assert stream.restarts == 1 and len(stream.points()) == 1 + BRIDGE_HOLD + 3
+    assert stream.restarts == 1 and len(stream.points()) == 1 + stream.bridge_hold + 3
 
 
 def test_a_resync_close_by_is_reached_by_a_rest_to_rest_spline() -> None:
