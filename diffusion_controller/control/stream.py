@@ -127,14 +127,17 @@ class TrajectoryStream:
         a fault), the run goes on: the arm's controller is coming to rest where the run did,
         and a rest-to-rest spline takes it to the new command over a time that keeps that
         spline's acceleration under TRANSITION_ACCEL. Otherwise it starts a new run."""
+        if self._hist and cmd.stamp - self._hist[-1][0].stamp > TRANSITION_GAP:
+            # the loop was quiet (disabled): whatever the arm's controller did meanwhile (a
+            # simulator reset, an error recovery), a new run bridges from its own state
+            self.reset()
         if self._hist:
             prev, t_prev = self._hist[-1]
             step = cmd.positions - prev.positions
             if np.any(np.abs(step - 0.5 * (prev.velocities + cmd.velocities) * self.period)
                       > JUMP_TOL):  # fmt: skip
                 delta = float(np.max(np.abs(step)))
-                if (_at_rest([prev]) and delta <= TRANSITION_MAX
-                        and cmd.stamp - prev.stamp <= TRANSITION_GAP):  # fmt: skip
+                if _at_rest([prev]) and delta <= TRANSITION_MAX:
                     span = max(self.period, math.sqrt(5.78 * delta / TRANSITION_ACCEL))
                     t = max(t_prev + span, cmd.stamp + self.lead)
                     self.transitions += 1

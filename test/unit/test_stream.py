@@ -151,32 +151,39 @@ def test_a_message_due_ahead_of_its_arrival_is_the_reflex() -> None:
 def test_restart_when_late_and_free_reanchor_at_rest() -> None:
     stream = TrajectoryStream(P, lead=0.05)
     assert stream.past == 5 + 4 + 1 and stream.budget == pytest.approx(0.02)
+    hold = stream.bridge_hold
     rest = Command(10.0, Q0.copy(), np.zeros(7), np.zeros(7), _brake_plan(Q0, np.zeros(7), 3))
     for k in range(12):
         stream.push(Command(10.0 + k * P, Q0.copy(), np.zeros(7), np.zeros(7), rest.plan))
-    pts = stream.points()
-    assert pts[-4].time == pytest.approx(10.0 + (11 + stream.bridge_hold) * P + 0.05)  # the newest
-    assert pts[0].time <= 10.0 + 11 * P - 5 * P + 1e-9  # due before the message is sent
-    # a pause at rest: re-anchored, nothing restarts
+    pts = stream.points()  # the bridge: the first command held `hold` periods
+    assert pts[0].time == pytest.approx(10.05)
+    assert pts[-4].time == pytest.approx(10.05 + (11 + hold) * P)
+    # a short pause at rest (a late tick): the rest is held longer, nothing restarts
     v = np.full(7, 0.1)
-    moving = Command(12.0, Q0 + 0.5 * v * P, v, v / P, rest.plan)
+    moving = Command(10.25, Q0 + 0.5 * v * P, v, v / P, rest.plan)
     stream.push(moving)
     assert stream.restarts == 0 and stream.reanchors == 1 and stream.lateness == 0.0
-    assert stream.points()[-4].time == pytest.approx(12.05)
+    pts = stream.points()
+    assert pts[-4].time == pytest.approx(10.30)  # the newest, on time
+    assert pts[0].time <= 10.25 - 5 * P + 1e-9  # due before the message is sent
     # a command late while moving (a tick that started late): sent on the grid, counted
-    late = Command(12.0 + P + 0.03, moving.positions + v * P, v, np.zeros(7), rest.plan)
+    late = Command(10.25 + P + 0.03, moving.positions + v * P, v, np.zeros(7), rest.plan)
     stream.push(late)
     assert stream.restarts == 0 and stream.late == 1
-    assert stream.points()[-4].time == pytest.approx(12.0 + P + 0.05)
+    assert stream.points()[-4].time == pytest.approx(10.31)
     # far later (a stall the loop did not follow): a restart, timed afresh
-    stalled = Command(13.0, late.positions + v * P, v, np.zeros(7), rest.plan)
+    stalled = Command(10.55, late.positions + v * P, v, np.zeros(7), rest.plan)
     stream.push(stalled)
-    assert stream.restarts == 1 and stream.restart_lateness == pytest.approx(0.98)
+    assert stream.restarts == 1 and stream.restart_lateness == pytest.approx(0.28)
     assert stream.points()[0].time == pytest.approx(stalled.stamp + 0.05)
-    # a command that does not follow the last one (the loop re-seeded): a new run, no restart
-    jumped = Command(12.0 + 6 * P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
+    # a command that does not follow the last one (the loop re-seeded far away): a new run
+    jumped = Command(10.55 + P, Q0 + 0.1, np.zeros(7), np.zeros(7), rest.plan)
     stream.push(jumped)
-    assert stream.restarts == 1 and len(stream.points()) == 1 + stream.bridge_hold + 3
+    assert stream.restarts == 1 and len(stream.points()) == 1 + hold + 3
+    # after the loop was quiet (disabled), a new run even where it stopped
+    again = Command(12.0, jumped.positions, np.zeros(7), np.zeros(7), rest.plan)
+    stream.push(again)
+    assert len(stream.points()) == 1 + hold + 3 and stream.points() == []
 
 
 def test_a_resync_close_by_is_reached_by_a_rest_to_rest_spline() -> None:
