@@ -401,14 +401,16 @@ class RobotSide:
     def reset(self, q: np.ndarray, t: float | None = None) -> None:
         """A new episode at time `t`: at rest at `q`, no reflex latched, counts cleared.
 
-        The simulator moved the arm (a teleport no real arm has): a trajectory message whose
-        first point is due before `t` was planned for the arm before the move, so it is not
-        taken (counted in `stale_messages`); the stream's next run, timed after the reset, is.
+        The simulator moved the arm (a teleport no real arm has): messages planned before the
+        move are not taken (counted in `stale_messages`) until the stream starts a new run
+        for the moved arm: a message whose first point is due after `t` and still ahead when
+        taken (control/stream.py's bridge).
         """
         self.recover(q)
         self.reflexes = 0
         self.last_reflex = None
         self._reset_t = t
+        self._awaiting_run = t is not None
 
     def recover(self, q_measured: np.ndarray) -> None:
         """Clear a latched reflex: hold the measured position at rest, accept commands again."""
@@ -432,12 +434,6 @@ class RobotSide:
         """A trajectory message that arrived at `arrival` (the controller's clock): the first
         1 kHz cycle at or after that time takes it, as the real controller's next cycle does,
         however late the simulator runs that cycle."""
-        reset_t = getattr(self, "_reset_t", None)
-        first = (float(stamp) if stamp > 0.0 else float(arrival)) + (
-            points[0].time_from_start if points else 0.0)
-        if reset_t is not None and first < reset_t:
-            self.stale_messages += 1
-            return
         self._queue.append((float(arrival), list(points), float(stamp)))
 
     def step(
@@ -447,6 +443,13 @@ class RobotSide:
         (`measured`: the arm's measured position, for a controller that holds it)."""
         while self._queue and self._queue[0][0] <= t + 1e-9:
             _, points, stamp = self._queue.pop(0)
+            if getattr(self, "_awaiting_run", False):
+                first = (stamp if stamp > 0.0 else t) + (
+                    points[0].time_from_start if points else 0.0)
+                if not (first > t and first >= (self._reset_t or 0.0)):
+                    self.stale_messages += 1
+                    continue
+                self._awaiting_run = False
             self.command(points, now=t, start_time=stamp)
         if self._halted:
             return self._hold.copy(), None
