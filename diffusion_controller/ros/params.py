@@ -226,11 +226,11 @@ PARAMS: tuple[ParamSpec, ...] = (
        "filter's certified continuation (braking at the acceleration limit) beyond the next "
        "command. If messages stop, the arm follows it to rest.", min=0.1, max=2.0, unit="s",
        group="interfaces"),
-    _p("trajectory_lead", DOUBLE, 0.05, "Each streamed trajectory's first point is due this long "
-       "after the command's own time, so that it arrives before it is due despite transport "
-       "and scheduling delay and the controller's spline from its commanded state to the point "
-       "spans that long (a point due before it arrives is skipped, a short spline is a jerk "
-       "spike). The arm follows the command stream delayed by this much.", min=0.0, max=0.2,
+    _p("trajectory_lead", DOUBLE, 0.05, "Each streamed command is due this long after its own "
+       "time (control/stream.py): each message repeats the recent commands, so it must arrive "
+       "before its second-newest command is due (transport and scheduling delay up to about "
+       "this minus two periods), and a new run bridges from the arm's state over about this "
+       "long. The arm follows the command stream delayed by this much.", min=0.0, max=0.2,
        unit="s", group="interfaces"),
     _p("trajectory_rate_hz", DOUBLE, 100.0, "Rate of the streamed trajectories (at most the "
        "control rate; every n-th tick, the horizon extended to cover the gap).", min=20.0,
