@@ -224,12 +224,14 @@ class Probe(Node):
         self._track(np.array(msg.data, dtype=float))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        """The newest command of a streamed trajectory (control/stream.py): after the commands
-        the stream repeats, before the plan; it is due about `trajectory_lead` plus a period
-        after it is sent, the plan's points a period apart after it."""
+        """The command the stream has just sent (control/stream.py): after the commands the
+        stream repeats, it is due about `trajectory_lead` plus a period after it is sent, up to
+        `bridge_hold` periods later in a run that started at rest; the plan's points (the
+        certified stop from it) follow. The last point due by then: the newest command or a
+        point of its certified stop."""
         idx = [list(msg.joint_names).index(n) for n in JOINTS]
         stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
-        due = time.time() + STREAM_LEAD + 0.015
+        due = time.time() + 2 * STREAM_LEAD + 0.015
         times = [stamp + p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec
                  for p in msg.points]
         point = msg.points[max([i for i, t in enumerate(times) if t <= due], default=0)]
