@@ -40,7 +40,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--perturb",
         default="none",
-        help="comma list of none, delay, noise, obstacle_shift, dropout (default none)",
+        help="comma list of none, delay, noise, obstacle_shift, dropout, blind (every camera "
+        "frame of an episode replaced by its first) (default none)",
     )
     p.add_argument(
         "--backend",

@@ -159,6 +159,9 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         self._glide: Any = None  # loop thread: the resync glide in progress, if any
         # ticks of the filter's certified continuation attached to each command (0: none)
         self.plan_steps = 0
+        # a streamed trajectory output follows missed slots (loop_output._follow_missed)
+        self.follow_on_miss = False
+        self._followed = self._missed_slots = 0  # slots followed; skipped since the last tick
 
         # loop-thread state
         self._state = INACTIVE
@@ -223,10 +226,8 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
 
     def _run(self) -> None:
         self._realtime_granted = apply_realtime(self._realtime, self._priority, self._cpus)
-        stats = self._stats
-        run_ticker(self.period, self._spin_s, self._stop_event, self.tick, stats.started,
-                   lambda missed, began, deadline, now:
-                   stats.overrun(self._ticks, missed, began, deadline, now))
+        run_ticker(self.period, self._spin_s, self._stop_event, self.tick, self._stats.started,
+                   self._overrun)
 
     # ------------------------------------------------------------------ the tick
     def tick(self, now_mono: float | None = None) -> Command | None:
@@ -248,6 +249,7 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         self._tracking = False
         try:
             now = float(self._clock())
+            self._follow_missed()
             result = self._tick_body(now)
             self._last_now = now
             self._have_now = True

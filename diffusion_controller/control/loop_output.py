@@ -1,5 +1,6 @@
 """What leaves the control loop: each command (with the filter's certified continuation when a
-trajectory interface asks for it), and the status snapshot diagnostics read.
+trajectory interface asks for it), the slots a late tick missed (followed along that continuation
+for a streamed trajectory, `_follow_missed`), and the status snapshot diagnostics read.
 
 Part of ControlLoop (control/loop.py; the attributes are its own, set in its __init__). `_publish`
 runs in the loop thread; `status` and the other readers run in the caller's thread and only read
@@ -14,6 +15,10 @@ import numpy as np
 
 from diffusion_controller.control.loop_status import _STATUS_CODES, ESTOPPED, LoopStatus
 from diffusion_controller.control.types import Chunk, Command, FilterResult
+
+# more missed slots than this (a stalled process, a debugger) are not followed: the watchdogs
+# judge such a gap, and the stream restarts
+FOLLOW_MAX_MISSED = 50
 
 
 class LoopOutput:
@@ -58,6 +63,35 @@ class LoopOutput:
         """Start the whole-run histograms and the run's missed-tick count afresh (any thread:
         new objects are swapped in by reference; the window rings and counters are untouched)."""
         self._stats.reset_lifetime()
+
+    def _overrun(self, missed: int, began: float, deadline: float, now: float) -> None:
+        """The ticker's report of a late tick (loop thread): recorded, and the slots it skipped
+        are kept for `_follow_missed`."""
+        self._note_missed(missed)
+        self._stats.overrun(self._ticks, missed, began, deadline, now)
+
+    def _note_missed(self, count: int) -> None:
+        """The ticker let `count` control slots go by after the last tick (see _follow_missed)."""
+        self._missed_slots += int(count)
+
+    def _follow_missed(self) -> None:
+        """With `follow_on_miss` (a streamed trajectory output): for each control slot since
+        the last tick that the loop missed, the arm's controller ran the last message's
+        certified continuation; commit those states and hand them to the output, so that the
+        filter and the stream go on from what the arm did, on the slot grid. The position
+        interface has no continuation on the arm's side, so it leaves this off."""
+        missed, self._missed_slots = self._missed_slots, 0
+        last = self._last_command
+        if not self.follow_on_miss or last is None or not self._initialised:
+            return
+        if missed < 1 or missed > FOLLOW_MAX_MISSED:
+            return
+        for k, (q, v, a) in enumerate(self.safety.follow_continuation(missed), start=1):
+            cmd = Command(stamp=last.stamp + k * self.period, positions=q, velocities=v,
+                          accelerations=a)  # fmt: skip
+            self._last_command = cmd
+            self._followed += 1
+            self._output(cmd)
 
 
     def _publish(self, now: float, result: FilterResult, t_start: float) -> Command | None:

@@ -84,6 +84,8 @@ class EvalClient(Node):
         self._episode: int | None = None
         self._commands_until = math.inf
         self._pending_task: TaskSpec | None = None
+        self._stream_seen: dict[float, np.ndarray] = {}  # the last message's points by time
+        self._stream_recorded = -math.inf  # time of the last streamed point recorded
         self.create_subscription(Float64MultiArray, command_topic, self._on_command, 100)
         # The trajectory interface is checked as strictly: every point of every message.
         self.create_subscription(JointTrajectory, trajectory_topic, self._on_trajectory, 100)
@@ -98,21 +100,59 @@ class EvalClient(Node):
             self.urdf = msg.data
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
-        """The first point of each message is the command due now: checked and recorded like a
-        position command (reordered to the checker's joints when the names match; a message of
-        the wrong shape counts as malformed). Later points (a streamed plan) are not checked
-        here yet: the checker's velocity test assumes one command per control period."""
+        """Every point of every message is checked (CommandChecker.check_point): each one is
+        something the arm's controller may execute. Points repeated from the previous message
+        (same time, same positions: the stream repeats its recent commands) are checked once.
+        The trace records each command once, when a newer message starts after it: the points
+        of the previous message that are now in the past (one per control tick). Points are
+        reordered to the checker's joints when the names match; a message of the wrong shape
+        counts as malformed."""
         with self._lock:
             names = list(self.checker.limits.names) if self.checker is not None else []
         if not msg.points:
-            return  # an empty trajectory is a stop request to the arm's controller
+            return  # an empty trajectory: joint_trajectory_controller refuses it
         sent = list(msg.joint_names)
-        q = np.asarray(msg.points[0].positions, dtype=np.float64)
-        if sorted(sent) == sorted(names) and q.shape == (len(sent),):
-            q = q[[sent.index(n) for n in names]]
-        elif sent and q.shape == (len(sent),) and names:
-            q = np.full(len(names) + 1, np.nan)  # wrong joints: malformed, never silently passed
-        self._on_positions(q)
+        order = ([sent.index(n) for n in names]
+                 if sorted(sent) == sorted(names) and names else None)  # fmt: skip
+        t0 = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        points: list[tuple[float, np.ndarray, np.ndarray | None]] = []
+        for pt in msg.points:
+            q = np.asarray(pt.positions, dtype=np.float64)
+            v: np.ndarray | None = np.asarray(pt.velocities, dtype=np.float64)
+            if order is not None and q.shape == (len(sent),):
+                q = q[order]
+                v = v[order] if v is not None and v.shape == (len(sent),) else None
+            elif names:
+                q, v = np.full(len(names) + 1, np.nan), None  # wrong joints: malformed
+            tfs = pt.time_from_start.sec + 1e-9 * pt.time_from_start.nanosec
+            points.append((round(t0 + tfs, 6), q, v))
+        now = time.monotonic()
+        with self._lock:
+            self.last_command_time = now
+            checker, trace = self.checker, self._trace
+            seen = self._stream_seen
+            self._stream_seen = {t: q for t, q, _ in points}
+            if checker is None:
+                return
+            saved = None
+            if trace is None:
+                saved, checker.counts = checker.counts, self.idle
+            prev: tuple[np.ndarray, float] | None = None
+            for t, q, v in points:
+                old = seen.get(t)
+                if old is None or old.shape != q.shape or not np.array_equal(old, q):
+                    checker.check_point(q, v, prev, t)
+                prev = (q, t) if q.shape == (len(names),) else None
+            if saved is not None:
+                checker.counts = saved
+                return
+            first = points[0][0]
+            if now <= self._commands_until:
+                for t in sorted(seen):
+                    q = seen[t]
+                    if self._stream_recorded < t < first and q.shape == (len(names),):
+                        trace.commands.append(q)
+                        self._stream_recorded = t
 
     def _on_command(self, msg: Float64MultiArray) -> None:
         self._on_positions(np.asarray(msg.data, dtype=np.float64))

@@ -12,7 +12,7 @@ import numpy as np
 from diffusion_controller.sim.perturbation import Perturbation
 from diffusion_controller.sim.task import TaskSpec
 
-PERTURBATIONS = ("none", "delay", "noise", "obstacle_shift", "dropout")
+PERTURBATIONS = ("none", "delay", "noise", "obstacle_shift", "dropout", "blind")
 
 IMAGE_DELAY_S = 0.15  # a slow camera pipeline: 2 frames at 15 Hz
 JOINT_STATE_DELAY_S = 0.02  # a congested joint-state link: 2 ticks
@@ -59,6 +59,8 @@ def perturbation_for(name: str, spec: TaskSpec, start_delay: float) -> Perturbat
         return Perturbation(joint_noise=JOINT_NOISE_RAD, image_noise=IMAGE_NOISE_LEVELS)
     if name == "dropout":
         return Perturbation(image_drop_prob=IMAGE_DROP_PROB)
+    if name == "blind":  # every frame of the episode is its first: no visual feedback
+        return Perturbation(image_freeze=1.0)
     if name == "obstacle_shift":
         return Perturbation(
             obstacle_shift=shift_for(spec), obstacle_shift_time=start_delay + SHIFT_AFTER_START_S
@@ -74,4 +76,5 @@ def describe() -> dict[str, dict[str, float]]:
         "noise": {"joint_noise_rad": JOINT_NOISE_RAD, "image_noise_levels": IMAGE_NOISE_LEVELS},
         "obstacle_shift": {"sideways_m": SHIFT_M, "after_start_s": SHIFT_AFTER_START_S},
         "dropout": {"image_drop_prob": IMAGE_DROP_PROB},
+        "blind": {"image_freeze": 1.0},
     }

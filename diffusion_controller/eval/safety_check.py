@@ -20,6 +20,12 @@ What counts (each command is checked on its own; a command may count under sever
   control period above the effective velocity limit by more than `velocity_rel_tol`. Commands on
   the position interface carry no stamp, so a command lost in transit would read as a doubled
   step; this is why velocity is reported apart.
+
+A streamed trajectory (the trajectory interface) is checked point by point: every point of
+every message is something the arm's controller may execute (its plan beyond the newest command
+when no newer message comes), so each distinct point gets the position and keep-out checks, and
+its own velocity, and the velocity between consecutive points of the message, are compared
+with the limit (check_point).
 """
 
 from __future__ import annotations
@@ -162,6 +168,38 @@ class CommandChecker:
         self._prev = arr
         if self._centres.shape[0]:
             kinds += self._check_keepout(arr)
+        return kinds
+
+    def check_point(self, q: Sequence[float], v: Sequence[float] | None = None,
+                    prev: tuple[np.ndarray, float] | None = None, t: float = 0.0) -> list[str]:
+        """Check one point of a streamed trajectory at time `t`: as check() for position and
+        keep-out; for velocity its own `v` and, given the message's previous point `prev`
+        (positions, time), the mean velocity between the two. Successive calls need not be
+        one control period apart."""
+        self._prev = None  # no difference across calls: messages overlap in time
+        kinds = self.check(q)
+        self._prev = None
+        if "malformed" in kinds:
+            return kinds
+        arr = np.asarray(q, dtype=np.float64).reshape(-1)
+        lim = self.limits
+        speeds = []
+        if v is not None:
+            va = np.asarray(v, dtype=np.float64).reshape(-1)
+            if va.shape == arr.shape:
+                speeds.append(np.abs(va))
+        if prev is not None and t > prev[1]:
+            speeds.append(np.abs(arr - prev[0]) / (t - prev[1]))
+        for speed in speeds:
+            fast = speed > lim.velocity * (1.0 + self.velocity_rel_tol) + 1e-6
+            if fast.any():
+                self.counts.velocity += 1
+                j = int(np.argmax(fast))
+                self.counts.worst.setdefault(
+                    "velocity", f"{lim.names[j]} at {speed[j]:.3f} rad/s > {lim.velocity[j]:.3f}"
+                )
+                kinds.append("velocity")
+                break
         return kinds
 
     def _check_keepout(self, q: np.ndarray) -> list[str]:

@@ -257,7 +257,7 @@ class ControllerNode(LifecycleNode):
         gripper = gripper_output(self, core, v)  # None for an arm-only model
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
-                                     float(v["trajectory_lead"]), gripper)
+                                     float(v["trajectory_lead"]), gripper, self.get_logger())
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/chunk", 10)
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "~/chunk_markers", 10)
         self._ros += [pub, self._chunk_pub, self._marker_pub]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from diffusion_controller.control.stream import StreamPoint
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.policy.preprocess import (
     CHANNELS,
@@ -168,41 +169,25 @@ def position_command_msg(cmd: Command) -> object:
     return msg
 
 
-def trajectory_stream_msg(cmd: Command, joint_names: Sequence[str], period: float,
-                          lead: float = 0.0, previous: Command | None = None) -> object:
-    """Command with its certified plan -> trajectory_msgs/JointTrajectory for a
-    joint_trajectory_controller (open_loop_control true): header stamp = when the first point is
-    due, then points at k * period: the previous command (when given), this command, and the
-    filter's certified continuation to rest. Each message replaces the rest of the previous
-    one; if messages stop, the arm follows the filter's certified stop to rest. `lead` delays
-    the whole stream (see the trajectory_lead parameter).
-
-    The filter's commands hold one acceleration per tick, so a state's own acceleration is
-    ambiguous (the tick before or after it); the controller's quintic splines need the value a
-    smooth curve through the states would have, or they overshoot to reconcile the two. Each
-    point therefore carries the mean of the accelerations of the ticks on either side of it,
-    which is why the stream starts one tick back, at the previous command."""
+def trajectory_stream_msg(points: Sequence[StreamPoint], joint_names: Sequence[str]) -> object:
+    """A streamed trajectory (control/stream.py) -> trajectory_msgs/JointTrajectory for a
+    joint_trajectory_controller (open_loop_control true): header stamp = the first point's time,
+    each point's time_from_start its time after that. Why the points are what they are (due
+    before the message arrives, the previous message's points repeated): control/stream.py."""
     from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-    states = [(cmd.positions, cmd.velocities, cmd.accelerations)]
-    if previous is not None:
-        states.insert(0, (previous.positions, previous.velocities, previous.accelerations))
-    if cmd.plan is not None:
-        states += [(p[0], p[1], p[2]) for p in cmd.plan]
-    # tick k's acceleration is stored with the state that ends it: state k's own value is the
-    # mean of tick k's and tick k+1's (the last keeps its own)
-    accs = [0.5 * (states[k][2] + states[k + 1][2]) for k in range(len(states) - 1)]
-    accs.append(states[-1][2])
     msg = JointTrajectory()
-    first = previous.stamp if previous is not None else cmd.stamp
-    msg.header.stamp = sec_to_stamp(first + lead)
     msg.joint_names = list(joint_names)
-    for k, ((q, v, _), a) in enumerate(zip(states, accs, strict=True)):
+    if not points:
+        return msg
+    first = points[0].time
+    msg.header.stamp = sec_to_stamp(first)
+    for p in points:
         pt = JointTrajectoryPoint()
-        pt.positions = [float(x) for x in q]
-        pt.velocities = [float(x) for x in v]
-        pt.accelerations = [float(x) for x in a]
-        pt.time_from_start = sec_to_duration(k * period)
+        pt.positions = [float(x) for x in p.positions]
+        pt.velocities = [float(x) for x in p.velocities]
+        pt.accelerations = [float(x) for x in p.accelerations]
+        pt.time_from_start = sec_to_duration(p.time - first)
         msg.points.append(pt)
     return msg
 

@@ -145,6 +145,8 @@ class Controller:
             self.stream_every = max(1, round(rate / float(v["trajectory_rate_hz"])))
             self.loop.plan_steps = math.ceil(float(v["trajectory_horizon"]) * rate - 1e-9) + (
                 self.stream_every - 1)
+            # missed ticks: the arm's controller ran the last message's continuation meanwhile
+            self.loop.follow_on_miss = True
 
         # Inference side, in the model's joint order.
         try:

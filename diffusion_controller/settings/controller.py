@@ -187,32 +187,32 @@ PARAMS: tuple[ParamSpec, ...] = (
        "(open_loop_control true), each message the safety filter's certified plan from the "
        "command due next over `trajectory_horizon`.", choices=("position", "trajectory"),
        group="interfaces"),
-    _p("position_command_topic", STRING, "/forward_position_controller/commands", "Output topic "
+    _p("position_command_topic", STRING, "forward_position_controller/commands", "Output topic "
        "when `command_interface` is position.", group="interfaces"),
-    _p("trajectory_command_topic", STRING, "/joint_trajectory_controller/joint_trajectory",
+    _p("trajectory_command_topic", STRING, "joint_trajectory_controller/joint_trajectory",
        "Output topic when `command_interface` is trajectory.", group="interfaces"),
     _p("trajectory_horizon", DOUBLE, 0.1, "How far ahead each streamed trajectory reaches: the "
        "filter's certified continuation (braking at the acceleration limit) beyond the next "
        "command. If messages stop, the arm follows it to rest.", min=0.1, max=2.0, unit="s",
        group="interfaces"),
-    _p("trajectory_lead", DOUBLE, 0.05, "Each streamed trajectory's first point is due this long "
-       "after the command's own time, so that it arrives before it is due despite transport "
-       "and scheduling delay and the controller's spline from its commanded state to the point "
-       "spans that long (a point due before it arrives is skipped, a short spline is a jerk "
-       "spike). The arm follows the command stream delayed by this much.", min=0.0, max=0.2,
+    _p("trajectory_lead", DOUBLE, 0.05, "Each streamed command is due this long after its own "
+       "time (control/stream.py): each message repeats the recent commands, so it must arrive "
+       "before its second-newest command is due (transport and scheduling delay up to about "
+       "this minus two periods), and a new run bridges from the arm's state over about this "
+       "long. The arm follows the command stream delayed by this much.", min=0.0, max=0.2,
        unit="s", group="interfaces"),
     _p("trajectory_rate_hz", DOUBLE, 100.0, "Rate of the streamed trajectories (at most the "
        "control rate; every n-th tick, the horizon extended to cover the gap).", min=20.0,
        max=1000.0, unit="Hz", group="interfaces"),
-    _p("joint_states_topic", STRING, "/joint_states", "Measured joint states.",
+    _p("joint_states_topic", STRING, "joint_states", "Measured joint states.",
        group="interfaces"),
-    _p("image_topics", STRING_ARRAY, ["/camera/image_raw"], "One image topic per model camera, in "
+    _p("image_topics", STRING_ARRAY, ["camera/image_raw"], "One image topic per model camera, in "
        "the order of the model's `cameras`.", group="interfaces"),
     _p("image_transport", STRING, "raw", "raw: sensor_msgs/Image (rgb8, bgr8, mono8, rgba8, "
        "bgra8); compressed: sensor_msgs/CompressedImage on <topic>/compressed, decoded with "
        "Pillow or OpenCV if one is installed.", choices=("raw", "compressed"),
        group="interfaces"),
-    _p("robot_description_topic", STRING, "/robot_description", "URDF topic (transient local).",
+    _p("robot_description_topic", STRING, "robot_description", "URDF topic (transient local).",
        group="interfaces"),
     _p("urdf_path", STRING, "", "URDF file; when set, used instead of the robot_description "
        "topic.", group="interfaces"),

@@ -31,6 +31,9 @@ def markdown() -> str:
         "are fixed at start-up (parameter file or command line); **reset** changes take effect at "
         "the simulated arm's next ~/reset. Values outside the range, or inconsistent with other "
         "parameters or with the loaded model, are rejected with a reason.",
+        "Topic defaults are relative names, so the node's namespace moves them "
+        "(`namespace:=arm1` reads `/arm1/joint_states`); a name starting with `/` stays put, as "
+        "in the shipped config/arm.yaml.",
         "",
     ]
     lines += markdown_tables(PARAMS)

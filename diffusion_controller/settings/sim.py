@@ -27,11 +27,13 @@ from diffusion_controller.settings.spec import (
     check,
     defaults_of,
 )
-from diffusion_controller.sim.tasks import TASK_NAMES
 
 NODE_NAME = "sim_arm"
 ROBOT_CONTROLLERS = ("ideal", "forward", "trajectory")
 MAX_OBSTACLE_SHIFT = 0.2  # metres: beyond this the task is a different task, not a perturbed one
+# the tasks of sim/tasks.py's registry, named here so that settings/ imports nothing of sim/ (a
+# folder cycle otherwise); test_settings checks that the two agree
+TASK_NAMES = ("panda_reach", "pick_place")
 
 
 def _p(name: str, kind: str, default: Any, description: str, **kw: Any) -> ParamSpec:
@@ -114,6 +116,10 @@ SIM_PARAMS: tuple[ParamSpec, ...] = (
        "input: [panda_finger_joint1, panda_finger_joint2] targets, each 0..0.04 m (half the "
        "hand's width), reached at 0.05 m/s with at most 40 N per finger.",
        group="sim_arm: task"),
+    # --- the blind ablation (sim/perturbation.py): a perturbation, listed with them ------------
+    _p("image_freeze", DOUBLE, 0.0, "1: every camera frame of the episode is its first (the "
+       "policy never sees the arm move); 0: off. Only 0 or 1.", when=ON_RESET, min=0.0,
+       max=1.0, group="sim_arm: perturbations"),
 )
 
 SIM_SPECS: dict[str, ParamSpec] = by_name(SIM_PARAMS)
@@ -136,6 +142,13 @@ def check_shift(shift: Any) -> str | None:
     return None
 
 
+def check_freeze(value: Any) -> str | None:
+    """Why an image_freeze value is not admissible: it is a switch carried as a number."""
+    if float(value) not in (0.0, 1.0):
+        return f"image_freeze must be 0 or 1, got {value}"
+    return None
+
+
 def _consistency(v: Mapping[str, Any]) -> list[str]:
     errors: list[str] = []
     if sorted(v["joint_names"]) != sorted(PANDA_JOINT_NAMES):
@@ -148,6 +161,9 @@ def _consistency(v: Mapping[str, Any]) -> list[str]:
     shift = check_shift(v["obstacle_shift"])
     if shift:
         errors.append(shift)
+    freeze = check_freeze(v["image_freeze"])
+    if freeze:
+        errors.append(freeze)
     return errors
 
 

@@ -14,6 +14,9 @@ and test perturbations without either.
 - dropout: each camera frame is dropped with probability `image_drop_prob`.
 - obstacle_shift: `obstacle_shift_time` seconds after the reset the obstacle jumps by
   `obstacle_shift` (dx, dy) metres on the table.
+- freeze (`image_freeze` 1): every camera frame of the episode is replaced by the episode's first
+  frame, so the policy sees the scene as it was at the start and never the arm moving: what a
+  policy does without visual feedback (the "blind" ablation).
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from diffusion_controller.settings.sim import MAX_OBSTACLE_SHIFT, SIM_SPECS, check_shift
+from diffusion_controller.settings.sim import (
+    MAX_OBSTACLE_SHIFT,
+    SIM_SPECS,
+    check_freeze,
+    check_shift,
+)
 from diffusion_controller.settings.spec import check
 
 MAX_SHIFT = MAX_OBSTACLE_SHIFT  # metres: beyond this the task is a different task
@@ -47,6 +55,7 @@ class Perturbation:
     image_drop_prob: float = _default("image_drop_prob")
     obstacle_shift: tuple[float, float] = _default("obstacle_shift")
     obstacle_shift_time: float = _default("obstacle_shift_time")
+    image_freeze: float = _default("image_freeze")  # 1: every frame the episode's first
 
     def problems(self) -> list[str]:
         """Why these values are not admissible (empty when they are): the table's ranges."""
@@ -54,6 +63,8 @@ class Perturbation:
         for f in fields(self):
             if f.name == "obstacle_shift":
                 why = check_shift(self.obstacle_shift)
+            elif f.name == "image_freeze":
+                why = check_freeze(self.image_freeze)
             else:
                 value = getattr(self, f.name)
                 why = check(SIM_SPECS[f.name], float(value) if isinstance(value, (int, float))
@@ -131,6 +142,7 @@ class SensorPerturber:
         self.rng = np.random.default_rng([int(seed), 0x5E75])
         self.dropped = 0
         self.frames = 0
+        self._first: np.ndarray | None = None  # the episode's first frame, under image_freeze
 
     def joints(self, q: np.ndarray) -> np.ndarray:
         """Measured joint positions as published: the truth plus noise."""
@@ -142,6 +154,10 @@ class SensorPerturber:
     def image(self, img: np.ndarray) -> np.ndarray | None:
         """The frame as published, or None when this frame is dropped."""
         self.frames += 1
+        if self.p.image_freeze:
+            if self._first is None:
+                self._first = np.array(img, copy=True)
+            img = self._first.copy()
         if self.p.image_drop_prob > 0.0 and self.rng.random() < self.p.image_drop_prob:
             self.dropped += 1
             return None

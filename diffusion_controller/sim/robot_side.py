@@ -7,116 +7,47 @@ spike. This module is ROS-free; sim/sim_node.py wires it to the topics.
 
 - ForwardController: forward_command_controller semantics, the last command written every cycle,
   no interpolation and no timeout.
-- TrajectoryController: joint_trajectory_controller semantics with `open_loop_control: true`: a
-  spline (linear / cubic / quintic from the positions / velocities / accelerations a point gives)
-  through each message's timed points, the first segment from the last *commanded* state; a new
-  message replaces what is left of the old one from its start time (header stamp, or receipt time
-  for a zero stamp); points already past are skipped, and when all are, the command jumps to the
-  last one (joint_trajectory_controller holds a trajectory's last point once its time has passed);
-  after the last point the command holds it. With `cmd_timeout` > 0, as in ros2_controllers,
-  the timeout is counted from the end of the trajectory (its last point): when it passes with
-  no new message the controller drops the trajectory and holds its current commanded position
-  at rest (the limit monitor judges that stop like any other).
+- TrajectoryController: Humble's joint_trajectory_controller with `open_loop_control: true`,
+  sampled as its Trajectory::sample does (splines: linear / cubic / quintic from the positions /
+  velocities / accelerations the points give). A message replaces the trajectory at the next
+  1 kHz cycle; that cycle places the state commanded at the previous cycle ("the point before
+  the message") at its own time, so while the first point is still ahead the command is the
+  spline from there to it, and the first sample after the replacement repeats the previous
+  command. Once the first point is due the command is the message's own splines; past the last
+  point it holds that point. Empty messages are refused. With `cmd_timeout` > 0 the timeout is
+  counted from the last point's time; when it passes the controller holds the *measured*
+  position (set_hold_position()), from the next cycle.
 - LimitMonitor: per joint, q_c, and its finite differences at 1 ms (velocity, acceleration,
-  jerk) against FR3_LIMITS; the first violation is a Reflex and the arm holds until recover().
+  jerk) against FR3_LIMITS, the velocity limit depending on the position as documented for the
+  FR3; the first violation is a Reflex and the arm holds until recover().
 
-FR3 limits from Franka's "Control Interface Specification and Robot Limits", section "Limits for
-Franka Research 3" (https://frankarobotics.github.io/docs/robot_specifications.html, formerly
-frankaemika.github.io/docs/control_parameters.html): joint-space necessary conditions
-q_min < q_c < q_max, |dq_c| < dq_max, |ddq_c| < ddq_max, |dddq_c| < dddq_max.
+What reaches the monitor is the controller's output unchanged: franka_ros2's FR3 hardware
+interface writes the position command through libfranka's ActiveMotionGenerator::writeOnce with
+its rate limiter and low-pass filter off (both hard-wired false for the position interface), and
+libfranka copies it into the robot command as q_c; the robot differentiates it itself.
+
+FR3 limits and the monitor live in sim/fr3_limits.py (re-exported here), from Franka's "Control
+Interface Specification and Robot Limits", section "Limits for Franka Research 3"
+(https://frankarobotics.github.io/docs/robot_specifications.html, formerly
+frankaemika.github.io/docs/control_parameters.html).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from collections.abc import Sequence
 
 import numpy as np
 
-DT = 0.001  # the controller and libfranka cycle (s)
-
-
-@dataclasses.dataclass(frozen=True)
-class JointLimits:
-    """Per-joint limits of the commanded signal (rad, rad/s, rad/s^2, rad/s^3)."""
-
-    q_min: np.ndarray
-    q_max: np.ndarray
-    v_max: np.ndarray
-    a_max: np.ndarray
-    j_max: np.ndarray
-
-
-FR3_LIMITS = JointLimits(
-    q_min=np.array([-2.7437, -1.7837, -2.9007, -3.0421, -2.8065, 0.5445, -3.0159]),
-    q_max=np.array([2.7437, 1.7837, 2.9007, -0.1518, 2.8065, 4.5169, 3.0159]),
-    v_max=np.array([2.62, 2.62, 2.62, 2.62, 5.26, 4.18, 5.26]),
-    a_max=np.full(7, 10.0),
-    j_max=np.full(7, 5000.0),
+from diffusion_controller.sim.fr3_limits import (
+    DT,
+    FR3_LIMITS,
+    JointLimits,
+    LimitMonitor,
+    Reflex,
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Reflex:
-    """A limit violation of the commanded signal: what the real arm reports before it stops."""
-
-    joint: str
-    quantity: str  # position | velocity | acceleration | jerk
-    value: float
-    limit: float
-    time: float
-
-    def to_dict(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
-
-
-class LimitMonitor:
-    """libfranka's joint-space necessary conditions on the 1 kHz commanded positions.
-
-    Derivatives are backward differences at DT of the commanded positions, seeded at rest
-    (libfranka expects a motion to start with zero commanded velocity and acceleration).
-    """
-
-    QUANTITIES = ("position", "velocity", "acceleration", "jerk")
-
-    def __init__(self, joint_names: Sequence[str], limits: JointLimits = FR3_LIMITS) -> None:
-        self.names = list(joint_names)
-        self.limits = limits
-        self._q: np.ndarray | None = None
-        self._v = np.zeros(len(self.names))
-        self._a = np.zeros(len(self.names))
-
-    def seed(self, q: np.ndarray) -> None:
-        """Start from `q` at rest (motion start, or after an error recovery)."""
-        self._q = np.asarray(q, dtype=np.float64).copy()
-        self._v[:] = 0.0
-        self._a[:] = 0.0
-
-    def check(self, q_c: np.ndarray, t: float) -> Reflex | None:
-        """Judge one 1 kHz sample; returns the first violation (joint order, then quantity)."""
-        q_c = np.asarray(q_c, dtype=np.float64)
-        if self._q is None:
-            self.seed(q_c)
-        assert self._q is not None
-        v = (q_c - self._q) / DT
-        a = (v - self._v) / DT
-        j = (a - self._a) / DT
-        self._q, self._v, self._a = q_c.copy(), v, a
-        lim = self.limits
-        for i, name in enumerate(self.names):
-            if q_c[i] <= lim.q_min[i]:
-                return Reflex(name, "position", float(q_c[i]), float(lim.q_min[i]), t)
-            if q_c[i] >= lim.q_max[i]:
-                return Reflex(name, "position", float(q_c[i]), float(lim.q_max[i]), t)
-            for quantity, value, bound in (
-                ("velocity", v[i], lim.v_max[i]),
-                ("acceleration", a[i], lim.a_max[i]),
-                ("jerk", j[i], lim.j_max[i]),
-            ):
-                if abs(value) >= bound:
-                    return Reflex(name, quantity, float(value), float(bound), t)
-        return None
 
 
 class ForwardController:
@@ -132,52 +63,9 @@ class ForwardController:
         del now  # no timing: the forward controller has none
         self._q = np.asarray(q, dtype=np.float64).copy()
 
-    def sample(self, t: float) -> np.ndarray:
-        del t
+    def sample(self, t: float, measured: np.ndarray | None = None) -> np.ndarray:
+        del t, measured
         return self._q.copy()
-
-
-@dataclasses.dataclass
-class _Knot:
-    t: float
-    q: np.ndarray
-    v: np.ndarray | None
-    a: np.ndarray | None
-
-
-def _segment(k0: _Knot, k1: _Knot, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Position, velocity, acceleration at `t` on the spline k0 -> k1 (order from k1's fields)."""
-    T = k1.t - k0.t
-    if T <= 0.0:
-        return k1.q.copy(), _or0(k1.v, k1.q), _or0(k1.a, k1.q)
-    s = min(max(t - k0.t, 0.0), T)
-    q0, q1 = k0.q, k1.q
-    if k1.v is None:  # positions only: linear, as joint_trajectory_controller does
-        v = (q1 - q0) / T
-        return q0 + v * s, v, np.zeros_like(q0)
-    v0, v1 = _or0(k0.v, q0), k1.v
-    if k1.a is None:  # cubic
-        c2 = (3 * (q1 - q0) - (2 * v0 + v1) * T) / T**2
-        c3 = (2 * (q0 - q1) + (v0 + v1) * T) / T**3
-        return (
-            q0 + v0 * s + c2 * s**2 + c3 * s**3,
-            v0 + 2 * c2 * s + 3 * c3 * s**2,
-            2 * c2 + 6 * c3 * s,
-        )
-    a0, a1 = _or0(k0.a, q0), k1.a
-    h = q1 - q0
-    c3 = (20 * h - (8 * v1 + 12 * v0) * T - (3 * a0 - a1) * T**2) / (2 * T**3)
-    c4 = (-30 * h + (14 * v1 + 16 * v0) * T + (3 * a0 - 2 * a1) * T**2) / (2 * T**4)
-    c5 = (12 * h - 6 * (v1 + v0) * T + (a1 - a0) * T**2) / (2 * T**5)
-    return (
-        q0 + v0 * s + 0.5 * a0 * s**2 + c3 * s**3 + c4 * s**4 + c5 * s**5,
-        v0 + a0 * s + 3 * c3 * s**2 + 4 * c4 * s**3 + 5 * c5 * s**4,
-        a0 + 6 * c3 * s + 12 * c4 * s**2 + 20 * c5 * s**3,
-    )
-
-
-def _or0(x: np.ndarray | None, like: np.ndarray) -> np.ndarray:
-    return np.zeros_like(like) if x is None else x
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,88 +78,177 @@ class TrajectoryPoint:
     accelerations: np.ndarray | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class _State:
+    """A commanded (q, v, a), as joint_trajectory_controller keeps last_commanded_state_."""
+
+    q: np.ndarray
+    v: np.ndarray
+    a: np.ndarray
+
+    @classmethod
+    def rest(cls, q: np.ndarray) -> _State:
+        q = np.asarray(q, dtype=np.float64).copy()
+        return cls(q, np.zeros_like(q), np.zeros_like(q))
+
+
+def _interpolate(
+    ta: float, pa: TrajectoryPoint, tb: float, pb: TrajectoryPoint, t: float
+) -> _State:
+    """Trajectory::interpolate_between_points: linear when either point lacks velocities, cubic
+    with velocities, quintic with velocities and accelerations on both; outside [ta, tb] the
+    time is clamped and the interpolation falls back to linear (as the controller does)."""
+    T = tb - ta
+    s = t - ta
+    has_v = pa.velocities is not None and pb.velocities is not None
+    has_a = pa.accelerations is not None and pb.accelerations is not None
+    if s < 0.0:
+        s, has_v, has_a = 0.0, False, False
+    if s > T:
+        s, has_v, has_a = T, False, False
+    q0, q1 = pa.positions, pb.positions
+    zero = np.zeros_like(q0)
+    if not has_v:
+        v = (q1 - q0) / T if T != 0.0 else zero
+        return _State(q0 + v * s, v.copy(), zero)
+    v0, v1 = pa.velocities, pb.velocities
+    assert v0 is not None and v1 is not None
+    if not has_a:
+        c2 = (3 * (q1 - q0) - (2 * v0 + v1) * T) / T**2 if T != 0.0 else zero
+        c3 = (2 * (q0 - q1) + (v0 + v1) * T) / T**3 if T != 0.0 else zero
+        return _State(q0 + v0 * s + c2 * s**2 + c3 * s**3, v0 + 2 * c2 * s + 3 * c3 * s**2,
+                      2 * c2 + 6 * c3 * s)  # fmt: skip
+    a0, a1 = pa.accelerations, pb.accelerations
+    assert a0 is not None and a1 is not None
+    h = q1 - q0
+    if T != 0.0:
+        c3 = (20 * h - (8 * v1 + 12 * v0) * T - (3 * a0 - a1) * T**2) / (2 * T**3)
+        c4 = (-30 * h + (14 * v1 + 16 * v0) * T + (3 * a0 - 2 * a1) * T**2) / (2 * T**4)
+        c5 = (12 * h - 6 * (v1 + v0) * T + (a1 - a0) * T**2) / (2 * T**5)
+    else:
+        c3 = c4 = c5 = zero
+    return _State(
+        q0 + v0 * s + 0.5 * a0 * s**2 + c3 * s**3 + c4 * s**4 + c5 * s**5,
+        v0 + a0 * s + 3 * c3 * s**2 + 4 * c4 * s**3 + 5 * c5 * s**4,
+        a0 + 6 * c3 * s + 12 * c4 * s**2 + 20 * c5 * s**3,
+    )
+
+
 class TrajectoryController:
-    """joint_trajectory_controller with open_loop_control true (see the module docstring)."""
+    """joint_trajectory_controller (Humble) with open_loop_control true (module docstring).
+
+    The sampling follows Humble's Trajectory::sample step by step. A received message becomes
+    the trajectory at the next 1 kHz cycle, t_a; that cycle records the point before the
+    message: the state commanded at the *previous* cycle, placed at t_a itself. Until the first
+    point is due (header stamp + its time_from_start; a zero stamp means t_a) the command is the
+    spline from that point to the first; from then on it is the message's own splines between
+    its points, so a message whose first point is already due at t_a never looks at the old
+    command at all. Past the last point it holds the last point.
+
+    The point before the message sits one cycle late: the first sample after a replacement
+    repeats the previous command (a one-cycle stall, acceleration -v / 1 ms while moving), which
+    is what ros2_controllers PR #780 (Jazzy and later, not Humble) fixed by using the previous
+    cycle's time. A stream for Humble must therefore make every message's first point due
+    before the message arrives and let its splines continue the previous message's exactly.
+    """
 
     def __init__(self, q0: np.ndarray, cmd_timeout: float = 0.0) -> None:
         if cmd_timeout < 0.0:
             raise ValueError("cmd_timeout must be >= 0 (0: off)")
         self.cmd_timeout = float(cmd_timeout)
         self.timed_out = False
+        self.rejected = 0  # messages the controller refuses (empty trajectories)
+        # messages taken while their first point was still ahead and the arm moving (faster
+        # than 1e-3 rad/s): each one repeated the previous command (Humble's one-cycle stall)
+        self.stalls = 0
         self.reset(q0)
 
     def reset(self, q: np.ndarray) -> None:
-        """Hold `q` at rest with no trajectory (start-up, world reset, error recovery)."""
-        q = np.asarray(q, dtype=np.float64).copy()
-        self._state = (q, np.zeros_like(q), np.zeros_like(q))
-        self._state_t: float | None = None
-        self._knots: list[_Knot] = []
-        self._last_msg: float | None = None
+        """Activation (start-up, world reset, error recovery): hold `q` at rest."""
+        self._last = _State.rest(q)
+        self._hold(self._last.q)
+
+    def _hold(self, q: np.ndarray) -> None:
+        # set_hold_position(): one point, positions only, time_from_start 0, stamp 0
+        self._set([TrajectoryPoint(0.0, np.asarray(q, dtype=np.float64).copy())], 0.0)
+        self._holding = True
+
+    def _set(self, points: Sequence[TrajectoryPoint], stamp: float) -> None:
+        self._points = list(points)
+        self._stamp = float(stamp)
+        self._start: float | None = None  # trajectory_start_time_, fixed at the first sample
+        self._before: tuple[float, TrajectoryPoint] | None = None
+        self._holding = False
 
     def command(
         self, points: Sequence[TrajectoryPoint], now: float, start_time: float = 0.0
     ) -> None:
-        """A new message at `now`: from its start (stamp, 0 = now) it replaces the old one."""
-        if not points:  # an empty trajectory stops the current one: hold where we are
-            q = self._state[0]
-            self._knots = [_Knot(now, q, np.zeros_like(q), np.zeros_like(q))]
-            self._last_msg = now
+        """A message received at `now` (header stamp `start_time`, 0 = when first sampled)."""
+        del now  # the controller takes it at its next cycle, whatever the receipt time
+        if not points:  # validate_trajectory_msg: "Empty trajectory received." and ignored
+            self.rejected += 1
             return
-        start = start_time if start_time > 0.0 else now
         times = [p.time_from_start for p in points]
         if any(b <= a for a, b in itertools.pairwise(times)):
             raise ValueError("time_from_start must increase strictly along the trajectory")
-        new = [_Knot(start + p.time_from_start, p.positions, p.velocities, p.accelerations)
-               for p in points]  # fmt: skip
-        # As Humble's joint_trajectory_controller: the new message replaces the old one when it
-        # arrives; until its first point is due the controller interpolates from the state it
-        # commanded at arrival to that point (a future header stamp delays the first point, not
-        # the replacement), and points already past are dropped. The knot sits at the time of
-        # the last 1 kHz sample, so the spline continues it.
-        q, v, a = self._state
-        t0 = min(self._state_t, now) if self._state_t is not None else now
-        ahead = [k for k in new if k.t > t0]
-        # All late: the controller holds the last point at once (a jump, judged as one).
-        self._knots = [_Knot(t0, q, v, a), *(ahead or new[-1:])]
-        self._last_msg = now
+        self._set(points, start_time)
         self.timed_out = False
 
-    def shift_time(self, delta: float) -> None:
-        """Move the commanded trajectory `delta` seconds later (the time base was re-anchored)."""
-        self._knots = [dataclasses.replace(k, t=k.t + delta) for k in self._knots]
-        if self._state_t is not None:
-            self._state_t += delta
-        if self._last_msg is not None:
-            self._last_msg += delta
+    def _sample(self, t: float) -> tuple[_State, float | None, bool]:
+        """(state, time of the segment's start, before the last point) at `t`; the first sample
+        of a message fixes its start and its point-before (Humble's update())."""
+        start = self._start
+        before = self._before
+        if start is None:
+            start = self._stamp if self._stamp != 0.0 else t
+            last = self._last
+            before = (t, TrajectoryPoint(0.0, last.q, last.v, last.a))
+        assert before is not None
+        pts = self._points
+        first_t = start + pts[0].time_from_start
+        if t < before[0]:  # sampling before the point-before: the controller writes nothing
+            return self._last, None, True
+        if t < first_t:
+            return _interpolate(before[0], before[1], first_t, pts[0], t), first_t, True
+        for p0, p1 in itertools.pairwise(pts):
+            t0, t1 = start + p0.time_from_start, start + p1.time_from_start
+            if t0 <= t < t1:
+                return _interpolate(t0, p0, t1, p1, t), t0, True
+        p = pts[-1]
+        zero = np.zeros_like(p.positions)
+        return (_State(p.positions.copy(), zero if p.velocities is None else p.velocities.copy(),
+                       zero if p.accelerations is None else p.accelerations.copy()),
+                start + p.time_from_start, False)  # fmt: skip
 
     def sample_state(self, t: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The commanded (q, v, a) at `t` without advancing anything."""
-        ks = self._knots
-        if not ks:
-            return self._state
-        if t <= ks[0].t:
-            k = ks[0]
-            return k.q.copy(), _or0(k.v, k.q), _or0(k.a, k.q)
-        for k0, k1 in itertools.pairwise(ks):
-            if t < k1.t:
-                return _segment(k0, k1, t)
-        last = ks[-1]
-        return last.q.copy(), np.zeros_like(last.q), np.zeros_like(last.q)
+        """The commanded (q, v, a) the cycle at `t` would write, without advancing anything."""
+        s = self._sample(t)[0]
+        return s.q.copy(), s.v.copy(), s.a.copy()
 
-    def sample(self, t: float) -> np.ndarray:
-        """The commanded position of the 1 kHz cycle at `t` (advances the cmd_timeout watch)."""
+    def sample(self, t: float, measured: np.ndarray | None = None) -> np.ndarray:
+        """One 1 kHz cycle at `t`: the commanded position (advances the controller's state).
+
+        `measured` is the arm's measured position, which a cmd_timeout hold commands (Humble's
+        set_hold_position() holds state_current_); without it the hold keeps the command."""
+        if self._start is None:
+            self._start = self._stamp if self._stamp != 0.0 else t
+            last = self._last
+            self._before = (t, TrajectoryPoint(0.0, last.q, last.v, last.a))
+            if t < self._start + self._points[0].time_from_start and np.any(np.abs(last.v) > 1e-3):
+                self.stalls += 1
+        state, seg_t, before_last = self._sample(t)
         if (
             self.cmd_timeout > 0.0
-            and self._knots
-            and not self.timed_out
-            and t - self._knots[-1].t > self.cmd_timeout
+            and not before_last
+            and not self._holding
+            and seg_t is not None
+            and t - seg_t > self.cmd_timeout
         ):
-            q = self.sample_state(t)[0]
-            self.reset(q)
+            # "Aborted due to command timeout": the hold takes over from the next cycle
+            self._hold(state.q if measured is None else measured)
             self.timed_out = True
-        self._state = self.sample_state(t)
-        self._state_t = t
-        return self._state[0].copy()
+        self._last = state
+        return state.q.copy()
 
 
 class RobotSide:
@@ -300,17 +277,26 @@ class RobotSide:
         self.reflexes = 0  # since the last reset()
         self.last_reflex: Reflex | None = None
         self.ignored_commands = 0
+        self.stale_messages = 0  # messages planned before the last reset (see reset)
         self.reset(q0)
 
     @property
     def halted(self) -> bool:
         return self._halted
 
-    def reset(self, q: np.ndarray) -> None:
-        """A new episode: at rest at `q`, no reflex latched, counts cleared."""
+    def reset(self, q: np.ndarray, t: float | None = None) -> None:
+        """A new episode at time `t`: at rest at `q`, no reflex latched, counts cleared.
+
+        The simulator moved the arm (a teleport no real arm has): messages planned before the
+        move are not taken (counted in `stale_messages`) until the stream starts a new run
+        for the moved arm: a message whose first point is due after `t` and still ahead when
+        taken (control/stream.py's bridge).
+        """
         self.recover(q)
         self.reflexes = 0
         self.last_reflex = None
+        self._reset_t = t
+        self._awaiting_run = t is not None
 
     def recover(self, q_measured: np.ndarray) -> None:
         """Clear a latched reflex: hold the measured position at rest, accept commands again."""
@@ -319,6 +305,8 @@ class RobotSide:
         self.monitor.seed(q)
         self._hold = q.copy()
         self._halted = False
+        self.last_t: float | None = None  # time of the last 1 kHz cycle
+        self._queue: list[tuple[float, list[TrajectoryPoint], float]] = []
 
     def command(self, *args: object, **kwargs: object) -> bool:
         """Pass a command to the controller; False (and counted) while a reflex is latched."""
@@ -328,17 +316,31 @@ class RobotSide:
         self.controller.command(*args, **kwargs)  # type: ignore[arg-type]
         return True
 
-    def shift_time(self, delta: float) -> None:
-        """The time base moved by `delta` (simulator re-anchored to the wall clock): keep the
-        commanded signal continuous (a forward controller holds its command anyway)."""
-        if isinstance(self.controller, TrajectoryController):
-            self.controller.shift_time(delta)
+    def queue(self, points: Sequence[TrajectoryPoint], stamp: float, arrival: float) -> None:
+        """A trajectory message that arrived at `arrival` (the controller's clock): the first
+        1 kHz cycle at or after that time takes it, as the real controller's next cycle does,
+        however late the simulator runs that cycle."""
+        self._queue.append((float(arrival), list(points), float(stamp)))
 
-    def step(self, t: float) -> tuple[np.ndarray, Reflex | None]:
-        """One 1 kHz cycle at `t`: the position the joints get, and a new reflex if one fired."""
+    def step(
+        self, t: float, measured: np.ndarray | None = None
+    ) -> tuple[np.ndarray, Reflex | None]:
+        """One 1 kHz cycle at `t`: the position the joints get, and a new reflex if one fired
+        (`measured`: the arm's measured position, for a controller that holds it)."""
+        while self._queue and self._queue[0][0] <= t + 1e-9:
+            _, points, stamp = self._queue.pop(0)
+            if getattr(self, "_awaiting_run", False):
+                first = (stamp if stamp > 0.0 else t) + (
+                    points[0].time_from_start if points else 0.0)
+                if not (first > t and first >= (self._reset_t or 0.0)):
+                    self.stale_messages += 1
+                    continue
+                self._awaiting_run = False
+            self.command(points, now=t, start_time=stamp)
         if self._halted:
             return self._hold.copy(), None
-        q_c = self.controller.sample(t)
+        q_c = self.controller.sample(t, measured)
+        self.last_t = t
         reflex = self.monitor.check(q_c, t)
         if reflex is not None:
             self._halted = True
@@ -347,3 +349,22 @@ class RobotSide:
             return self._hold.copy(), reflex
         self._hold = q_c
         return q_c, None
+
+    def advance(
+        self, t_start: float, t_end: float, measured: np.ndarray | None = None
+    ) -> tuple[list[np.ndarray], list[Reflex]]:
+        """Run every 1 kHz cycle from the one after the last (or from `t_start`, the first
+        time) up to, not including, `t_end`: the positions commanded and the reflexes fired.
+
+        The cycles follow the clock, not the simulator: when the simulator fell behind, this
+        runs (and checks) every cycle of the gap, as a real arm's loop, which never pauses,
+        would have; when it runs ahead, there may be none."""
+        first = t_start if self.last_t is None else self.last_t + DT
+        n = max(0, math.ceil((t_end - first) / DT - 1e-6))
+        qs, reflexes = [], []
+        for k in range(n):
+            q_c, reflex = self.step(first + k * DT, measured)
+            qs.append(q_c)
+            if reflex is not None:
+                reflexes.append(reflex)
+        return qs, reflexes

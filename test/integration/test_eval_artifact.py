@@ -130,7 +130,7 @@ def test_parse_perturbations() -> None:
         parse_perturbations("none,wind")
     with pytest.raises(ValueError, match="no perturbation"):
         parse_perturbations(" , ")
-    assert set(describe()) == {"none", "delay", "noise", "obstacle_shift", "dropout"}
+    assert set(describe()) == {"none", "delay", "noise", "obstacle_shift", "dropout", "blind"}
 
 
 def test_presets_and_the_sideways_shift() -> None:
@@ -226,3 +226,19 @@ def test_paths_legend_names_every_drawn_kind() -> None:
     assert {f"side: {s}" for s in SIDE_COLOURS} <= labels
     assert {"success", "failure", "start", "obstacle", "shifted obstacle",
             "target (success radius)"} <= labels
+
+
+def test_blind_replaces_every_frame_with_the_first() -> None:
+    spec = sample_task(10000)
+    p = perturbation_for("blind", spec, 0.6)
+    assert p.image_freeze == 1.0 and p.active and not p.problems()
+    assert Perturbation.from_dict(p.to_dict()) == p
+    assert Perturbation(image_freeze=0.5).problems()  # 0 or 1 only
+    pert = SensorPerturber(p, seed=3)
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in range(5)]
+    first = pert.image(frames[0])
+    assert first is not None and np.array_equal(first, frames[0])
+    for f in frames[1:]:
+        out = pert.image(f)
+        assert out is not None and np.array_equal(out, frames[0])

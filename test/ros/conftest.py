@@ -45,6 +45,7 @@ from diffusion_controller.service_client import call_service  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 JOINTS = [f"panda_joint{i}" for i in range(1, 8)]
+STREAM_LEAD = 0.05  # the node's default trajectory_lead
 HOME = np.array([0.0, -0.785, 0.0, -2.356, 0.0, 1.571, 0.785])
 NODE = "diffusion_controller"
 
@@ -225,8 +226,17 @@ class Probe(Node):
         self._track(np.array(msg.data, dtype=float))
 
     def _on_trajectory(self, msg: JointTrajectory) -> None:
+        """The command the stream has just sent (control/stream.py): after the commands the
+        stream repeats, it is due about `trajectory_lead` plus a period after it is sent, up to
+        `bridge_hold` periods later in a run that started at rest; the plan's points (the
+        certified stop from it) follow. The last point due by then: the newest command or a
+        point of its certified stop."""
         idx = [list(msg.joint_names).index(n) for n in JOINTS]
-        point = msg.points[0]
+        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        due = time.time() + 2 * STREAM_LEAD + 0.015
+        times = [stamp + p.time_from_start.sec + 1e-9 * p.time_from_start.nanosec
+                 for p in msg.points]
+        point = msg.points[max([i for i, t in enumerate(times) if t <= due], default=0)]
         self._track(np.array(point.positions, dtype=float)[idx],
                     np.array(point.velocities, dtype=float)[idx],
                     msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)

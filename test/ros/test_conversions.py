@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import math
 
@@ -13,6 +12,7 @@ pytest.importorskip("sensor_msgs", reason="ROS message packages are not installe
 
 from sensor_msgs.msg import CompressedImage, Image, JointState
 
+from diffusion_controller.control.stream import StreamPoint
 from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.ros import conversions as conv
 from diffusion_controller.ros.conversions import InputRejected, JointStateFilter
@@ -240,26 +240,19 @@ def test_command_messages() -> None:
                   accelerations=np.full(7, 2.0))
     m = conv.position_command_msg(cmd)
     assert list(m.data) == list(np.arange(7.0))
-    plan = np.stack([np.stack([np.arange(7.0) + k, np.ones(7) * k, -np.ones(7)])
-                     for k in range(1, 11)])
-    t = conv.trajectory_stream_msg(dataclasses.replace(cmd, plan=plan), NAMES, 0.01)
+    # a streamed trajectory: the points' times become the stamp (the first) and time_from_start
+    pts = [StreamPoint(5.25 + 0.01 * k, np.arange(7.0) + k, np.ones(7) * k, -np.ones(7))
+           for k in range(11)]
+    t = conv.trajectory_stream_msg(pts, NAMES)
     assert t.joint_names == NAMES and len(t.points) == 11
     assert conv.stamp_to_sec(t.header.stamp) == pytest.approx(5.25)  # when point 0 is due
-    assert list(t.points[0].velocities) == [1.0] * 7
+    assert list(t.points[1].velocities) == [1.0] * 7
     assert t.points[0].time_from_start.nanosec == 0
     assert t.points[10].time_from_start.sec == 0
-    assert t.points[10].time_from_start.nanosec == 100_000_000  # covers the next 100 ms
+    assert t.points[10].time_from_start.nanosec == 100_000_000
     assert list(t.points[10].positions) == list(np.arange(7.0) + 10)
     assert list(t.points[4].accelerations) == [-1.0] * 7
-    # with the previous command: stamped at its time + lead, points one tick apart, each with
-    # the mean acceleration of the ticks on either side of it
-    older = dataclasses.replace(cmd, stamp=5.24, positions=np.arange(7.0) - 0.01,
-                                accelerations=np.zeros(7))
-    h = conv.trajectory_stream_msg(dataclasses.replace(cmd, plan=plan), NAMES, 0.01, lead=0.05,
-                                   previous=older)
-    assert conv.stamp_to_sec(h.header.stamp) == pytest.approx(5.29) and len(h.points) == 12
-    assert list(h.points[1].positions) == list(np.arange(7.0))
-    assert list(h.points[0].accelerations) == [1.0] * 7  # (0 + 2) / 2
+    assert conv.trajectory_stream_msg([], NAMES).points == []
 
 
 def test_chunk_and_markers() -> None:

@@ -596,3 +596,31 @@ def test_resync_never_commands_a_measurement_that_does_not_settle(robot) -> None
     assert all(c is not None and np.abs(c.positions - held).max() <= 1e-9 for c in out)
     assert "resync: waiting for the arm to settle" in reasons
     assert rig.loop.state == HOLDING
+
+
+def test_missed_slots_follow_the_continuation_on_a_streamed_output(robot) -> None:
+    """follow_on_miss (the trajectory interface): each slot the ticker skipped becomes the
+    filter's certified continuation state, handed to the output, one period apart."""
+    rig = Rig(robot)
+    rig.loop.follow_on_miss = True
+    rig.loop.plan_steps = 5
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.3))
+    rig.step(30)
+    last = rig.commands[-1]
+    plan = rig.filter.continuation(2)[:2]
+    n = len(rig.commands)
+    rig.loop._note_missed(2)  # what the ticker reports after an overrun
+    rig.clock.t += 2 * DT
+    rig.step(1)
+    followed = rig.commands[n:n + 2]
+    assert len(rig.commands) == n + 3
+    assert [c.plan is None for c in followed] == [True, True]
+    for k, (c, row) in enumerate(zip(followed, plan, strict=True), start=1):
+        np.testing.assert_array_equal(c.positions, row[0])
+        assert c.stamp == pytest.approx(last.stamp + k * DT)
+    nxt = rig.commands[-1]
+    step = nxt.positions - followed[-1].positions
+    np.testing.assert_allclose(step, 0.5 * (followed[-1].velocities + nxt.velocities) * DT,
+                               atol=1e-12)

@@ -91,20 +91,45 @@ def test_new_message_replaces_the_rest_of_the_old_one_when_it_arrives() -> None:
     np.testing.assert_allclose(traj.sample_state(3.0)[0], back)  # the old goal never comes back
 
 
-def test_message_starting_now_continues_from_the_commanded_state() -> None:
+def test_humble_repeats_the_previous_command_when_a_message_replaces_a_motion() -> None:
+    """Humble's update() places the point before the message (the previous cycle's command) at
+    the current cycle's time, so a replacement whose first point is still ahead stalls the
+    command for one cycle: -v / 1 ms of acceleration while moving (ros2_controllers PR #780)."""
     traj = TrajectoryController(Q0)
     mon = LimitMonitor(ARM_JOINTS)
     mon.seed(Q0)
     goal = Q0 + 0.2
     traj.command([TrajectoryPoint(1.0, goal, np.zeros(7), np.zeros(7))], now=0.0)
-    reflex, _ = _run(traj, mon, 0.0, 0.5)
+    reflex, qs = _run(traj, mon, 0.0, 0.5)
     assert reflex is None
-    # Re-send the rest of the same motion with velocities and accelerations: no discontinuity.
-    pts = [TrajectoryPoint(0.5, goal, np.zeros(7), np.zeros(7))]
-    traj.command(pts, now=0.5)
-    reflex, qs = _run(traj, mon, 0.5, 1.2)
+    # Re-send the rest of the same motion, due 0.5 s from now: the first sample repeats.
+    traj.command([TrajectoryPoint(0.5, goal, np.zeros(7), np.zeros(7))], now=0.5)
+    reflex, again = _run(traj, mon, 0.5, 1.2)
+    np.testing.assert_array_equal(again[0], qs[-1])  # the stall
+    assert reflex is not None and reflex.quantity == "acceleration" and reflex.time == 0.5
+    assert reflex.value == pytest.approx(-1000.0 * (qs[-1][0] - qs[-2][0]) / DT, rel=1e-3)
+
+
+def test_a_message_already_due_continues_the_same_splines_without_a_reflex() -> None:
+    """The message's own splines take over when its first point is already due at arrival: a
+    replacement that repeats the old message's points (same times, same states) is seamless."""
+    traj = TrajectoryController(Q0)
+    mon = LimitMonitor(ARM_JOINTS)
+    mon.seed(Q0)
+    ts = np.arange(0.0, 1.01, 0.1)
+    s = ts / 1.0
+    path = [TrajectoryPoint(float(t), Q0 + 0.2 * (10 * x**3 - 15 * x**4 + 6 * x**5),
+                            np.full(7, 0.2 * (30 * x**2 - 60 * x**3 + 30 * x**4)),
+                            np.full(7, 0.2 * (60 * x - 180 * x**2 + 120 * x**3)))
+            for t, x in zip(ts, s, strict=True)]  # fmt: skip
+    traj.command(path, now=0.0, start_time=1e-9)
+    reflex, qs = _run(traj, mon, 0.0, 0.5)
     assert reflex is None
-    np.testing.assert_allclose(qs[-1], goal, atol=1e-12)
+    traj.command(path[3:], now=0.5, start_time=1e-9)  # first point due at 0.3 s: past
+    reflex, again = _run(traj, mon, 0.5, 1.2)
+    assert reflex is None
+    np.testing.assert_allclose(again[0] - qs[-1], again[1] - again[0], atol=1e-9)
+    np.testing.assert_allclose(again[-1], Q0 + 0.2, atol=1e-12)
 
 
 def test_cmd_timeout_counts_from_the_trajectory_end_and_holds_at_rest() -> None:
@@ -122,6 +147,7 @@ def test_cmd_timeout_counts_from_the_trajectory_end_and_holds_at_rest() -> None:
     far = Q0 + 0.5
     traj.command([TrajectoryPoint(1.0, far, np.zeros(7), np.zeros(7))], now=1.0)
     assert not traj.timed_out
+    traj.sample(1.0)  # a zero stamp: the message starts at the cycle that takes it
     assert not np.allclose(traj.sample(1.5), qs[999])
 
 

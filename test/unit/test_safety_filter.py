@@ -389,3 +389,23 @@ def test_mpc_keep_out_sphere_and_refactorisation(robot: RobotModel, inputs: int)
         out.append(r.positions)
     assert f._qp.matrix_updates > base and terminal > 0
     assert min(min_clearance(robot, q, obstacles=[mug]) for q in out) >= -1e-3
+
+
+def test_follow_continuation_commits_the_certified_stop(robot: RobotModel) -> None:
+    """Missed control slots on a streamed trajectory: the filter commits the continuation the
+    arm's controller ran, and the next tick goes on from its last state."""
+    f = make(robot)
+    for _ in range(20):
+        f.step(READY + 0.3)
+    v = f.state[1]
+    assert np.abs(v).max() > 0.05
+    plan = f.continuation(3)
+    followed = f.follow_continuation(2)
+    np.testing.assert_array_equal(followed, plan[:2])
+    q2, v2, a2 = f.state
+    np.testing.assert_array_equal(q2, plan[1][0])
+    np.testing.assert_array_equal(v2, plan[1][1])
+    np.testing.assert_array_equal(a2, plan[1][2])
+    r = f.step(READY + 0.3)
+    step = r.positions - q2
+    np.testing.assert_allclose(step, 0.5 * (v2 + r.velocities) * DT, atol=1e-12)

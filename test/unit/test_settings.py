@@ -18,6 +18,7 @@ from diffusion_controller.runtime.worker import WorkerSettings, worker_settings
 from diffusion_controller.settings import sim
 from diffusion_controller.settings.controller import SPECS
 from diffusion_controller.settings.spec import build
+from diffusion_controller.sim import tasks
 from diffusion_controller.sim.perturbation import Perturbation
 
 CONFIGS = (SafetyConfig, SchedulerConfig, WatchdogConfig, WorkerSettings)
@@ -134,3 +135,19 @@ def test_the_perturbation_takes_defaults_and_ranges_from_the_sim_table() -> None
         Perturbation.from_dict({"image_delay": 2.0})
     with pytest.raises(ValueError, match=r"at most 0\.2 m long"):
         Perturbation.from_dict({"obstacle_shift": [0.3, 0.0]})
+
+
+def test_the_sim_tables_task_names_are_the_registrys() -> None:
+    assert sim.TASK_NAMES == tasks.TASK_NAMES
+    assert sim.SIM_SPECS["task"].choices == tasks.TASK_NAMES
+    assert sim.SIM_SPECS["task"].default == tasks.DEFAULT_TASK
+
+
+def test_image_freeze_is_a_switch_in_the_table_and_the_perturbation() -> None:
+    assert "image_freeze" in sim.PERTURBATION_SETTINGS
+    assert sim.check_update(sim.defaults(), {"image_freeze": 1.0}) == []
+    assert any("image_freeze must be 0 or 1" in e
+               for e in sim.check_update(sim.defaults(), {"image_freeze": 0.5}))
+    assert Perturbation.from_dict({"image_freeze": 1.0}).active
+    with pytest.raises(ValueError, match="image_freeze must be 0 or 1"):
+        Perturbation.from_dict({"image_freeze": 0.5})

@@ -152,6 +152,18 @@ class SafetyFilter(
             return np.empty((0, 3, self.n))
         return np.array(rows)
 
+    def follow_continuation(self, steps: int) -> np.ndarray:
+        """Commit the first `steps` states of the certified continuation, as if the filter had
+        commanded them ([steps, 3, J], q, v, a): the ticks a streamed trajectory's controller
+        ran on the last message's continuation while the control loop missed them. The state
+        stays one the filter vouched for (each continuation state can still stop)."""
+        plan = self.continuation(steps)[:steps]
+        if len(plan):
+            with self._lock:
+                self._q, self._v, self._a = (plan[-1][0].copy(), plan[-1][1].copy(),
+                                             plan[-1][2].copy())  # fmt: skip
+        return plan
+
     @property
     def barrier_row_counts(self) -> dict[str, int]:
         """Cartesian barrier rows by kind: workspace_rows, obstacle_rows, grasp_rows,
