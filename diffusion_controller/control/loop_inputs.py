@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from diffusion_controller.control.chunk_scheduler import SubmitResult
-from diffusion_controller.control.loop_status import JointSnapshot
+from diffusion_controller.control.loop_status import INACTIVE, WAITING, JointSnapshot
 from diffusion_controller.control.types import Chunk
 from diffusion_controller.control.watchdogs import WatchdogConfig
 
@@ -201,7 +201,11 @@ class LoopInputs:
     def reset(self) -> tuple[bool, str]:
         """Clear the e-stop once the arm is stopped; the loop then holds until a fresh chunk."""
         cmd = self._last_command
-        if cmd is not None and float(np.max(np.abs(cmd.velocities))) > self._vel_tol:
+        # A loop that publishes nothing (inactive, waiting) commands no motion, whatever its last
+        # command was (e.g. one cut short by a deactivation): refusing then would deadlock the
+        # operator, since ~/enable is refused while the e-stop is latched.
+        publishing = self._state not in (INACTIVE, WAITING)
+        if publishing and cmd is not None and float(np.max(np.abs(cmd.velocities))) > self._vel_tol:
             return False, "still moving: reset refused until the arm is stopped"
         was = self._estop
         self._reset_request = True

@@ -624,3 +624,26 @@ def test_missed_slots_follow_the_continuation_on_a_streamed_output(robot) -> Non
     step = nxt.positions - followed[-1].positions
     np.testing.assert_allclose(step, 0.5 * (followed[-1].velocities + nxt.velocities) * DT,
                                atol=1e-12)
+
+
+def test_reset_is_not_refused_by_a_stale_moving_command_while_inactive(robot) -> None:
+    """Disabled (publishing nothing) with an e-stop latched and a last command that was still
+    moving (cut short): the reset clears it; ~/enable is refused while latched, so refusing the
+    reset here would leave the operator no way back."""
+    rig = Rig(robot)
+    rig.loop.set_enabled(True)
+    rig.step(2)
+    rig.loop.submit_chunk(rig.chunk(amplitude=0.3))
+    moving = [c for c in rig.step(30) if c is not None][-1]
+    assert np.abs(moving.velocities).max() > 1e-3
+    rig.loop.estop()
+    assert not rig.loop.reset()[0]  # publishing and still moving: refused
+    rig.loop.set_enabled(False)
+    for _ in range(200):
+        rig.step(1)
+        if rig.loop.state == INACTIVE:
+            break
+    assert rig.loop.state == INACTIVE
+    rig.loop._last_command = moving  # as if the stop had been cut short by a deactivation
+    ok, why = rig.loop.reset()
+    assert ok, why
