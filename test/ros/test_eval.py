@@ -128,7 +128,11 @@ def test_demo_runs_episodes_and_refuses_a_missing_model(tiny_model, tmp_path, ca
 
 @pytest.mark.slow
 def test_shipped_model_closed_loop(tmp_path) -> None:
-    """The shipped policy (and the regression baseline, if shipped) on two unseen seeds."""
+    """The shipped policy (and the regression baseline, if shipped) on two unseen seeds.
+
+    On the ideal arm: whether the modelled FR3 trips a reflex depends on the host's missed ticks
+    (scheduling), which a test must not depend on; reflexes are counted by the eval panel
+    (docs/benchmarks.md, "Zero reflexes") and the robot side's own tests."""
     model, note = paths.resolve_model(None, paths.DEFAULT_MODEL)
     if model is None:
         pytest.skip(f"the shipped model is absent: {note}")
@@ -142,6 +146,7 @@ def test_shipped_model_closed_loop(tmp_path) -> None:
             timeout=10.0,
             out=str(tmp_path / "run"),
             domain_id=int(DOMAIN),
+            robot_controller="ideal",
         ),
         progress=lines.append,
     )
