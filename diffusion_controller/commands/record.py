@@ -8,11 +8,13 @@ The scripted demonstrator drives SimWorld in-process on sim time (much faster th
 DDS), and each episode becomes one rosbag2 directory (MCAP) with the topics a real arm records.
 Episodes are named by seed (`episode_000042`), written under `.partial/` and moved into place only
 once complete, so an interrupted run resumes where it stopped: complete episodes are skipped.
+Recorders on disjoint seed ranges may share one `--out` (one per core).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -202,10 +204,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     partial = out / ".partial"
     out.mkdir(parents=True, exist_ok=True)
-    if partial.exists():  # leftovers of an interrupted run are never complete
-        shutil.rmtree(partial)
     results: list[EpisodeResult] = []
     seeds = [args.first_seed + i for i in range(args.episodes)]
+    # Leftovers of an interrupted run are never complete. Only this run's seeds are cleared, so
+    # that recorders on disjoint seed ranges can share one output directory (one per core).
+    for seed in seeds:
+        shutil.rmtree(partial / episode_name(seed), ignore_errors=True)
     started = time.monotonic()
     from diffusion_controller.progress import Progress
 
@@ -269,8 +273,10 @@ def run(args: argparse.Namespace) -> int:
     finally:
         bar.close()
         world.close()
-        if partial.exists():
-            shutil.rmtree(partial, ignore_errors=True)
+        for seed in seeds:
+            shutil.rmtree(partial / episode_name(seed), ignore_errors=True)
+        with contextlib.suppress(OSError):  # removed only once no other recorder writes into it
+            partial.rmdir()
     wall = time.monotonic() - started
     recorded = [r for r in results if r.status == "recorded"]
     kept = [r for r in results if r.status != "discarded"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -83,6 +84,19 @@ def test_resume_skips_complete_episodes(recorded: tuple[Path, dict], tmp_path: P
     assert all(r["success"] for r in report["episodes"])
     assert (out / "episode_000004" / "metadata.yaml").stat().st_mtime_ns == mtime
     assert not (out / ".partial").exists()
+
+
+def test_a_concurrent_recorder_keeps_its_partial_episode(recorded: tuple[Path, dict]) -> None:
+    """Two recorders on disjoint seed ranges may share one output directory (one per core): a run
+    that ends clears only its own seeds' partial episodes, never another's in-flight one."""
+    out, _ = recorded
+    other = out / ".partial" / "episode_000099"  # being written by another recorder
+    (other / "sub").mkdir(parents=True)
+    rc = main(["record", "--episodes", "1", "--out", str(out), "--first-seed", "4",
+               "--image-size", "48", "--quiet"])  # fmt: skip
+    assert rc == 0
+    assert other.is_dir() and (other / "sub").is_dir()
+    shutil.rmtree(out / ".partial")
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
