@@ -82,6 +82,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-augment", action="store_true", help="disable random image shifts")
     p.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    p.add_argument(
+        "--init-from", metavar="MODEL",
+        help="start from this model artifact's weights and normalizers (same policy config): "
+        "fine-tune a model, or continue one whose checkpoints are gone; a checkpoint in --out "
+        "still resumes first",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true",
                    help="no progress (neither the bar on a terminal nor the log lines)")
     p.add_argument("--json", metavar="PATH", help="also write the final metrics as JSON")
@@ -150,6 +156,7 @@ def canonical_command(args: argparse.Namespace) -> str:
 def run(args: argparse.Namespace) -> int:
     from diffusion_controller.data.loading import conform_episode, discover, load_episodes
     from diffusion_controller.data.spec import load_spec
+    from diffusion_controller.policy.artifact import ArtifactError
     from diffusion_controller.policy.train import TrainConfig, train
 
     try:
@@ -192,10 +199,11 @@ def run(args: argparse.Namespace) -> int:
             tcfg,
             args.out,
             resume=not args.no_resume,
+            init_from=args.init_from,
             command=command,
             progress=not args.quiet,
         )
-    except ValueError as exc:  # e.g. a checkpoint from another config in --out
+    except (ValueError, ArtifactError) as exc:  # a checkpoint or --init-from of another config
         print(f"train: {exc}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) != 0:

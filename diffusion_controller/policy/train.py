@@ -53,6 +53,7 @@ from diffusion_controller.policy.train_parts import (  # noqa: F401 (re-exported
     _save_checkpoint,
     _set_rng_state,
     checkpoint_path,
+    init_weights,
     read_checkpoint,
 )
 
@@ -164,8 +165,14 @@ def train(
     *,
     command: str | None = None,
     progress: bool = True,
+    init_from: str | os.PathLike[str] | None = None,
 ) -> TrainResult:
-    """Train `cfg.kind` on `episodes` (conformed to cfg) and write the artifact into `out_dir`."""
+    """Train `cfg.kind` on `episodes` (conformed to cfg) and write the artifact into `out_dir`.
+
+    `init_from`: a model artifact of the same policy config whose weights and normalizers start a
+    new run (fine-tuning, or continuing a shipped model on a machine without its checkpoints);
+    a checkpoint in `out_dir` still wins, so an interrupted fine-tune resumes as any run does.
+    """
     out = os.fspath(out_dir)
     world, rank, local_rank = _dist_env()
     distributed = world > 1
@@ -190,7 +197,11 @@ def train(
         normalizers: dict[str, Normalizer] = normalizers_from_dict(
             ckpt["normalizers"], dim=cfg.action_dim
         )
-    else:
+    init = None
+    if ckpt is None and init_from is not None:
+        init = init_weights(init_from, cfg)
+        normalizers = init.normalizers
+    elif ckpt is None:
         normalizers = compute_normalizers(list(episodes), margin=tcfg.normalizer_margin)
 
     dataset = ChunkDataset(episodes, cfg, normalizers, augment=tcfg.augment)
@@ -201,6 +212,8 @@ def train(
     np.random.seed(tcfg.seed % 2**32)
     random.seed(tcfg.seed)
     net = build_net(cfg).to(device)
+    if init is not None:
+        net.load_state_dict(init.state)
     ema = EMA(net, tcfg.ema_power, tcfg.ema_inv_gamma, tcfg.ema_max_decay)
     objective = _Objective(net, cfg).to(device)
     model: nn.Module = objective
@@ -218,6 +231,7 @@ def train(
     gen.manual_seed(tcfg.seed * 7919 + rank)
 
     start, history, wall_before = 0, [], 0.0
+    init_source = init.source if init is not None else None
     if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -228,6 +242,7 @@ def train(
         start = int(ckpt["step"])
         history = list(ckpt.get("history", []))
         wall_before = float(ckpt.get("wall_time_s", 0.0))
+        init_source = ckpt.get("init_from")
 
     stream = _BatchStream(len(dataset), tcfg.batch_size, tcfg.seed, start, rank, world)
     loader = DataLoader(
@@ -252,6 +267,7 @@ def train(
             "rng": _rng_state(gen),
             "history": history,
             "wall_time_s": elapsed,
+            "init_from": init_source,
         }
 
     is_main = rank == 0
@@ -333,6 +349,8 @@ def train(
             "command": cmd,
             "torch": torch.__version__,
         }
+        if init_source:
+            training["initialized_from"] = init_source
         card = {
             "data": f"{data['episodes']} episodes, {data['frames']} frames "
             f"({data['duration_s']:.0f} s), {data['samples']} samples",

@@ -11,6 +11,7 @@ import math
 import os
 import random
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -203,3 +204,33 @@ def _save_checkpoint(out_dir: str, payload: dict[str, Any]) -> None:
     tmp = path + ".tmp"
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class InitWeights:
+    """What a run started from a model artifact takes from it (train(init_from=...))."""
+
+    state: dict[str, Tensor]  # the artifact's (EMA) weights, as a state dict of the net
+    normalizers: dict[str, Any]  # the artifact's: the weights were fitted to them
+    source: str  # "<dir> (sha256 <first 12>)", recorded in the new model's card
+
+
+def init_weights(model_dir: str | os.PathLike[str], cfg: PolicyConfig) -> InitWeights:
+    """The weights and normalizers of the artifact in `model_dir` for a run of policy `cfg`.
+
+    The artifact's policy config must equal `cfg` (same kind, joints, cameras, network): weights of
+    another shape cannot start this run, and the error names the fields that differ.
+    """
+    from diffusion_controller.policy.artifact import load_artifact
+
+    art = load_artifact(model_dir)
+    mine, theirs = cfg.to_dict(), art.config.to_dict()
+    if mine != theirs:
+        differ = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+        raise ValueError(
+            f"--init-from {os.fspath(model_dir)}: its policy config differs from this run's in "
+            f"{differ}; train with the same --kind, --preset, joints, cameras and horizon"
+        )
+    state = {k: v.detach().clone() for k, v in art.net.state_dict().items()}
+    return InitWeights(state, dict(art.normalizers),
+                       f"{os.fspath(model_dir)} (sha256 {art.weights_sha256[:12]})")

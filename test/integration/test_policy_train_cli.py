@@ -66,3 +66,29 @@ def test_train_command_reports_bad_data(tmp_path, capsys) -> None:
         == 2
     )
     assert "no such file" in capsys.readouterr().err
+
+
+def test_init_from_starts_from_the_artifacts_weights(tmp_path, capsys) -> None:
+    """--init-from: a new run (no checkpoints) starts from a model's weights and normalizers, and
+    its card says so; a model of another policy config is refused with the fields that differ."""
+    write_episodes(tmp_path / "demos")
+    base = ["train", "--data", str(tmp_path / "demos"), "--batch-size", "4", "--horizon", "8",
+            "--quiet", "--lr", "1e-9"]  # fmt: skip
+    first = tmp_path / "first"
+    assert main([*base, "--out", str(first), "--steps", "2"]) == 0
+    second = tmp_path / "second"
+    # lr 1e-9: one step barely moves the weights, so the new model is the old one (not a fresh init)
+    assert main([*base, "--out", str(second), "--steps", "1", "--init-from", str(first)]) == 0
+    a, b = load_artifact(first), load_artifact(second)
+    for name, tensor in a.net.state_dict().items():
+        assert torch.allclose(tensor, b.net.state_dict()[name], atol=1e-6), name
+    assert np.array_equal(a.normalizers["actions"].low, b.normalizers["actions"].low)
+    assert str(first) in b.meta["training"]["initialized_from"]
+    assert "--init-from" in b.meta["training"]["command"]
+
+    capsys.readouterr()
+    other = [*base, "--out", str(tmp_path / "third"), "--steps", "1", "--init-from", str(first)]
+    other[other.index("--horizon") + 1] = "4"
+    assert main(other) == 2
+    err = capsys.readouterr().err
+    assert "--init-from" in err and "horizon" in err
