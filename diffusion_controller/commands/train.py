@@ -88,6 +88,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fine-tune a model, or continue one whose checkpoints are gone; a checkpoint in --out "
         "still resumes first",
     )  # fmt: skip
+    p.add_argument(
+        "--threads", type=int, default=None,
+        help="CPU threads for torch (default: torch's, one per core). On a CPU that other work "
+        "shares, 1 is much faster than all cores: torch's threads wait for each other at every "
+        "operation, so one preempted thread stalls them all (docs/benchmarks.md)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true",
                    help="no progress (neither the bar on a terminal nor the log lines)")
     p.add_argument("--json", metavar="PATH", help="also write the final metrics as JSON")
@@ -191,6 +197,13 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"train: {exc}", file=sys.stderr)
         return 2
+    if args.threads is not None:
+        if args.threads < 1:
+            print("train: --threads must be at least 1", file=sys.stderr)
+            return 2
+        import torch
+
+        torch.set_num_threads(args.threads)
     command = canonical_command(args)
     try:
         result = train(

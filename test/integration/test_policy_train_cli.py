@@ -73,7 +73,7 @@ def test_init_from_starts_from_the_artifacts_weights(tmp_path, capsys) -> None:
     its card says so; a model of another policy config is refused with the fields that differ."""
     write_episodes(tmp_path / "demos")
     base = ["train", "--data", str(tmp_path / "demos"), "--batch-size", "4", "--horizon", "8",
-            "--quiet", "--lr", "1e-9"]  # fmt: skip
+            "--quiet", "--lr", "1e-9", "--threads", "1"]  # fmt: skip
     first = tmp_path / "first"
     assert main([*base, "--out", str(first), "--steps", "2"]) == 0
     second = tmp_path / "second"
@@ -92,3 +92,5 @@ def test_init_from_starts_from_the_artifacts_weights(tmp_path, capsys) -> None:
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "--init-from" in err and "horizon" in err
+    assert main([*base[:-2], "--out", str(tmp_path / "fourth"), "--threads", "0"]) == 2
+    assert "--threads" in capsys.readouterr().err
