@@ -10,10 +10,11 @@ node do, in one process and in order: the world's joint state (arm and fingers) 
 (runtime/controller.Controller, built from the settings table's defaults plus `--set` changes);
 every `--infer-every` ticks the inference worker runs once; the control loop ticks; each command
 it publishes goes to the world as the arm's target (the ideal arm: no ros2_control model, so no
-reflexes) with the gripper command of its stamp; then 10 ms of physics. The task's own monitor
-judges each episode (success, collision, missed_grasp, ...). Since nothing waits on a wall clock,
-the figures do not depend on the host's load; what they leave out is the transport, the real
-inference latency and the arm's controller, which `eval` measures.
+reflexes) with the gripper command of its stamp; then 10 ms of physics. `--blind` gives the policy
+the episode's first frame every time (the scene as it was, never the arm or the cube moving). The
+task's own monitor judges each episode (success, collision, missed_grasp, ...). Since nothing
+waits on a wall clock, the figures do not depend on the host's load; what they leave out is the
+transport, the real inference latency and the arm's controller, which `eval` measures.
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-every", type=int, default=3, help="ticks between camera frames")
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=YAML",
                    help="controller settings changed from their defaults")  # fmt: skip
+    p.add_argument("--blind", action="store_true",
+                   help="every camera frame is the episode's first (eval's `blind`)")  # fmt: skip
     p.add_argument("--json", metavar="PATH", help="also write the episodes as JSON")
     p.set_defaults(func=run)
 
@@ -61,6 +64,7 @@ def run_episode(
     urdf: str,
     infer_every: int = 10,
     camera_every: int = 3,
+    blind: bool = False,
 ) -> dict[str, Any]:
     """One episode of `task` at `seed`; its outcome as a JSON-able row."""
     from diffusion_controller.runtime.controller import Controller
@@ -72,6 +76,7 @@ def run_episode(
     commands: list[Any] = []
     ctrl = Controller.build(values, urdf, clock=lambda: clock["t"], on_command=commands.append)
     names = list(world.joint_names)
+    first: np.ndarray | None = None  # the episode's first frame, for `blind`
     start = time.monotonic()
     try:
         ctrl.enable(True)
@@ -82,7 +87,8 @@ def run_episode(
             q, qd, _ = world.joint_state_full()
             ctrl.joint_state(names, list(q), list(qd), clock["t"])
             if tick % camera_every == 1 or camera_every == 1:
-                frame = world.render()
+                frame = world.render() if first is None or not blind else first
+                first = frame if first is None else first
                 ctrl.image("camera", clock["t"], lambda frame=frame: frame)
             if tick % infer_every == 1 or infer_every == 1:
                 ctrl.worker.step_once()
@@ -147,12 +153,13 @@ def run(args: argparse.Namespace) -> int:
     with SimWorld() as world:
         for seed in seeds:
             rows.append(run_episode(world, task, seed, values, urdf, args.infer_every,
-                                    args.camera_every))  # fmt: skip
+                                    args.camera_every, args.blind))  # fmt: skip
     summary = summarize(rows)
     print(format_table(rows, title=f"closed loop (in process, sim time): {args.model}"))
     print(f"success {summary['success']}/{summary['episodes']}  labels {summary['labels']}"
           f"  sides {summary['sides']}")  # fmt: skip
     if args.json:
-        write_json(args.json, {"model": args.model, "task": args.task, "summary": summary,
+        write_json(args.json, {"model": args.model, "task": args.task, "blind": args.blind,
+                               "summary": summary,
                                "episodes": rows})  # fmt: skip
     return 0

@@ -39,3 +39,20 @@ def test_bad_arguments() -> None:
     model = MODEL
     assert main(["bench", "closed-loop", "--model", model, "--task", "nope"]) == 2
     assert main(["bench", "closed-loop", "--model", model, "--set", "no_such_setting=1"]) == 2
+
+
+def test_blind_shows_the_first_frame_only() -> None:
+    from diffusion_controller.bench.closed_loop import run_episode
+    from diffusion_controller.control import assembly
+    from diffusion_controller.control.panda import panda_urdf_path
+    from diffusion_controller.sim.tasks import get_task
+    from diffusion_controller.sim.world import SimWorld
+
+    values = assembly.default_values(model_path=MODEL, backend="onnxruntime",
+                                     inference_mode="thread", inference_timeout=30.0)  # fmt: skip
+    urdf = Path(panda_urdf_path()).read_text(encoding="utf-8")
+    with SimWorld() as world:
+        render, calls = world.render, []
+        world.render = lambda: calls.append(1) or render()  # type: ignore[method-assign]
+        row = run_episode(world, get_task("panda_reach"), 30001, values, urdf, blind=True)
+    assert len(calls) == 1 and row["commands"] > 0
