@@ -402,10 +402,3 @@ def _medoid(chunks: np.ndarray) -> int:
     d = np.sqrt(((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1))
     return int(np.argmin(d.sum(axis=1)))
 
-
-# Discovery and loading live in runtime/loading.py; re-exported for the importers of this module.
-from diffusion_controller.runtime.loading import (  # noqa: E402, F401
-    available_backends,
-    load_backend,
-    parse_backend,
-)

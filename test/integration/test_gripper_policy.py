@@ -17,7 +17,7 @@ from diffusion_controller.data.gripper import WIDTH_DIM, GripperConfig
 from diffusion_controller.data.loading import load_episodes
 from diffusion_controller.policy.artifact import load_config
 from diffusion_controller.policy.train import TrainConfig, train
-from diffusion_controller.runtime.backend import load_backend
+from diffusion_controller.runtime.loading import load_backend
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_gripper_data import ARM, tiny_config, write_bag

@@ -65,7 +65,7 @@ def backend_random_obs(backend: ProcessBackend, rng: np.random.Generator):
 
 
 def test_parity_restart_after_kill_and_close(model_dir: str, fault_file: Path) -> None:
-    from diffusion_controller.runtime.backend import load_backend
+    from diffusion_controller.runtime.loading import load_backend
 
     proc = ProcessBackend(model_dir, backend="torch", threads=1, timeout=20.0, warmup_runs=0)
     local = load_backend(model_dir, backend="torch", threads=1)

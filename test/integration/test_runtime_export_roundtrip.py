@@ -15,7 +15,7 @@ import torch
 
 from diffusion_controller.cli import main as cli_main
 from diffusion_controller.policy.artifact import ArtifactError
-from diffusion_controller.runtime.backend import load_backend
+from diffusion_controller.runtime.loading import load_backend
 from diffusion_controller.runtime.onnx_export import ExportError, check_export, export_onnx
 from diffusion_controller.runtime.ort_backend import OrtBackend
 from diffusion_controller.runtime.random_model import make_random_artifact
@@ -178,7 +178,7 @@ import sys
 sys.modules["torch"] = None
 sys.modules["onnx"] = None
 import numpy as np
-from diffusion_controller.runtime.backend import available_backends, load_backend
+from diffusion_controller.runtime.loading import available_backends, load_backend
 from diffusion_controller.runtime.onnx_export import ExportError
 assert available_backends() == ["onnxruntime"], available_backends()
 b = load_backend({str(model)!r}, "auto", cache_dir={str(tmp_path / "cache")!r})

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_controller.runtime.backend import available_backends, load_backend
+from diffusion_controller.runtime.loading import available_backends, load_backend
 from diffusion_controller.runtime.random_model import make_random_artifact
 
 pytestmark = pytest.mark.gpu

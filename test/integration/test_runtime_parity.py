@@ -10,7 +10,7 @@ import torch
 
 from diffusion_controller.policy.ddim import DDIMCore
 from diffusion_controller.policy.preprocess import observation_images
-from diffusion_controller.runtime.backend import load_backend
+from diffusion_controller.runtime.loading import load_backend
 from diffusion_controller.runtime.random_model import make_random_artifact
 
 torch.set_num_threads(1)

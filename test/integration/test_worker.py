@@ -18,7 +18,7 @@ from core_settings import worker as worker_settings  # noqa: E402
 
 from diffusion_controller.control.chunk_scheduler import ChunkScheduler  # noqa: E402
 from diffusion_controller.runtime import fault_hooks  # noqa: E402
-from diffusion_controller.runtime.backend import load_backend  # noqa: E402
+from diffusion_controller.runtime.loading import load_backend  # noqa: E402
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer  # noqa: E402
 from diffusion_controller.runtime.worker import InferenceWorker  # noqa: E402
 

@@ -6,14 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_controller.runtime.backend import (
-    MAX_SAMPLES,
-    InferenceError,
-    Observation,
-    available_backends,
-    load_backend,
-    parse_backend,
-)
+from diffusion_controller.runtime.backend import MAX_SAMPLES, InferenceError, Observation
+from diffusion_controller.runtime.loading import available_backends, load_backend, parse_backend
 from diffusion_controller.runtime.random_model import make_random_artifact
 
 torch.set_num_threads(1)

@@ -45,7 +45,7 @@ def test_profiles_cover_every_graph_input(tmp_path, kind: str) -> None:
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None,
                     reason="tensorrt is installed: the missing-library error cannot be shown")
 def test_missing_tensorrt_is_a_clear_error(tmp_path) -> None:
-    from diffusion_controller.runtime.backend import load_backend
+    from diffusion_controller.runtime.loading import load_backend
 
     d = make_random_artifact(tmp_path / "m", **TINY)
     with pytest.raises(RuntimeError, match="tensorrt Python package"):
