@@ -63,7 +63,6 @@ counts the overrun.
 
 from __future__ import annotations
 
-import array
 import dataclasses
 import json
 import math
@@ -86,13 +85,14 @@ from diffusion_controller.ros import params
 from diffusion_controller.settings import sim as sim_settings
 from diffusion_controller.settings.sim import PERTURBATION_SETTINGS, SIM_PARAMS, SIM_SPECS
 from diffusion_controller.sim.kinematics import ARM_JOINTS
+from diffusion_controller.sim.node_outputs import SimOutputsMixin, header_at
 from diffusion_controller.sim.node_robot import RobotSideMixin
 from diffusion_controller.sim.perturbation import DelayLine, Perturbation, SensorPerturber
 from diffusion_controller.sim.tasks import get_task
 from diffusion_controller.sim.world import SimWorld, WorldConfig
 
 
-class SimArmNode(RobotSideMixin, Node):
+class SimArmNode(SimOutputsMixin, RobotSideMixin, Node):
     """PyBullet Panda + camera + task, stepped in real time (or faster) in its own thread."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -192,9 +192,13 @@ class SimArmNode(RobotSideMixin, Node):
         return p
 
     def _on_set_parameters(self, changes: list[Any]) -> SetParametersResult:
-        values = {prm.name: params.to_python(SIM_SPECS[prm.name], prm.value)
-                  if prm.name in SIM_SPECS else prm.value
-                  for prm in changes if prm.name != "use_sim_time"}
+        values = {
+            prm.name: params.to_python(SIM_SPECS[prm.name], prm.value)
+            if prm.name in SIM_SPECS
+            else prm.value
+            for prm in changes
+            if prm.name != "use_sim_time"
+        }
         errors = sim_settings.check_update(params.read_all(self, SIM_PARAMS), values)
         if errors:
             return SetParametersResult(successful=False, reason="; ".join(errors))
@@ -354,7 +358,7 @@ class SimArmNode(RobotSideMixin, Node):
             self._shift_obstacle()
         q, v, tau = self.world.joint_state_full()
         joints = JointState(
-            header=_header(stamp, ""),
+            header=header_at(stamp, ""),
             name=self.world.joint_names,
             position=self._perturber.joints(q).tolist(),
             velocity=v.tolist(),
@@ -386,71 +390,6 @@ class SimArmNode(RobotSideMixin, Node):
             self._publish_image(frame_stamp, img)
         return next_frame, next_report
 
-    def _capture_image(self, stamp: Any) -> None:
-        """Render a frame now; publish it now or, under a delay, when it is due."""
-        img = self._perturber.image(self.world.render())
-        if img is None:
-            return  # dropped
-        if self.perturbation.image_delay > 0.0:
-            self._image_line.push(self._sim_clock + self.perturbation.image_delay, (stamp, img))
-        else:
-            self._publish_image(stamp, img)
-
-    def _publish_image(self, stamp: Any, img: np.ndarray) -> None:
-        h, w = img.shape[:2]
-        msg = Image(
-            header=_header(stamp, self.frame_id),
-            height=h,
-            width=w,
-            encoding="rgb8",
-            is_bigendian=0,
-            step=w * 3,
-        )
-        msg.data = array.array("B", img.tobytes())  # the fast path of the generated setter
-        self.pub_image.publish(msg)
-
-    def _publish_contacts(self, stamp: Any, tool: np.ndarray) -> None:
-        c = self.world.contacts
-        assert self.monitor is not None
-        out = self.monitor.outcome()
-        with self._lock:
-            rejected, commands = self.rejected, self.commands
-        payload = {
-            "stamp": stamp.sec + 1e-9 * stamp.nanosec,
-            "episode": self._episode,
-            "seed": self.monitor.spec.seed,
-            "sim_time": self.world.time,
-            "collision_events": c.events,
-            "new_events": c.events - self._events_reported,
-            "in_contact": c.in_contact,
-            "pairs": [list(pair) for pair in c.pairs],
-            "max_depth": c.max_depth,
-            "min_clearance": _finite(self._clearance_window),
-            "min_clearance_episode": _finite(out.min_clearance),
-            "tool": [float(x) for x in tool],
-            "at_target": bool(self.monitor.spec.tool_at_target(tool)),
-            "success": out.success,
-            "collided": out.collided,
-            "timed_out": out.timed_out,
-            "done": self.monitor.done,
-            "side": out.side,
-            "label": getattr(out, "label", None),
-            "cube": getattr(out, "cube", None),
-            "commands": commands,
-            "rejected_commands": rejected,
-            "frames_dropped": self._perturber.dropped,
-            "robot_controller": self.robot.kind if self.robot is not None else "ideal",
-            "reflexes": self.robot.reflexes if self.robot is not None else 0,
-            "last_reflex": (
-                self.robot.last_reflex.to_dict()
-                if self.robot is not None and self.robot.last_reflex is not None
-                else None
-            ),
-        }
-        self._events_reported = c.events
-        self._clearance_window = math.inf
-        self.pub_contacts.publish(String(data=json.dumps(payload)))
-
     # --- lifetime -------------------------------------------------------------------------------
     def real_time_factor_measured(self) -> float:
         """Sim seconds advanced per wall second since start-up."""
@@ -461,16 +400,6 @@ class SimArmNode(RobotSideMixin, Node):
         if self._thread.is_alive():
             self._thread.join(timeout=2.0)
         self.world.close()
-
-
-def _header(stamp: Any, frame_id: str) -> Any:
-    from std_msgs.msg import Header
-
-    return Header(stamp=stamp, frame_id=frame_id)
-
-
-def _finite(x: float) -> float | None:
-    return float(x) if math.isfinite(x) else None
 
 
 def main(args: list[str] | None = None) -> int:
