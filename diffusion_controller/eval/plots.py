@@ -7,9 +7,9 @@
 - latency_hist.png: inference latency samples per policy.
 - success_by_perturbation.png: success rate per perturbation, one bar per policy.
 - cube_outcomes.png (pick_place): top view of where each episode's cube lay at the start, one
-  panel per policy, coloured by the episode's outcome (success or its failure label), marked by
-  perturbation, with the two bins; shows whether failures cluster in a part of the cube's patch
-  (the edges, the middle between the bins) rather than spread evenly.
+  panel per policy (rows) and perturbation (columns), coloured by the episode's outcome (success
+  or its failure label), with the cube's patch and the two bins; shows whether failures cluster
+  in a part of the patch (its edges, the middle between the bins) rather than spread evenly.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ OUTCOME_COLOURS = {
     "success": "tab:green", "missed_grasp": "tab:orange", "dropped": "tab:red",
     "wrong_place": "tab:purple", "timeout": "0.45", "collision": "k", "reflex": "tab:cyan",
 }  # fmt: skip
-MARKERS = "os^Dv<>P*X"
 
 
 def _pyplot():
@@ -174,46 +173,53 @@ def plot_cube_outcomes(path: Path, results: Sequence[EpisodeResult]) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Rectangle
 
+    from diffusion_controller.sim.pick_place import CUBE_X, CUBE_Y
+
     policies = _policies(results) or ["(no episodes)"]
-    perts = list(dict.fromkeys(r.perturbation for r in results))
-    marker = {p: MARKERS[i % len(MARKERS)] for i, p in enumerate(perts)}
-    fig, axes = plt.subplots(1, len(policies), figsize=(5.2 * len(policies), 5.6), squeeze=False)
+    perts = list(dict.fromkeys(r.perturbation for r in results)) or ["none"]
+    height = 3.0 * len(policies) + 0.7  # a panel is 0.84 x 0.40 m: wide and low
+    fig, axes = plt.subplots(
+        len(policies), len(perts), figsize=(4.6 * len(perts), height), squeeze=False
+    )
     seen: set[str] = set()
-    for ax, policy in zip(axes[0], policies, strict=True):
-        bins_drawn: set[tuple[float, float]] = set()
-        for r in (r for r in results if r.policy == policy):
-            for b in r.task.get("bins", []):
-                key = (round(b["x"], 4), round(b["y"], 4))
-                if key in bins_drawn:
-                    continue
-                bins_drawn.add(key)
+    for row, policy in zip(axes, policies, strict=True):
+        for ax, pert in zip(row, perts, strict=True):
+            group = [r for r in results if r.policy == policy and r.perturbation == pert]
+            ax.add_patch(Rectangle((CUBE_Y[0], CUBE_X[0]), CUBE_Y[1] - CUBE_Y[0],
+                                   CUBE_X[1] - CUBE_X[0], fill=False, ls=":", color="0.5"))
+            bins: dict[tuple[float, float], dict] = {}
+            for r in group:
+                for b in r.task.get("bins", []):
+                    bins.setdefault((round(b["x"], 4), round(b["y"], 4)), b)
+            for b in bins.values():
                 h = b["inner_half"]
                 ax.add_patch(Rectangle((b["y"] - h, b["x"] - h), 2 * h, 2 * h, fill=False,
                                        color="goldenrod", lw=1.5))
                 ax.annotate(b["name"], (b["y"], b["x"]), ha="center", va="center",
                             color="goldenrod")
-            cube = r.task.get("cube")
-            if not cube:
-                continue
-            outcome = outcome_of(r)
-            seen.add(outcome)
-            ax.plot(cube[1], cube[0], marker[r.perturbation], ls="", ms=7, mec="k", mew=0.5,
-                    color=OUTCOME_COLOURS.get(outcome, "tab:brown"))
-        ax.set_title(policy)
-        ax.set_xlabel("y (m), robot's left to the left")
-        ax.set_ylabel("x (m), forward")
-        ax.set_aspect("equal", adjustable="datalim")
-        ax.invert_xaxis()
-        ax.grid(alpha=0.3)
+            for r in group:
+                cube = r.task.get("cube")
+                if not cube:
+                    continue
+                outcome = outcome_of(r)
+                seen.add(outcome)
+                ax.plot(cube[1], cube[0], "o", ms=7, mec="k", mew=0.5,
+                        color=OUTCOME_COLOURS.get(outcome, "tab:brown"))
+            won = sum(r.success for r in group)
+            ax.set_title(f"{policy} / {pert}: {won}/{len(group)}", fontsize=10)
+            ax.set_xlabel("y (m), robot's left to the left")
+            ax.set_ylabel("x (m), forward")
+            ax.set_xlim(0.42, -0.42)  # the robot's left on the left, both bins in view
+            ax.set_ylim(0.36, 0.76)
+            ax.set_aspect("equal")
+            ax.grid(alpha=0.3)
     ordered = [o for o in OUTCOME_COLOURS if o in seen] + sorted(seen - set(OUTCOME_COLOURS))
     handles = [Line2D([], [], ls="", marker="o", mec="k", mew=0.5, ms=7,
                       color=OUTCOME_COLOURS.get(o, "tab:brown"), label=o) for o in ordered]
-    handles += [Line2D([], [], ls="", marker=marker[p], color="0.7", mec="k", mew=0.5,
-                       label=f"perturbation: {p}") for p in perts]
-    if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=4, frameon=False)
+    handles.append(Rectangle((0, 0), 1, 1, fill=False, ls=":", color="0.5", label="cube patch"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
     fig.suptitle("Cube start positions by outcome (top view)")
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
+    fig.tight_layout(rect=(0, 0.7 / height, 1, 1))
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
