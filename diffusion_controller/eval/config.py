@@ -146,6 +146,7 @@ def model_facts(model_dir: Path) -> dict[str, Any]:
         "horizon": cfg.horizon,
         "action_dt": cfg.action_dt,
         "cameras": list(cfg.cameras),
+        "gripper": cfg.gripper is not None,  # its actions drive a hand after the arm joints
     }
     for key in ("created", "package_version", "weights", "steps", "final_loss"):
         if key in meta:

@@ -201,6 +201,12 @@ class _Run(EvalNodes):
                 name = f"{name}_baseline" if i else name
             policies.append((name, path))
             facts[name] = f
+        handless = [name for name, f in facts.items() if f.get("gripper") is False]
+        if task.has_gripper() and handless:  # a model without a hand cannot pick anything up
+            raise EvalError(
+                f"the {cfg.task} task needs a gripper policy; {', '.join(handless)} "
+                f"({', '.join(str(facts[n]['path']) for n in handless)}) has no gripper"
+            )
         primary = policies[0][0]
         baseline_name = policies[1][0] if len(policies) > 1 else None
 

@@ -273,11 +273,17 @@ def test_pick_place_through_the_real_nodes(pick_models, tmp_path, capsys) -> Non
     assert config["perturbations"]["warm_start_off"] == {"controller": {"warm_start": False}}
 
 
-def test_pick_place_refuses_what_does_not_apply(pick_models, tmp_path, capsys) -> None:
-    """No obstacle to shift in pick_place; no shipped pick_place baseline is a clear stop naming
-    --baseline (checked only while none is shipped), before anything starts."""
+def test_pick_place_refuses_what_does_not_apply(pick_models, tiny_model, tmp_path,
+                                                capsys) -> None:  # fmt: skip
+    """No obstacle to shift in pick_place, no arm-only policy for it; no shipped pick_place
+    baseline is a clear stop naming --baseline (checked only while none is shipped); all before
+    anything starts."""
     model, _ = pick_models
     out = tmp_path / "x"
+    rc = cli.main(["eval", "--task", "pick_place", "--model", tiny_model, "--baseline", "none",
+                   "--out", str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 1 and "needs a gripper policy" in err and tiny_model in err, err
     rc = cli.main(["eval", "--task", "pick_place", "--model", model, "--baseline", "none",
                    "--perturb", "obstacle_shift", "--out", str(out)])  # fmt: skip
     err = capsys.readouterr().err
