@@ -1,5 +1,6 @@
 # Two entry points that work on a fresh machine (Python >= 3.10 with venv):
 #   make demo   the simulated arm driven by the shipped model, closed loop, with a summary
+#               (TASK=pick_place for the cube-into-a-bin task; default panda_reach)
 #   make test   the whole test suite (unit, core integration, ROS integration over real DDS)
 # Both build .venv on first use. TORCH pins the CPU wheel; set TORCH=torch for a CUDA build.
 
@@ -7,6 +8,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.13.0
 PYTEST_ARGS ?=
+TASK ?= panda_reach
 BIN := $(VENV)/bin
 
 .PHONY: demo test test-py310 test-floors lint install
@@ -21,7 +23,7 @@ $(BIN)/.installed: setup.py
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/diffusion-controller demo
+	$(BIN)/diffusion-controller demo --task $(TASK)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

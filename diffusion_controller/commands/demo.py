@@ -1,9 +1,11 @@
 """`diffusion-controller demo`: the shipped diffusion policy driving the simulated Panda.
 
     diffusion-controller demo --episodes 4
+    diffusion-controller demo --task pick_place
 
-Starts the simulated arm and the controller with the shipped model (each its own process, over
-DDS), runs a few episodes of the reach-around-the-obstacle task, shows progress, then prints the
+Starts the simulated arm and the controller with the task's shipped model (each its own process,
+over DDS), runs a few episodes of the reach-around-the-obstacle task (or, `--task pick_place`, of
+the cube into a bin), shows progress, then prints the
 summary table and where the run's artifact (JSON and plots) is. The same machinery as `eval`,
 without the baseline unless asked for.
 """

@@ -1,12 +1,16 @@
 """`diffusion-controller eval`: closed-loop evaluation of a policy (and a baseline) in simulation.
 
     diffusion-controller eval --seeds 20 --perturb none,delay,noise,obstacle_shift,dropout
+    diffusion-controller eval --task pick_place --perturb none,blind --json summary.json
 
 The real controller node and the real simulated arm run as processes of their own and talk over
 DDS, in a ROS domain of the run's own; this command drives episodes through their services and
 parameters, checks every command independently, and writes one artifact directory per run
 (config.json, seeds.json, episodes.csv/json, summary.json, plots). Eval seeds default to 10000
-onwards, disjoint from the training demonstrations (seeds 0-299).
+onwards, disjoint from the training demonstrations (seeds 0-299). `--task pick_place` runs the
+cube-into-a-bin task (sim_arm's `task`): the modes are the two bins, the failures the task's own
+labels (missed_grasp, dropped, wrong_place, timeout, collision, reflex), and cube_outcomes.png
+shows where the cubes lay, coloured by outcome.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 from diffusion_controller.report import format_table, write_json
 from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.settings.sim import TASK_NAMES
 
 TABLE_COLUMNS = [
     "policy", "perturbation", "success", "left", "right", "collisions", "violations",
@@ -27,9 +32,17 @@ TABLE_COLUMNS = [
 def add_common(p: argparse.ArgumentParser) -> None:
     """Options shared by `eval` and `demo`."""
     p.add_argument(
+        "--task",
+        choices=list(TASK_NAMES),
+        default=TASK_NAMES[0],
+        help="the simulated task (sim_arm `task`): panda_reach (round the obstacle to the target, "
+        "default) or pick_place (the cube into the left or the right bin)",
+    )
+    p.add_argument(
         "--model",
         default=None,
-        help="model artifact directory (default: the shipped models/panda_reach_diffusion)",
+        help="model artifact directory (default: the task's shipped one, "
+        "models/<task>_diffusion)",
     )
     p.add_argument(
         "--first-seed",
@@ -40,8 +53,10 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--perturb",
         default="none",
-        help="comma list of none, delay, noise, obstacle_shift, dropout, blind (every camera "
-        "frame of an episode replaced by its first) (default none)",
+        help="comma list of none, delay, noise, obstacle_shift (not pick_place), dropout, blind "
+        "(every camera frame of an episode replaced by its first), warm_start_off and "
+        "inpainting_off (the controller's `warm_start` false / `prefix_steps` 0 for the episode) "
+        "(default none)",
     )
     p.add_argument(
         "--backend",
@@ -52,8 +67,8 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         type=float,
-        default=15.0,
-        help="seconds the policy gets per episode (default 15, the task's)",
+        default=None,
+        help="seconds the policy gets per episode (default: the task's, 15 reach, 20 pick_place)",
     )
     p.add_argument("--out", default=None, help="artifact directory (default runs/<cmd>-<time>)")
     p.add_argument(
@@ -97,8 +112,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--baseline",
         default=None,
-        help="baseline model directory, or 'none' (default: the shipped "
-        "models/panda_reach_regression when present)",
+        help="baseline model directory, or 'none' (default: the task's shipped "
+        "models/<task>_regression; without one, panda_reach runs no baseline and pick_place "
+        "stops, naming --baseline)",
     )
     p.add_argument("--seeds", type=int, default=10, help="number of seeds (default 10)")
     p.set_defaults(func=run)
@@ -111,6 +127,7 @@ def config_from_args(
     from diffusion_controller.eval.runner import EvalConfig
 
     return EvalConfig(
+        task=args.task,
         model=args.model,
         baseline=baseline,
         seeds=seeds,
@@ -163,10 +180,10 @@ def execute(cfg: Any, json_path: str | None, title: str, quiet: bool = False) ->
             f"{b['safety_violations']} safety violations"
         )
     lines += [f"note: {n}" for n in outcome.notes]
-    lines.append(
-        f"artifact: {outcome.out_dir} (summary.json, episodes.csv, paths.png, "
-        "latency_hist.png, success_by_perturbation.png)"
-    )
+    from diffusion_controller.eval.artifact import plots_for
+
+    figures = ", ".join(plots_for(cfg.task))
+    lines.append(f"artifact: {outcome.out_dir} (summary.json, episodes.csv, {figures})")
     print("\n".join(lines))
     if json_path:
         write_json(json_path, s)

@@ -7,6 +7,7 @@ runs/eval-20260101-120000/
   episodes.json       the same rows plus each episode's tool path, latencies and task
   summary.json        the run's summary (primary policy at the top level, "baseline" below)
   paths.png, latency_hist.png, success_by_perturbation.png
+  cube_outcomes.png   pick_place only: where each cube lay, coloured by the episode's outcome
   logs/               the simulator's and the controllers' output
 """
 
@@ -25,11 +26,17 @@ from diffusion_controller.report import write_json
 
 FILES = ("config.json", "seeds.json", "episodes.csv", "episodes.json", "summary.json")
 PLOTS = ("paths.png", "latency_hist.png", "success_by_perturbation.png")
+TASK_PLOTS: dict[str, tuple[str, ...]] = {"pick_place": ("cube_outcomes.png",)}  # besides PLOTS
 # The summary's fields that scripts may rely on (the rest may grow); "baseline" holds the
 # baseline policy's summary when one ran
 SUMMARY_FIELDS = ("episodes", "success_rate", "mode_fractions", "safety_violations", "collisions",
                   "p50_inference_ms", "p99_tick_error_ms", "baseline", "robot_controller",
-                  "reflexes")
+                  "reflexes", "task")
+
+
+def plots_for(task: str) -> tuple[str, ...]:
+    """The figures a run of `task` writes."""
+    return PLOTS + TASK_PLOTS.get(task, ())
 
 
 def default_run_dir(root: str | os.PathLike[str] = "runs", prefix: str = "eval") -> Path:
@@ -66,9 +73,11 @@ def write_run(
     results: Sequence[EpisodeResult],
     summary: dict[str, Any],
     plots: bool = True,
+    task: str = "panda_reach",
 ) -> list[Path]:
     """Write every file of the artifact; returns the paths written. Plots that fail (e.g. no
-    matplotlib) are reported in summary["plot_errors"] rather than failing the run."""
+    matplotlib) are reported in summary["plot_errors"] rather than failing the run; `task` picks
+    the task's own figures (TASK_PLOTS)."""
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     write_json(out / "seeds.json", seeds)
@@ -77,7 +86,7 @@ def write_run(
     if plots:
         from diffusion_controller.eval.plots import write_plots
 
-        made, errors = write_plots(out, results)
+        made, errors = write_plots(out, results, task=task)
         written += made
         if errors:
             summary = {**summary, "plot_errors": errors}

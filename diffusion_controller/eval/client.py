@@ -35,7 +35,7 @@ from diffusion_controller.service_client import (
     ServiceUnavailableError,
     call_service,
 )
-from diffusion_controller.sim.task import TaskSpec
+from diffusion_controller.sim.tasks import spec_from_json
 
 ACTIVE = 3  # lifecycle_msgs/State.PRIMARY_STATE_ACTIVE
 
@@ -83,7 +83,10 @@ class EvalClient(Node):
         self._trace: EpisodeTrace | None = None
         self._episode: int | None = None
         self._commands_until = math.inf
-        self._pending_task: TaskSpec | None = None
+        self._pending_task: Any = None  # a task spec (sim/tasks.py) with a moved obstacle
+        # A robot-side reflex ends the episode at once (the arm then holds for good): set for
+        # tasks where nothing can come of the rest of the episode but the timeout.
+        self.end_on_reflex = False
         self._stream_seen: dict[float, np.ndarray] = {}  # the last message's points by time
         self._stream_recorded = -math.inf  # time of the last streamed point recorded
         self.create_subscription(Float64MultiArray, command_topic, self._on_command, 100)
@@ -186,12 +189,14 @@ class EvalClient(Node):
             if not math.isfinite(self._commands_until):
                 payload["received"] = time.monotonic()
                 self._trace.reports.append(payload)
-                if payload.get("done"):
+                reflexes = payload.get("reflexes", 0)
+                reflexed = isinstance(reflexes, int) and reflexes > 0
+                if payload.get("done") or (self.end_on_reflex and reflexed):
                     self.verdict.set()
 
     def _on_task(self, msg: String) -> None:
         try:
-            spec = TaskSpec.from_json(msg.data)
+            spec = spec_from_json(msg.data)
         except ValueError:
             return
         with self._lock:
@@ -199,7 +204,7 @@ class EvalClient(Node):
             if (
                 trace is not None
                 and spec.seed == trace.seed
-                and "obstacle_shifted_at" in spec.extra
+                and "obstacle_shifted_at" in getattr(spec, "extra", {})
             ):
                 self._pending_task = spec
 
@@ -250,7 +255,7 @@ class EvalClient(Node):
             self._episode = None
             return trace
 
-    def take_task_update(self) -> TaskSpec | None:
+    def take_task_update(self) -> Any:
         with self._lock:
             spec, self._pending_task = self._pending_task, None
             return spec
@@ -321,12 +326,16 @@ class EvalClient(Node):
         res = self.call(GetState, f"/{self.controller}/get_state", GetState.Request(), timeout)
         return int(res.current_state.id)
 
-    def reset_sim(self) -> tuple[TaskSpec, int]:
-        """Reset the simulator to its current seed; returns (task, episode number)."""
+    def reset_sim(self) -> tuple[Any, int]:
+        """Reset the simulator to its current seed; returns (task spec of whichever task sim_arm
+        runs, episode number)."""
         res = self.call(Trigger, f"/{self.sim}/reset", Trigger.Request(), timeout=15.0)
         if not res.success:
             raise EvalError(f"/{self.sim}/reset failed: {res.message}")
-        spec = TaskSpec.from_json(res.message)
+        try:
+            spec = spec_from_json(res.message)
+        except ValueError as exc:
+            raise EvalError(f"/{self.sim}/reset replied with no task: {exc}") from None
         episode = spec.extra.get("episode")
         if not isinstance(episode, int):
             raise EvalError("the simulator's reset reply carries no episode number")

@@ -18,8 +18,9 @@ from typing import Any
 
 from diffusion_controller.eval import paths
 from diffusion_controller.eval.metrics import EpisodeResult
-from diffusion_controller.eval.perturbations import PERTURBATIONS
+from diffusion_controller.eval.perturbations import PERTURBATIONS, refused_for
 from diffusion_controller.settings.controller import SPECS
+from diffusion_controller.sim.tasks import DEFAULT_TASK, TASK_NAMES
 
 TRAINING_SEEDS = range(0, 300)  # the shipped demonstrations (data/demos) used these
 Progress = Callable[[str], None]
@@ -29,15 +30,18 @@ Progress = Callable[[str], None]
 class EvalConfig:
     """Everything a run depends on (written to config.json)."""
 
-    model: str | None = None  # None: the shipped diffusion model
-    baseline: str | None = None  # None: the shipped regression model if any; "none": no baseline
+    task: str = DEFAULT_TASK  # sim/tasks.py: what sim_arm sets up and judges
+    model: str | None = None  # None: the task's shipped diffusion model
+    baseline: str | None = None  # None: the task's shipped regression model; "none": no baseline
     seeds: int = 10
     first_seed: int = 10000
     perturbations: list[str] = field(default_factory=lambda: ["none"])
     out: str | None = None  # None: runs/<prefix>-<timestamp>
     prefix: str = "eval"
     backend: str = "auto"
-    timeout: float = 15.0  # sim seconds the policy gets per episode, from the enable
+    # Sim seconds the policy gets per episode, from the enable; None: the task's own (reach 15 s,
+    # pick_place 20 s), resolved when the run starts so that config.json records the number.
+    timeout: float | None = None
     settle: float = 0.6  # sim seconds between the reset and the enable
     domain_id: int | None = None  # None: a free-looking one, never the operator's
     plots: bool = True
@@ -58,11 +62,18 @@ class EvalConfig:
             out.append("--seeds must be at least 1")
         if self.first_seed < 0:
             out.append("--first-seed must be >= 0")
-        if not (math.isfinite(self.timeout) and 0.5 <= self.timeout <= 600):
+        if self.timeout is not None and not (
+            math.isfinite(self.timeout) and 0.5 <= self.timeout <= 600
+        ):
             out.append("--timeout must be within [0.5, 600] s")
+        if self.task not in TASK_NAMES:
+            out.append(f"unknown task {self.task!r}; choose from {list(TASK_NAMES)}")
         unknown = [p for p in self.perturbations if p not in PERTURBATIONS]
         if unknown:
             out.append(f"unknown perturbations {unknown}; choose from {list(PERTURBATIONS)}")
+        refused = [p for p in self.perturbations if p in refused_for(self.task)]
+        if refused:
+            out.append(f"perturbations {refused} do not apply to the {self.task} task")
         if self.domain_id is not None and not 0 <= self.domain_id <= 101:
             out.append("--domain-id must be within [0, 101]")
         if self.robot_controller not in ("forward", "trajectory", "ideal"):
@@ -135,6 +146,7 @@ def model_facts(model_dir: Path) -> dict[str, Any]:
         "horizon": cfg.horizon,
         "action_dt": cfg.action_dt,
         "cameras": list(cfg.cameras),
+        "gripper": cfg.gripper is not None,  # its actions drive a hand after the arm joints
     }
     for key in ("created", "package_version", "weights", "steps", "final_loss"):
         if key in meta:

@@ -46,6 +46,21 @@ Failure labels, first rule that applies:
 7. "perception": the arm moved (the tool got >= 5 cm from where it started) but never came near
    the target: the policy went somewhere the scene did not call for (misread target or obstacle).
 8. "timeout": none of the above: the arm hardly moved and nothing was at fault.
+
+pick_place (the cube into a bin, sim/pick_place.py) is judged by the simulator's own monitor, whose
+label every /sim/contacts report carries; its failure labels, first rule that applies:
+
+1. "none": success (the cube at rest in a bin; `side` is that bin, the task's two modes).
+2. "collision": the arm hit the table or a bin.
+3. "reflex": the robot side stopped the arm on an FR3 limit (the evaluation ends the episode at
+   once: the arm holds for good, so nothing but a timeout could follow).
+4. the monitor's label: "dropped" (the cube left the closed fingers and came to rest outside a
+   bin), "wrong_place" (released on purpose outside a bin), "missed_grasp" (never lifted by the
+   timeout), "timeout" (lifted, but not in a bin by the timeout, e.g. still held); "timeout" too
+   when the episode ended without the monitor's label (no verdict came).
+
+The reach task's target distances have no counterpart there and are NaN; the cube's resting place
+at the end is in episodes.json (`cube_end`), its start in the episode's task.
 """
 
 from __future__ import annotations
@@ -63,9 +78,11 @@ from diffusion_controller.eval.diag_samples import (  # noqa: F401 (re-exported)
     diag_sample,
     stop_kind,
 )
-from diffusion_controller.sim.task import TaskSpec
 
-FAILURE_LABELS = ("none", "perception", "timing", "control", "safety_stop", "timeout")
+FAILURE_LABELS = ("none", "perception", "timing", "control", "safety_stop", "timeout", "reflex",
+                  "collision", "missed_grasp", "dropped", "wrong_place")
+# The pick_place monitor's labels (sim/pick_place.PickPlaceOutcome.label) that are failures.
+PICK_PLACE_LABELS = ("collision", "dropped", "wrong_place", "missed_grasp", "timeout")
 STOP_FRACTION = 0.25  # share of the episode in a stop that makes the stop the cause
 MOVED_M = 0.05  # tool never further than this from its start: the arm did not really move
 NEAR_FACTOR = 2.0  # "near the target": within this factor of the success zone
@@ -77,7 +94,7 @@ class EpisodeTrace:
     policy: str
     perturbation: str
     seed: int
-    spec: TaskSpec
+    spec: Any  # the task's spec (sim/tasks.py): TaskSpec, PickPlaceSpec
     control_dt: float = 0.01
     t_enable: float = math.nan
     t_end: float = math.nan
@@ -92,7 +109,7 @@ class EpisodeTrace:
     wall_s: float = math.nan
 
 
-_LISTS = ("path", "latencies_ms", "task", "obstacle_updates")  # episodes.json only
+_LISTS = ("path", "latencies_ms", "task", "obstacle_updates", "cube_end")  # episodes.json only
 
 
 @dataclass
@@ -142,6 +159,7 @@ class EpisodeResult:
     latencies_ms: list[float] = field(default_factory=list, repr=False)
     task: dict[str, Any] = field(default_factory=dict, repr=False)
     obstacle_updates: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    cube_end: list[float] = field(default_factory=list, repr=False)  # pick_place: at the end
 
     # Columns of episodes.csv: everything but the per-episode lists.
     @staticmethod
@@ -230,6 +248,37 @@ def failure_label(
     return "timeout"
 
 
+def pick_place_label(*, success: bool, collided: bool, reflex: bool, monitor: str) -> str:
+    """The pick_place failure label by the rules in the module docstring; `monitor` is the
+    simulator's label at the end ("" when it had not judged yet)."""
+    if success:
+        return "none"
+    if collided:
+        return "collision"
+    if reflex:
+        return "reflex"
+    return monitor if monitor in PICK_PLACE_LABELS else "timeout"
+
+
+def _target_distances(spec: Any, tool: np.ndarray) -> tuple[float, float, bool]:
+    """(closest, final distance to the reach target, came near it); NaN/False for a task with
+    no target point (pick_place) or no tool samples."""
+    if not hasattr(spec, "target") or not tool.shape[0]:
+        return math.nan, math.nan, False
+    target = np.asarray(spec.target, dtype=np.float64)
+    horiz = np.hypot(tool[:, 0] - target[0], tool[:, 1] - target[1])
+    height = tool[:, 2] - target[2]
+    min_dist = float(np.min(np.hypot(horiz, np.maximum(height, 0.0))))
+    final_dist = float(np.hypot(horiz[-1], max(height[-1], 0.0)))
+    near = bool(
+        np.any(
+            (horiz <= NEAR_FACTOR * spec.success_radius)
+            & (height <= NEAR_FACTOR * spec.success_height)
+        )
+    )
+    return min_dist, final_dist, near
+
+
 def episode_result(trace: EpisodeTrace) -> EpisodeResult:
     """One row of metrics from one trace (see the module docstring for every definition)."""
     spec = trace.spec
@@ -248,21 +297,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
     collisions = int(last.get("collision_events", 0) or 0)
     collided = bool(last.get("collided", False)) or collisions > 0
     timed_out = not success and not collided
-    target = np.asarray(spec.target, dtype=np.float64)
-    if tool.shape[0]:
-        horiz = np.hypot(tool[:, 0] - target[0], tool[:, 1] - target[1])
-        height = tool[:, 2] - target[2]
-        min_dist = float(np.min(np.hypot(horiz, np.maximum(height, 0.0))))
-        final_dist = float(np.hypot(horiz[-1], max(height[-1], 0.0)))
-        near = bool(
-            np.any(
-                (horiz <= NEAR_FACTOR * spec.success_radius)
-                & (height <= NEAR_FACTOR * spec.success_height)
-            )
-        )
-    else:
-        min_dist = final_dist = math.nan
-        near = False
+    min_dist, final_dist, near = _target_distances(spec, tool)
     length = path_length(tool)
     reach = float(np.max(np.linalg.norm(tool - tool[0], axis=1))) if tool.shape[0] else 0.0
     clearance = last.get("min_clearance_episode")
@@ -281,17 +316,24 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
     keepout = int(check.get("keepout", 0))
     after = trace.diag_after or (diags[-1] if diags else None)
     tick_p99 = [d.tick_error_p99_ms for d in diags if math.isfinite(d.tick_error_p99_ms)]
-    label = failure_label(
-        success=success,
-        collided=collided,
-        never_ran=ran_at is None,
-        timing_fraction=kinds["timing"] / n if active else 0.0,
-        safety_fraction=kinds["safety"] / n if active else 0.0,
-        ended_in_safety_stop=ended_safety,
-        near_target=near,
-        moved=reach >= MOVED_M,
-        reflex=int(last.get("reflexes", 0) or 0) > 0,
-    )
+    reflexes = int(last.get("reflexes", 0) or 0)
+    if getattr(spec, "task", "panda_reach") == "pick_place":
+        label = pick_place_label(success=success, collided=collided, reflex=reflexes > 0,
+                                 monitor=str(last.get("label") or ""))
+        timed_out = label in ("timeout", "missed_grasp")
+    else:
+        label = failure_label(
+            success=success,
+            collided=collided,
+            never_ran=ran_at is None,
+            timing_fraction=kinds["timing"] / n if active else 0.0,
+            safety_fraction=kinds["safety"] / n if active else 0.0,
+            ended_in_safety_stop=ended_safety,
+            near_target=near,
+            moved=reach >= MOVED_M,
+            reflex=reflexes > 0,
+        )
+    cube_end = last.get("cube")
     margin = check.get("min_keepout_margin", math.inf)
     return EpisodeResult(
         policy=trace.policy,
@@ -300,7 +342,7 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         success=success,
         side=str(last.get("side", "none")),
         collisions=collisions,
-        reflexes=int(last.get("reflexes", 0) or 0),
+        reflexes=reflexes,
         timed_out=timed_out,
         time_s=float(last.get("sim_time", math.nan)) - start_time,
         failure=label,
@@ -339,4 +381,5 @@ def episode_result(trace: EpisodeTrace) -> EpisodeResult:
         latencies_ms=latencies,
         task=spec.to_dict(),
         obstacle_updates=list(trace.obstacle_updates),
+        cube_end=[float(v) for v in cube_end] if isinstance(cube_end, list) else [],
     )

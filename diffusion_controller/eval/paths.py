@@ -13,6 +13,11 @@ from pathlib import Path
 PACKAGE = "diffusion_controller"
 DEFAULT_MODEL = "models/panda_reach_diffusion"
 DEFAULT_BASELINE = "models/panda_reach_regression"
+# Per task (sim/tasks.py): the shipped (policy, baseline) a run evaluates unless told otherwise.
+TASK_MODELS: dict[str, tuple[str, str]] = {
+    "panda_reach": (DEFAULT_MODEL, DEFAULT_BASELINE),
+    "pick_place": ("models/pick_place_diffusion", "models/pick_place_regression"),
+}
 SIM_CONFIG = "config/sim.yaml"
 
 
@@ -27,6 +32,13 @@ def _roots() -> list[Path]:
     roots.append(Path(sys.prefix) / "share" / PACKAGE)
     roots.append(Path(__file__).resolve().parents[2])
     return roots
+
+
+def task_models(task: str) -> tuple[str, str]:
+    """(shipped policy, shipped baseline) of `task`, relative to the roots."""
+    if task not in TASK_MODELS:
+        raise ValueError(f"no shipped models for task {task!r}; known: {list(TASK_MODELS)}")
+    return TASK_MODELS[task]
 
 
 def resource(relative: str) -> Path | None:

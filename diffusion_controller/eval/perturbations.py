@@ -1,18 +1,36 @@
-"""The named perturbations of an evaluation run and what each one asks of the simulator.
+"""The named perturbations of an evaluation run and what each one asks of the simulator or of
+the controller.
 
-Each name maps to a sim.perturbation.Perturbation for a given task; the obstacle shift depends on
-the task (sideways to the start-to-target line, the side drawn from the seed), the others do not.
-The magnitudes are fixed here, and written into every run's config.json, so that runs compare.
+Each sensor or scene perturbation maps to a sim.perturbation.Perturbation for a given task; the
+obstacle shift depends on the task (sideways to the start-to-target line, the side drawn from the
+seed) and exists only where the task has an obstacle (not pick_place), the others do not depend on
+it. The ablations (`warm_start_off`, `inpainting_off`) leave the simulator alone and switch off one
+of the sampler's live parameters on the controller for the episode: what the policy's chunk-to-chunk
+consistency owes to each. The magnitudes are fixed here, and written into every run's config.json,
+so that runs compare.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
 from diffusion_controller.sim.perturbation import Perturbation
 from diffusion_controller.sim.task import TaskSpec
 
-PERTURBATIONS = ("none", "delay", "noise", "obstacle_shift", "dropout", "blind")
+PERTURBATIONS = (
+    "none", "delay", "noise", "obstacle_shift", "dropout", "blind", "warm_start_off",
+    "inpainting_off",
+)  # fmt: skip
+# Controller parameters (LIVE ones, settings/controller.py) an ablation sets for its episodes;
+# every other episode of a run that has one gets the policy's own values back.
+CONTROLLER_ABLATIONS: dict[str, dict[str, Any]] = {
+    "warm_start_off": {"warm_start": False},  # every chunk denoised from pure noise
+    "inpainting_off": {"prefix_steps": 0},  # no action of a new chunk pinned to the executing one
+}
+# Perturbations that make no sense for a task: moving an obstacle the task does not have.
+_REFUSED: dict[str, tuple[str, ...]] = {"pick_place": ("obstacle_shift",)}
 
 IMAGE_DELAY_S = 0.15  # a slow camera pipeline: 2 frames at 15 Hz
 JOINT_STATE_DELAY_S = 0.02  # a congested joint-state link: 2 ticks
@@ -36,6 +54,25 @@ def parse_perturbations(text: str) -> list[str]:
     return list(dict.fromkeys(names))  # keep order, drop repeats
 
 
+def refused_for(task: str) -> tuple[str, ...]:
+    """The perturbations that do not apply to `task`."""
+    return _REFUSED.get(task, ())
+
+
+def controller_values(names: list[str], name: str, own: dict[str, Any]) -> dict[str, Any]:
+    """The controller parameters to set for an episode under perturbation `name`, in a run whose
+    perturbations are `names`: every parameter any of the run's ablations touches, at the
+    ablation's value for its own episodes and at the policy's own value (`own`, the controller's
+    parameter file, else the setting's default) otherwise, so nothing leaks into the next episode.
+    Empty when the run has no ablation, so such a run sets nothing new."""
+    from diffusion_controller.settings.controller import SPECS
+
+    keys = dict.fromkeys(k for n in names for k in CONTROLLER_ABLATIONS.get(n, {}))
+    values = {k: own.get(k, SPECS[k].default) for k in keys}
+    values.update(CONTROLLER_ABLATIONS.get(name, {}))
+    return values
+
+
 def shift_for(spec: TaskSpec, distance: float = SHIFT_M) -> tuple[float, float]:
     """Sideways obstacle jump for this task: perpendicular to the start-to-target line, to the
     left or the right by a coin drawn from the seed (both passages get narrowed equally often)."""
@@ -51,7 +88,7 @@ def perturbation_for(name: str, spec: TaskSpec, start_delay: float) -> Perturbat
     `start_delay` is the sim time between the reset and the controller's enable, so that the
     obstacle moves a fixed time after the policy starts, whatever the settling time.
     """
-    if name == "none":
+    if name == "none" or name in CONTROLLER_ABLATIONS:  # the ablations leave the sim alone
         return Perturbation()
     if name == "delay":
         return Perturbation(image_delay=IMAGE_DELAY_S, joint_state_delay=JOINT_STATE_DELAY_S)
@@ -68,7 +105,7 @@ def perturbation_for(name: str, spec: TaskSpec, start_delay: float) -> Perturbat
     raise ValueError(f"unknown perturbation {name!r}; choose from {', '.join(PERTURBATIONS)}")
 
 
-def describe() -> dict[str, dict[str, float]]:
+def describe() -> dict[str, dict[str, Any]]:
     """The fixed magnitudes, for config.json."""
     return {
         "none": {},
@@ -77,4 +114,5 @@ def describe() -> dict[str, dict[str, float]]:
         "obstacle_shift": {"sideways_m": SHIFT_M, "after_start_s": SHIFT_AFTER_START_S},
         "dropout": {"image_drop_prob": IMAGE_DROP_PROB},
         "blind": {"image_freeze": 1.0},
+        **{name: {"controller": dict(values)} for name, values in CONTROLLER_ABLATIONS.items()},
     }

@@ -6,6 +6,10 @@
   the left.
 - latency_hist.png: inference latency samples per policy.
 - success_by_perturbation.png: success rate per perturbation, one bar per policy.
+- cube_outcomes.png (pick_place): top view of where each episode's cube lay at the start, one
+  panel per policy (rows) and perturbation (columns), coloured by the episode's outcome (success
+  or its failure label), with the cube's patch and the two bins; shows whether failures cluster
+  in a part of the patch (its edges, the middle between the bins) rather than spread evenly.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ import numpy as np
 from diffusion_controller.eval.metrics import EpisodeResult
 
 SIDE_COLOURS = {"left": "tab:blue", "right": "tab:orange", "over": "tab:purple", "none": "0.5"}
+OUTCOME_COLOURS = {
+    "success": "tab:green", "missed_grasp": "tab:orange", "dropped": "tab:red",
+    "wrong_place": "tab:purple", "timeout": "0.45", "collision": "k", "reflex": "tab:cyan",
+}  # fmt: skip
 
 
 def _pyplot():
@@ -156,15 +164,81 @@ def plot_success(path: Path, results: Sequence[EpisodeResult]) -> None:
     plt.close(fig)
 
 
-def write_plots(out: Path, results: Sequence[EpisodeResult]) -> tuple[list[Path], list[str]]:
-    """All figures into `out`; returns (written, errors) so one failing plot spares the others."""
+def outcome_of(r: EpisodeResult) -> str:
+    return "success" if r.success else r.failure
+
+
+def plot_cube_outcomes(path: Path, results: Sequence[EpisodeResult]) -> None:
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    from diffusion_controller.sim.pick_place import CUBE_X, CUBE_Y
+
+    policies = _policies(results) or ["(no episodes)"]
+    perts = list(dict.fromkeys(r.perturbation for r in results)) or ["none"]
+    height = 3.0 * len(policies) + 0.7  # a panel is 0.84 x 0.40 m: wide and low
+    fig, axes = plt.subplots(
+        len(policies), len(perts), figsize=(4.6 * len(perts), height), squeeze=False
+    )
+    seen: set[str] = set()
+    for row, policy in zip(axes, policies, strict=True):
+        for ax, pert in zip(row, perts, strict=True):
+            group = [r for r in results if r.policy == policy and r.perturbation == pert]
+            ax.add_patch(Rectangle((CUBE_Y[0], CUBE_X[0]), CUBE_Y[1] - CUBE_Y[0],
+                                   CUBE_X[1] - CUBE_X[0], fill=False, ls=":", color="0.5"))
+            bins: dict[tuple[float, float], dict] = {}
+            for r in group:
+                for b in r.task.get("bins", []):
+                    bins.setdefault((round(b["x"], 4), round(b["y"], 4)), b)
+            for b in bins.values():
+                h = b["inner_half"]
+                ax.add_patch(Rectangle((b["y"] - h, b["x"] - h), 2 * h, 2 * h, fill=False,
+                                       color="goldenrod", lw=1.5))
+                ax.annotate(b["name"], (b["y"], b["x"]), ha="center", va="center",
+                            color="goldenrod")
+            for r in group:
+                cube = r.task.get("cube")
+                if not cube:
+                    continue
+                outcome = outcome_of(r)
+                seen.add(outcome)
+                ax.plot(cube[1], cube[0], "o", ms=7, mec="k", mew=0.5,
+                        color=OUTCOME_COLOURS.get(outcome, "tab:brown"))
+            won = sum(r.success for r in group)
+            ax.set_title(f"{policy} / {pert}: {won}/{len(group)}", fontsize=10)
+            ax.set_xlabel("y (m), robot's left to the left")
+            ax.set_ylabel("x (m), forward")
+            ax.set_xlim(0.42, -0.42)  # the robot's left on the left, both bins in view
+            ax.set_ylim(0.36, 0.76)
+            ax.set_aspect("equal")
+            ax.grid(alpha=0.3)
+    ordered = [o for o in OUTCOME_COLOURS if o in seen] + sorted(seen - set(OUTCOME_COLOURS))
+    handles = [Line2D([], [], ls="", marker="o", mec="k", mew=0.5, ms=7,
+                      color=OUTCOME_COLOURS.get(o, "tab:brown"), label=o) for o in ordered]
+    handles.append(Rectangle((0, 0), 1, 1, fill=False, ls=":", color="0.5", label="cube patch"))
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 5), frameon=False)
+    fig.suptitle("Cube start positions by outcome (top view)")
+    fig.tight_layout(rect=(0, 0.7 / height, 1, 1))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_plots(
+    out: Path, results: Sequence[EpisodeResult], task: str = "panda_reach"
+) -> tuple[list[Path], list[str]]:
+    """All figures of a run of `task` into `out`; returns (written, errors) so one failing plot
+    spares the others."""
     made: list[Path] = []
     errors: list[str] = []
-    for name, fn in (
+    figures = [
         ("paths.png", plot_paths),
         ("latency_hist.png", plot_latency),
         ("success_by_perturbation.png", plot_success),
-    ):
+    ]
+    if task == "pick_place":
+        figures.append(("cube_outcomes.png", plot_cube_outcomes))
+    for name, fn in figures:
         try:
             fn(out / name, results)
             made.append(out / name)

@@ -6,17 +6,21 @@
          └──────────────────────────> evaluation node (this process) ─────┘
 
 Both nodes run as processes of their own in a DDS domain of the run's own (so a run never talks
-to a real arm on the operator's domain). Per policy the controller is started with a parameter
-file (config/sim.yaml plus the model and the evaluation's settings), and for every perturbation
-and seed of the panel the evaluation node:
+to a real arm on the operator's domain); sim_arm runs the run's task (`task`: panda_reach or
+pick_place, sim/tasks.py). Per policy the controller is started with a parameter file
+(config/sim.yaml plus the model and the evaluation's settings), and for every perturbation and
+seed of the panel the evaluation node:
 
 1. disables the controller (~/enable false: it brakes to a stop and goes quiet) and waits until
    no command arrives;
 2. sets the simulator's seed, perturbation and timeout parameters and calls its ~/reset;
 3. sets the controller's `obstacles` parameter (the keep-out spheres of the task,
-   TaskSpec.obstacle_spheres) through its parameter service, and the command checker's;
+   TaskSpec.obstacle_spheres; none for pick_place, whose bins and cube the filter is not told
+   about) through its parameter service, and the command checker's, with the sampler's seed and,
+   under an ablation (warm_start_off, inpainting_off), its live sampling parameters;
 4. waits `settle` seconds so the camera shows the new scene, then enables the controller;
-5. records until the simulator's verdict (success, collision or timeout); if the obstacle moves
+5. records until the simulator's verdict (success, collision or timeout; pick_place also ends at
+   the first robot-side reflex, which holds the arm for good); if the obstacle moves
    (obstacle_shift), sets the moved keep-out spheres on the controller and the checker at once;
 6. disables the controller again and turns the recording into an EpisodeResult.
 
@@ -25,8 +29,8 @@ The baseline runs the same panel with a second controller process started with i
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -48,140 +52,26 @@ from diffusion_controller.eval.metrics import (
     EpisodeTrace,
     episode_result,
 )
+from diffusion_controller.eval.nodes import EvalNodes
 from diffusion_controller.eval.perturbations import (
+    controller_values,
     describe,
     perturbation_for,
 )
 from diffusion_controller.eval.summary import summarise, table_rows
-from diffusion_controller.node_process import (
-    CONTROLLER_MODULE,
-    SIM_MODULE,
-    NodeProcess,
-    child_env,
-    write_params_file,
-)
+from diffusion_controller.node_process import child_env, write_params_file
 from diffusion_controller.settings.controller import SPECS
 
 
-class _Run:
-    """One evaluation run: processes, the client node, the episode loop."""
+class _Run(EvalNodes):
+    """One evaluation run: the episode loop over the processes and client node of EvalNodes."""
 
     def __init__(self, cfg: EvalConfig, progress: Progress) -> None:
+        super().__init__()
         self.cfg = cfg
         self.progress = progress
         self.notes: list[str] = []
         self.results: list[EpisodeResult] = []
-        self.procs: list[Any] = []
-        self.context: Any = None
-        self.client: Any = None
-        self.executor: Any = None
-        self.spin_thread: threading.Thread | None = None
-
-    # ------------------------------------------------------------------ set-up and tear-down
-    def start_ros(self, domain_id: int) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        from diffusion_controller.eval.client import EvalClient
-
-        self.context = rclpy.context.Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.client = EvalClient(self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.client)
-        self.spin_thread = threading.Thread(target=self._spin, name="eval-executor", daemon=True)
-        self.spin_thread.start()
-
-    def _spin(self) -> None:
-        import contextlib
-
-        from rclpy.executors import ExternalShutdownException
-
-        with contextlib.suppress(ExternalShutdownException):
-            self.executor.spin()
-
-    def close(self) -> None:
-        import rclpy
-
-        for proc in reversed(self.procs):
-            proc.stop()
-        self.procs.clear()
-        if self.executor is not None:
-            self.executor.shutdown(timeout_sec=2.0)
-        if self.client is not None:
-            self.client.destroy_node()
-        if self.context is not None:
-            rclpy.try_shutdown(context=self.context)
-        if self.spin_thread is not None:
-            self.spin_thread.join(timeout=2.0)
-
-    def start_sim(self, logs: Path, env: dict[str, str]) -> NodeProcess:
-        from diffusion_controller.eval.client import EvalError
-
-        params = write_params_file(
-            logs / "sim_params.yaml",
-            {
-                "seed": int(self.cfg.first_seed),
-                "contacts_rate_hz": 25.0,
-                "robot_controller": self.cfg.robot_controller,
-            },
-            node="/sim_arm",
-        )
-        proc = NodeProcess(
-            SIM_MODULE, ["--params-file", str(params)], logs / "sim_arm.log", env, name="sim_arm"
-        )
-        self.procs.append(proc)
-        deadline = time.monotonic() + 60.0
-        while self.client.urdf is None:
-            if not proc.alive:
-                raise EvalError(f"sim_arm exited (code {proc.proc.returncode}):\n{proc.log_tail()}")
-            if time.monotonic() > deadline:
-                raise EvalError(
-                    f"no /robot_description from sim_arm within 60 s:\n{proc.log_tail()}"
-                )
-            time.sleep(0.05)
-        return proc
-
-    def start_controller(
-        self, name: str, params_file: Path, logs: Path, env: dict[str, str]
-    ) -> NodeProcess:
-        from diffusion_controller.eval.client import ACTIVE, EvalError
-
-        proc = NodeProcess(
-            CONTROLLER_MODULE,
-            ["--params-file", str(params_file)],
-            logs / f"controller_{name}.log",
-            env,
-            name=f"controller_{name}",
-        )
-        self.procs.append(proc)
-        self.client.node_message = ""
-        deadline = time.monotonic() + self.cfg.startup_timeout
-        while True:
-            if not proc.alive:
-                raise EvalError(
-                    f"the {name} controller exited (code {proc.proc.returncode}):\n"
-                    f"{proc.log_tail()}"
-                )
-            msg = self.client.node_message
-            if msg.startswith("configure failed"):
-                raise EvalError(f"the {name} controller did not configure: {msg}")
-            try:
-                if self.client.lifecycle_state(timeout=1.0) == ACTIVE:
-                    return proc
-            except EvalError:
-                pass  # not up yet
-            if time.monotonic() > deadline:
-                raise EvalError(
-                    f"the {name} controller was not active after "
-                    f"{self.cfg.startup_timeout:g} s:\n{proc.log_tail()}"
-                )
-            time.sleep(0.2)
-
-    def stop_proc(self, proc: Any) -> None:
-        proc.stop()
-        if proc in self.procs:
-            self.procs.remove(proc)
 
     # ------------------------------------------------------------------ one episode
     def episode(
@@ -192,7 +82,11 @@ class _Run:
         spec0: Any,
         procs: list[Any],
         control_dt: float,
+        own_params: dict[str, Any],
     ) -> EpisodeResult:
+        """One episode of `policy` on `seed` under `pert_name` (steps 1-6 of the module
+        docstring); `own_params` are the policy's controller parameters (what an ablation's
+        parameters go back to)."""
         from diffusion_controller.eval.client import EvalError
 
         cfg, client = self.cfg, self.client
@@ -213,11 +107,14 @@ class _Run:
             sim_values[key] = [float(v) for v in value] if isinstance(value, list) else float(value)
         client.set_params("sim_arm", sim_values)
         spec, episode = client.reset_sim()
-        keepout = spec.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
+        keepout = _keepout(spec, cfg)
         # The policy's sampling noise follows the episode seed (every inference of the episode
         # draws it from this seed), so a rerun of the panel draws the same noise.
-        client.set_params(client.controller, {"obstacles": _flat(keepout),
-                                              "seed": int(seed) % (2**31)})
+        client.set_params(client.controller, {
+            "obstacles": _flat(keepout),
+            "seed": int(seed) % (2**31),
+            **controller_values(cfg.perturbations, pert_name, own_params),
+        })  # fmt: skip
         trace = EpisodeTrace(
             policy=policy, perturbation=pert_name, seed=seed, spec=spec, control_dt=control_dt
         )
@@ -231,7 +128,7 @@ class _Run:
         while not client.verdict.wait(0.02):
             moved = client.take_task_update()
             if moved is not None:
-                spheres = moved.obstacle_spheres(margin=cfg.keepout_margin) if cfg.keepout else []
+                spheres = _keepout(moved, cfg)
                 client.set_params(client.controller, {"obstacles": _flat(spheres)})
                 client.update_keepout(spheres)
                 trace.obstacle_updates.append(
@@ -263,13 +160,15 @@ class _Run:
     def run(self) -> RunOutcome:
         from diffusion_controller.eval.client import EvalError
         from diffusion_controller.eval.safety_check import CommandChecker
-        from diffusion_controller.sim.task import sample_task
+        from diffusion_controller.sim.tasks import DEFAULT_TASK, get_task
 
         cfg = self.cfg
         problems = cfg.validate()
         if problems:
             raise EvalError("; ".join(problems))
-        model, note = paths.resolve_model(cfg.model, paths.DEFAULT_MODEL)
+        task = get_task(cfg.task)
+        default_model, default_baseline = paths.task_models(cfg.task)
+        model, note = paths.resolve_model(cfg.model, default_model)
         if model is None:
             raise EvalError(
                 f"no model to evaluate: {note}. Pass --model DIR (train one with "
@@ -277,9 +176,17 @@ class _Run:
             )
         models: list[Path] = [model]
         if cfg.baseline != "none":
-            base, note = paths.resolve_model(cfg.baseline, paths.DEFAULT_BASELINE)
+            base, note = paths.resolve_model(cfg.baseline, default_baseline)
             if base is None and cfg.baseline is not None:
                 raise EvalError(f"baseline: {note}")
+            if base is None and cfg.task != DEFAULT_TASK:
+                # The reach task predates its shipped baseline and runs on without one; a newer
+                # task's run is the comparison it was asked for, so an absent default stops it.
+                raise EvalError(
+                    f"no baseline for {cfg.task}: {note}. Pass --baseline DIR (train one with "
+                    f"`diffusion-controller train --kind regression`), or --baseline none to "
+                    "evaluate the policy alone."
+                )
             if base is None:
                 self.notes.append(f"no baseline: {note}")
             else:
@@ -294,6 +201,12 @@ class _Run:
                 name = f"{name}_baseline" if i else name
             policies.append((name, path))
             facts[name] = f
+        handless = [name for name, f in facts.items() if f.get("gripper") is False]
+        if task.has_gripper() and handless:  # a model without a hand cannot pick anything up
+            raise EvalError(
+                f"the {cfg.task} task needs a gripper policy; {', '.join(handless)} "
+                f"({', '.join(str(facts[n]['path']) for n in handless)}) has no gripper"
+            )
         primary = policies[0][0]
         baseline_name = policies[1][0] if len(policies) > 1 else None
 
@@ -305,7 +218,9 @@ class _Run:
         overlap = [s for s in seeds if s in TRAINING_SEEDS]
         if overlap:
             self.notes.append(f"{len(overlap)} eval seeds overlap the training seeds 0-299")
-        specs = {s: sample_task(s) for s in seeds}
+        specs = {s: task.sample(s) for s in seeds}
+        if cfg.timeout is None:  # the task's own, recorded in config.json as a number
+            cfg = self.cfg = dataclasses.replace(cfg, timeout=float(specs[seeds[0]].timeout))
         params_by_policy = {name: controller_params(path, cfg) for name, path in policies}
         config = {
             "command": cfg.prefix,
@@ -316,7 +231,7 @@ class _Run:
             "baseline": baseline_name,
             "perturbations": {p: describe()[p] for p in cfg.perturbations},
             "controller_params": params_by_policy,
-            "sim_params": {"contacts_rate_hz": 25.0, "real_time_factor": 1.0},
+            "sim_params": {"task": cfg.task, "contacts_rate_hz": 25.0, "real_time_factor": 1.0},
             "ros_domain_id": domain,
             "versions": versions(),
         }
@@ -337,7 +252,13 @@ class _Run:
         error: str | None = None
         try:
             self.start_ros(domain)
-            sim = self.start_sim(logs, env)
+            sim = self.start_sim(logs, env, {
+                "task": cfg.task,
+                "seed": int(cfg.first_seed),
+                "contacts_rate_hz": 25.0,
+                "robot_controller": cfg.robot_controller,
+            })  # fmt: skip
+            self.client.end_on_reflex = task.has_gripper()
             done = 0
             t_run = time.monotonic()
             for name, path in policies:
@@ -359,11 +280,13 @@ class _Run:
                     f"starting the {name} controller ({path.name}, backend {cfg.backend})"
                 )
                 t0 = time.monotonic()
-                ctrl = self.start_controller(name, params_file, logs, env)
+                ctrl = self.start_controller(name, params_file, logs, env, cfg.startup_timeout)
                 self.progress(f"{name} controller active after {time.monotonic() - t0:.1f} s")
                 for pert in cfg.perturbations:
                     for seed in seeds:
-                        r = self.episode(name, pert, seed, specs[seed], [sim, ctrl], checker.dt)
+                        r = self.episode(
+                            name, pert, seed, specs[seed], [sim, ctrl], checker.dt, values
+                        )
                         self.results.append(r)
                         done += 1
                         self.progress(_episode_line(done, total, r, time.monotonic() - t_run))
@@ -377,13 +300,17 @@ class _Run:
         finally:
             self.close()
             idle = self.client.idle if self.client is not None else None
-            summary = summarise(self.results, primary, baseline_name, cfg.robot_controller)
+            summary = summarise(
+                self.results, primary, baseline_name, cfg.robot_controller, task=cfg.task
+            )
             summary["idle_commands"] = idle.commands if idle is not None else 0
             summary["idle_violations"] = idle.violations if idle is not None else 0
             summary["notes"] = self.notes
             summary["error"] = error
             summary["artifact"] = str(out)
-            write_run(out, config, seeds_doc, self.results, summary, plots=cfg.plots)
+            write_run(
+                out, config, seeds_doc, self.results, summary, plots=cfg.plots, task=cfg.task
+            )
         if error is not None:
             raise EvalError(f"{error}\n(results so far, {len(self.results)} episodes, in {out})")
         return RunOutcome(out, summary, self.results, table_rows(self.results), self.notes)
@@ -391,6 +318,15 @@ class _Run:
 
 def _param(values: dict[str, Any], name: str) -> Any:
     return values.get(name, SPECS[name].default)
+
+
+def _keepout(spec: Any, cfg: EvalConfig) -> list[Any]:
+    """The keep-out spheres the filter is told about: the task's obstacle (grown by
+    `keepout_margin`), none under --no-keepout or for a task without an obstacle (pick_place)."""
+    spheres = getattr(spec, "obstacle_spheres", None)
+    if not cfg.keepout or spheres is None:
+        return []
+    return list(spheres(margin=cfg.keepout_margin))
 
 
 def _flat(spheres: list[Any]) -> list[float]:

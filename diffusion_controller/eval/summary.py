@@ -83,10 +83,12 @@ def summarise(
     primary: str,
     baseline: str | None,
     robot_controller: str | None = None,
+    task: str | None = None,
 ) -> dict[str, Any]:
     """The run's summary: the primary policy's fields at the top level, per-perturbation groups,
     and the same fields for the baseline under "baseline" (None without one); `robot_controller`
-    is the simulated robot side the run used (sim_arm's `robot_controller`)."""
+    is the simulated robot side the run used (sim_arm's `robot_controller`), `task` the task
+    (sim/tasks.py) it ran."""
 
     def block(policy: str) -> dict[str, Any]:
         mine = [r for r in results if r.policy == policy]
@@ -97,7 +99,9 @@ def summarise(
         }
         return out
 
-    summary = {"policy": primary, "robot_controller": robot_controller, **block(primary)}
+    summary = {
+        "task": task, "policy": primary, "robot_controller": robot_controller, **block(primary),
+    }  # fmt: skip
     summary["baseline"] = None if baseline is None else {"policy": baseline, **block(baseline)}
     return summary
 

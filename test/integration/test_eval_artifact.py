@@ -130,7 +130,8 @@ def test_parse_perturbations() -> None:
         parse_perturbations("none,wind")
     with pytest.raises(ValueError, match="no perturbation"):
         parse_perturbations(" , ")
-    assert set(describe()) == {"none", "delay", "noise", "obstacle_shift", "dropout", "blind"}
+    assert set(describe()) == {"none", "delay", "noise", "obstacle_shift", "dropout", "blind",
+                               "warm_start_off", "inpainting_off"}
 
 
 def test_presets_and_the_sideways_shift() -> None:
