@@ -103,6 +103,7 @@ def run_episode(
             if monitor.update(world.time, world.tool_position(), contacts.new_events,
                               world.min_clearance()):  # fmt: skip
                 break
+        interventions = int(ctrl.loop.status().interventions)
     finally:
         ctrl.close()
     out = monitor.outcome()
@@ -116,6 +117,7 @@ def run_episode(
         "side": getattr(out, "side", "none"),
         "time_s": round(float(out.time), 3),
         "commands": len(commands),
+        "interventions": interventions,
         "wall_s": round(time.monotonic() - start, 2),
     }
 

@@ -25,6 +25,12 @@ What `step` returns:
   fingers are if they closed further than commanded meanwhile (no jump back), and never wider
   than the last command, which would ease the grip on an object the fingers are blocked by (the
   measured width is then wider than the command by the squeeze).
+- while not tracking, a dim whose measurement has opened by more than OPENED_TOL since tracking
+  stopped, to wider than its command, was opened from outside (the scene was reset, an operator
+  opened the hand): its command becomes the measurement, so the hand never closes again by
+  itself when the arm is re-enabled (a pinch, and a policy that sees its fingers close on
+  nothing and takes the object for grasped). A held object keeps its squeeze: blocked fingers
+  stay where they were when tracking stopped.
 
 Lock-free as the loop is: submitted chunks and measurements are immutable values swapped in by
 reference; only the loop thread writes the command state.
@@ -46,6 +52,8 @@ if TYPE_CHECKING:
     from diffusion_controller.data.gripper import GripperConfig
 
 _KEEP_CHUNKS = 8  # the loop's current chunk is always among the newest few submitted
+# m: more than a squeezed object's give or a measurement's noise, less than any real opening
+OPENED_TOL = 0.005
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,7 @@ class GripperCommander:
         self._measured: np.ndarray | None = None
         self._commanded: np.ndarray | None = None
         self._tracking = False
+        self._stopped_at: np.ndarray | None = None  # the measurement when tracking last stopped
         self.held_ticks = 0  # ticks that held the last command (diagnostics, tests)
         self.limited_ticks = 0  # ticks whose change the speed limit cut
 
@@ -157,11 +166,15 @@ class GripperCommander:
                 return None
             self._commanded = np.clip(measured, self._lo, self._hi)
             self._tracking = False
+            self._stopped_at = measured
         chunk = None
         if tracking and seq is not None:
             chunk = next((c for c in reversed(self._chunks) if c.seq == seq), None)
         if chunk is None:
+            if self._tracking or self._stopped_at is None:
+                self._stopped_at = measured
             self._tracking = False
+            self._follow_outside_opening(measured)
             self.held_ticks += 1
             return self._commanded.copy()
         if not self._tracking and measured is not None:  # resuming: see the module docstring
@@ -174,6 +187,18 @@ class GripperCommander:
             self.limited_ticks += 1
         self._commanded = np.clip(self._commanded + change, self._lo, self._hi)
         return self._commanded.copy()
+
+
+    def _follow_outside_opening(self, measured: np.ndarray | None) -> None:
+        """Not tracking: dims opened from outside take their measurement (module docstring)."""
+        ref = self._stopped_at
+        if measured is None or ref is None or self._commanded is None:
+            return
+        opened = (measured > ref + OPENED_TOL) & (measured > self._commanded + OPENED_TOL)
+        if np.any(opened):
+            self._commanded = np.where(opened, np.clip(measured, self._lo, self._hi),
+                                       self._commanded)
+            self._stopped_at = np.where(opened, measured, ref)
 
 
 class GripperPath:

@@ -27,6 +27,7 @@ from diffusion_controller.control.types import Chunk
 from diffusion_controller.runtime import fault_hooks
 from diffusion_controller.runtime.observation_buffer import ObservationBuffer
 from diffusion_controller.runtime.planner import ChunkPlanner
+from diffusion_controller.runtime.sampling_seed import observation_seed
 from diffusion_controller.settings.controller import SPECS
 from diffusion_controller.settings.spec import build, check_fields
 
@@ -38,10 +39,10 @@ class WorkerSettings:
     Every field is the controller setting of the same name (diffusion_controller/settings): its
     default, range and meaning are written there, and `worker_settings(values)` below builds this
     from a settings mapping. `image_timeout` is the oldest observation worth a chunk;
-    `seed` -1 draws fresh noise every inference, otherwise every inference draws its noise from
-    this seed (the same noise until the seed changes), so a chunk depends on its observation alone
-    and not on how many inferences the scheduling fitted in before it: eval sets the episode seed
-    here, which makes two runs of a seed panel agree (docs/benchmarks.md). Every field is checked
+    `seed` -1 draws fresh noise every inference, otherwise each inference draws its noise from this
+    seed hashed with its observation (runtime/sampling_seed.py), so a chunk depends on its
+    observation alone and not on how many inferences the scheduling fitted in before it, and no
+    two observations share their noise: eval sets the episode seed here. Every field is checked
     against the table; what depends on the model (`prefix_steps` below its horizon) the worker
     checks."""
 
@@ -291,7 +292,7 @@ Callbacks run in the worker thread.
         planner = ChunkPlanner(self.horizon, grid_dt, self.num_joints,
                                prefix_steps=s.prefix_steps, latency_margin=s.latency_margin)
         plan = planner.plan(self.current(), obs.stamp, expected)
-        seed = None if s.seed < 0 else int(s.seed) % (2**31)
+        seed = None if s.seed < 0 else observation_seed(s.seed, obs)
         warm = plan.warm_start if s.warm_start else None
         self._inflight_since = time.monotonic()
         try:

@@ -126,7 +126,9 @@ PARAMS: tuple[ParamSpec, ...] = (
        group="sampling"),
     _p("uncertainty_scale", DOUBLE, 0.5, "Speed factor applied to uncertain chunks when "
        "`uncertainty_action` is scale.", when=LIVE, min=0.05, max=1.0, group="sampling"),
-    _p("seed", INT, -1, "Seed of the sampling noise (-1: fresh noise every inference).",
+    _p("seed", INT, -1, "Seed of the sampling noise (-1: fresh noise every inference; otherwise "
+       "each inference's noise comes from this seed and its observation, so equal observations "
+       "give equal chunks and new ones new noise).",
        when=LIVE, min=-1, max=2**31 - 1, group="sampling"),
     # --- scheduling -----------------------------------------------------------------------------
     _p("latency_margin", DOUBLE, 0.02, "Actions due within this margin of a chunk's arrival are "

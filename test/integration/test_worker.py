@@ -228,3 +228,22 @@ def test_a_seeded_chunk_depends_on_its_observation_alone(backend) -> None:
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
     assert not np.array_equal(a[0], a[1])  # other observations, other chunks
+
+
+def test_a_seed_draws_new_noise_for_every_new_observation() -> None:
+    """The same noise at every inference is one biased draw repeated (on pick_place it chose
+    one bin for a whole run): under a fixed seed, noise is a function of seed and observation."""
+    from diffusion_controller.runtime.backend import Observation
+    from diffusion_controller.runtime.sampling_seed import observation_seed
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    joints = np.tile(HOME, (2, 1))
+    a = Observation({"camera": img}, joints, 1.0)
+    same_later = Observation({"camera": img.copy()}, joints.copy(), 7.5)  # stamps do not count
+    moved = Observation({"camera": img}, joints + 1e-6, 1.0)
+    other_frame = Observation({"camera": img ^ 1}, joints, 1.0)
+    assert observation_seed(5, a) == observation_seed(5, same_later)
+    seeds = {observation_seed(5, o) for o in (a, moved, other_frame)} | {observation_seed(6, a)}
+    assert len(seeds) == 4
+    assert all(0 <= s < 2**31 for s in seeds)

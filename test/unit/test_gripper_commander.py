@@ -86,6 +86,30 @@ def test_resuming_follows_fingers_that_closed_further() -> None:
     assert g.step(0.2, True, 2)[0] == pytest.approx(0.03)  # continuous with the measurement
 
 
+def test_fingers_opened_from_outside_are_followed_not_closed_again() -> None:
+    """eval resets the scene while the controller is disabled: the hand, closed on nothing at
+    the end of an episode, is open again. Re-enabled, the gripper must not close it by itself
+    (on pick_place the policy then took the cube for grasped and carried nothing to a bin)."""
+    g = GripperCommander(1, S, PERIOD)
+    g.measure([0.07])
+    g.submit(0.0, 0.1, np.full((16, 1), 0.01), seq=1)
+    w = run(g, 0.0, 200)
+    assert w[-1] == pytest.approx(0.01)
+    g.measure([0.01])  # closed on nothing
+    run(g, 2.0, 20, tracking=False)  # disabled: brakes, then quiet
+    g.measure([0.07])  # the scene was reset: open
+    held = run(g, 10.0, 20, tracking=False)  # re-enabled, holding until a chunk
+    assert np.all(held == pytest.approx(0.07))
+    # a held object keeps its squeeze: blocked 2 cm wider than the command, and steady
+    g2 = GripperCommander(1, S, PERIOD)
+    g2.measure([0.07])
+    g2.submit(0.0, 0.1, np.full((16, 1), 0.01), seq=1)
+    w = run(g2, 0.0, 200)
+    g2.measure([0.03])
+    g2.measure([0.03 + 0.004])  # within OPENED_TOL: the object's give, not an opening
+    assert np.all(run(g2, 2.0, 50, tracking=False) == w[-1])
+
+
 def test_joint_mapping_dims_and_bad_inputs() -> None:
     g = GripperCommander(2, S, PERIOD)
     g.measure([0.02, 0.03])
