@@ -52,11 +52,12 @@ def robot_from_settings(urdf: str, values: Mapping[str, Any]) -> Any:
     `self_collision_pairs`)."""
     import pinocchio as pin
 
-    from diffusion_controller.control.robot_model import RobotModel, _read_urdf
+    from diffusion_controller.control.robot_model import RobotModel
+    from diffusion_controller.control.urdf_reduction import read_urdf
 
     spheres = parse_spheres(values["collision_spheres"])
     pairs = parse_pairs(values["self_collision_pairs"])
-    xml = _read_urdf(urdf)
+    xml = read_urdf(urdf)
     try:
         links = {f.name for f in pin.buildModelFromXML(xml).frames}
     except Exception as exc:  # pinocchio raises a bare RuntimeError/ValueError

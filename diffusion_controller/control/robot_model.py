@@ -4,15 +4,14 @@ The filter needs, every tick and in one pass, where each collision sphere is, ho
 each joint, and bounds on how far a linear prediction of that motion can be off. One call to
 `pinocchio.computeJointJacobians` gives all joint placements and the world-frame joint Jacobian;
 sphere positions and point Jacobians follow by vectorised numpy, so the cost does not grow with a
-Python loop over spheres.
+Python loop over spheres. Reading the URDF and reducing it to the controlled joints is
+control/urdf_reduction.py.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,38 +20,7 @@ import pinocchio as pin
 
 from diffusion_controller.control import panda
 from diffusion_controller.control.types import JointLimits
-
-_BIG = 1e6  # joint limits beyond this are treated as unbounded
-
-
-def _read_urdf(urdf: str) -> str:
-    text = urdf.lstrip()
-    if text.startswith("<"):
-        return urdf
-    if not os.path.isfile(urdf):
-        raise ValueError(f"URDF is neither XML nor an existing file: {urdf[:200]!r}")
-    with open(urdf, encoding="utf-8") as fh:
-        return fh.read()
-
-
-def _urdf_joint_info(xml: str) -> dict[str, dict[str, object]]:
-    """Joint types and <limit> attributes from the XML (for the extra acceleration/jerk fields)."""
-    try:
-        root = ET.fromstring(xml)
-    except ET.ParseError as exc:
-        raise ValueError(f"URDF is not valid XML: {exc}") from exc
-    info: dict[str, dict[str, object]] = {}
-    for joint in root.iter("joint"):
-        name = joint.get("name")
-        if not name:
-            continue
-        limit = joint.find("limit")
-        info[name] = {
-            "type": joint.get("type", ""),
-            "limit": dict(limit.attrib) if limit is not None else {},
-        }
-    return info
-
+from diffusion_controller.control.urdf_reduction import BIG_LIMIT, reduce_urdf
 
 
 def frame_parent_joint(frame: pin.Frame) -> int:
@@ -60,6 +28,7 @@ def frame_parent_joint(frame: pin.Frame) -> int:
     and JetPack's pinocchio), which 3.x still has but deprecates."""
     parent = getattr(frame, "parentJoint", None)
     return int(frame.parent if parent is None else parent)
+
 
 class RobotModel:
     """A pinocchio model reduced to the controlled joints, with link collision spheres.
@@ -119,73 +88,7 @@ class RobotModel:
         the Panda fingers that is mid-travel, which the default finger spheres assume). `spheres`
         defaults to the Panda sphere set when the URDF has the Panda links.
         """
-        xml = _read_urdf(urdf)
-        info = _urdf_joint_info(xml)
-        try:
-            full = pin.buildModelFromXML(xml)
-        except Exception as exc:  # pinocchio raises a bare RuntimeError/ValueError
-            raise ValueError(f"pinocchio could not parse the URDF: {exc}") from exc
-        movable = list(full.names)[1:]
-        if joint_names is None:
-            joint_names = [
-                name for name, jinfo in info.items() if jinfo["type"] == "revolute"
-            ]
-        joint_names = [str(n) for n in joint_names]
-        if not joint_names:
-            raise ValueError("no joints to control: the URDF has no revolute joints")
-        if len(set(joint_names)) != len(joint_names):
-            raise ValueError(f"duplicate joint names in {joint_names}")
-        fixed = [n for n in joint_names if n in info and n not in movable]
-        unknown = [n for n in joint_names if n not in info]
-        if unknown or fixed:
-            parts = []
-            if unknown:
-                parts.append(f"unknown joints {unknown}")
-            if fixed:
-                parts.append(f"fixed joints {fixed} cannot be controlled")
-            raise ValueError("; ".join(parts) + f" (movable joints: {movable})")
-        for name in joint_names:
-            jid = full.getJointId(name)
-            if full.joints[jid].nq != 1 or full.joints[jid].nv != 1:
-                raise ValueError(
-                    f"joint {name!r} has {full.joints[jid].nq} position coordinates; only "
-                    "revolute and prismatic joints can be controlled"
-                )
-        locked = dict(locked or {})
-        bad = [n for n in locked if n not in movable]
-        if bad:
-            raise ValueError(f"cannot lock unknown or fixed joints {bad} (movable: {movable})")
-        both = [n for n in locked if n in joint_names]
-        if both:
-            raise ValueError(f"joints {both} are both controlled and locked")
-        q_ref = pin.neutral(full)
-        lock_ids: list[int] = []
-        resolved: dict[str, float] = {}
-        for name in movable:
-            if name in joint_names:
-                continue
-            jid = full.getJointId(name)
-            joint = full.joints[jid]
-            lock_ids.append(jid)
-            if joint.nq != 1:
-                if name in locked:
-                    raise ValueError(f"joint {name!r} has {joint.nq} coordinates: cannot lock it")
-                continue  # locked at pinocchio's neutral
-            lo = float(full.lowerPositionLimit[joint.idx_q])
-            hi = float(full.upperPositionLimit[joint.idx_q])
-            if name in locked:
-                value = float(locked[name])
-                if not math.isfinite(value):
-                    raise ValueError(f"locked value for {name!r} is not finite")
-                if value < lo - 1e-9 or value > hi + 1e-9:
-                    raise ValueError(f"locked value {value} for {name!r} outside [{lo}, {hi}]")
-            elif abs(lo) < _BIG and abs(hi) < _BIG:
-                value = 0.5 * (lo + hi)
-            else:
-                value = 0.0
-            q_ref[joint.idx_q] = value
-            resolved[name] = value
-        reduced = pin.buildReducedModel(full, lock_ids, q_ref) if lock_ids else full
+        reduced, joint_names, resolved, info = reduce_urdf(urdf, joint_names, locked)
         if spheres is None:
             if all(reduced.existFrame(link) for link in panda.PANDA_SPHERES):
                 spheres = panda.PANDA_SPHERES
@@ -261,7 +164,7 @@ class RobotModel:
                     lever[k, col] = 1.0  # a prismatic column has unit norm
                     lo = abs(float(model.lowerPositionLimit[joint.idx_q]))
                     hi = abs(float(model.upperPositionLimit[joint.idx_q]))
-                    dist += min(max(lo, hi), _BIG)
+                    dist += min(max(lo, hi), BIG_LIMIT)
                 else:
                     lever[k, col] = dist
                 dist += float(np.linalg.norm(model.jointPlacements[j].translation))
@@ -365,8 +268,8 @@ class RobotModel:
             joint = self.model.joints[self.model.getJointId(name)]
             lo = float(self.model.lowerPositionLimit[joint.idx_q])
             hi = float(self.model.upperPositionLimit[joint.idx_q])
-            lower[i] = lo if abs(lo) < _BIG else -math.inf
-            upper[i] = hi if abs(hi) < _BIG else math.inf
+            lower[i] = lo if abs(lo) < BIG_LIMIT else -math.inf
+            upper[i] = hi if abs(hi) < BIG_LIMIT else math.inf
             vel[i] = float(self.model.velocityLimit[joint.idx_v])
         acc = self._extra_limit("acceleration", acceleration, panda.PANDA_ACCELERATION)
         jrk = self._extra_limit("jerk", jerk, panda.PANDA_JERK)

@@ -9,7 +9,8 @@
 A model drives a real arm, so loading is paranoid: every problem (missing file, bad JSON, unknown
 format version, truncated or corrupted weights, hash mismatch, tensors that do not fit the config,
 non-finite weights) raises ArtifactError naming it. `load_config` and `verify_weights` need no
-torch, for deployments that run an exported engine.
+torch, for deployments that run an exported engine. MODEL_CARD.md is rendered by
+policy/model_card.py.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from diffusion_controller.atomic_io import atomic_write_bytes
-from diffusion_controller.data.gripper import GripperConfig
 from diffusion_controller.policy.config import PolicyConfig
+from diffusion_controller.policy.model_card import render_card
 from diffusion_controller.policy.normalize import (
     Normalizer,
     normalizers_from_dict,
@@ -79,7 +80,6 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
 
 
 # --- writing --------------------------------------------------------------------------------
@@ -153,75 +153,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     return str(value)
-
-
-def _gripper_lines(gripper: Mapping[str, Any] | None) -> list[str]:
-    if not gripper:
-        return []
-    g = GripperConfig.from_dict(gripper)
-    what = ("the width in m (sum of the finger positions)" if g.mapping == "width"
-            else "one position per gripper joint")
-    return [f"- gripper: {', '.join(g.joints)} -> {', '.join(g.dim_names)}, {what}; state and "
-            "action vectors are the arm joints, then these dimensions"]
-
-
-def render_card(doc: Mapping[str, Any], card: str | Mapping[str, Any] | None) -> str:
-    """The Markdown model card: a summary derived from config.json plus the caller's text."""
-    p = doc["policy"]
-    w = doc["weights"]
-    lines = [
-        f"# Policy model: {p['kind']}",
-        "",
-        f"Created {doc['created']} by diffusion_controller {doc['package_version']}.",
-        "",
-        "## Interface",
-        "",
-        f"- joints ({len(p['joint_names'])}): {', '.join(p['joint_names'])}",
-        f"- cameras: {', '.join(p['cameras'])} at {p['image_size'][0]}x{p['image_size'][1]} RGB",
-        f"- observation frames (To): {p['n_obs_steps']}; chunk length (H): {p['horizon']} actions "
-        f"at {p['action_dt']} s; typically executed: {p['n_action_steps']}",
-        "- actions: absolute joint position targets (rad), action k for t0 + k * action_dt, "
-        "t0 = stamp of the newest observation",
-        *_gripper_lines(p.get("gripper")),
-        "",
-        "## Network",
-        "",
-        f"- encoder: {p['encoder']['variant']} width {p['encoder']['width']}, "
-        f"{p['encoder']['num_keypoints']} spatial-softmax keypoints -> "
-        f"{p['encoder']['feature_dim']} features per camera and frame",
-    ]
-    if p["kind"] == "diffusion":
-        d = p["diffusion"]
-        lines += [
-            f"- U-Net down dims {p['unet']['down_dims']}, kernel {p['unet']['kernel_size']}",
-            f"- diffusion: {d['num_train_timesteps']} train steps, {d['beta_schedule']}, "
-            f"{d['prediction_type']} prediction, DDIM {d['inference_steps']} steps "
-            f"(eta {d['eta']})",
-        ]
-    else:
-        lines.append(f"- regression MLP head {p['mlp_dims']} (baseline, trained with MSE)")
-    lines += [
-        f"- parameters: {w['num_params']:,}",
-        f"- weights: `{w['file']}` sha256 `{w['sha256']}`",
-        "",
-        "## Action range (demonstrations + margin; sampled chunks are clipped to it)",
-        "",
-        "| joint | min | max |",
-        "| --- | ---: | ---: |",
-    ]
-    acts = doc["normalizers"]["actions"]
-    names = list(p["joint_names"])
-    if p.get("gripper"):
-        names += GripperConfig.from_dict(p["gripper"]).dim_names
-    for name, lo, hi in zip(names, acts["low"], acts["high"], strict=True):
-        lines.append(f"| {name} | {lo:.4f} | {hi:.4f} |")
-    if card:
-        lines += ["", "## Training", ""]
-        if isinstance(card, Mapping):
-            lines += [f"- {k}: {v}" for k, v in card.items()]
-        else:
-            lines.append(str(card).strip())
-    return "\n".join(lines) + "\n"
 
 
 # --- reading --------------------------------------------------------------------------------

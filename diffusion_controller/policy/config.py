@@ -3,92 +3,30 @@
 Plain dataclasses with no torch import, so a deployment without torch (onnxruntime, TensorRT) can
 read a model's config. `from_dict` validates every value and names the offending field, because a
 config travels inside model artifacts and a wrong horizon or joint order must never reach the arm.
+The checks themselves are in policy/config_checks.py.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from diffusion_controller.data.gripper import GripperConfig
+from diffusion_controller.policy.config_checks import (
+    as_bool,
+    as_choice,
+    as_float,
+    as_int,
+    as_names,
+    check_keys,
+    fail,
+)
 
 KINDS = ("diffusion", "regression")
 ENCODER_VARIANTS = ("resnet18", "small")
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
-
-
-def _fail(where: str, msg: str) -> None:
-    raise ValueError(f"{where}: {msg}")
-
-
-def _int(where: str, value: Any, lo: int | None = None, hi: int | None = None) -> int:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value != int(value)
-    ):
-        _fail(where, f"expected an integer, got {value!r}")
-    out = int(value)
-    if lo is not None and out < lo:
-        _fail(where, f"must be >= {lo}, got {out}")
-    if hi is not None and out > hi:
-        _fail(where, f"must be <= {hi}, got {out}")
-    return out
-
-
-def _float(where: str, value: Any, lo: float | None = None, lo_open: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(where, f"expected a number, got {value!r}")
-    out = float(value)
-    if not math.isfinite(out):
-        _fail(where, f"must be finite, got {out}")
-    if lo is not None and (out <= lo if lo_open else out < lo):
-        _fail(where, f"must be {'>' if lo_open else '>='} {lo}, got {out}")
-    return out
-
-
-def _bool(where: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        _fail(where, f"expected true or false, got {value!r}")
-    return bool(value)
-
-
-def _choice(where: str, value: Any, options: Sequence[str]) -> str:
-    if value not in options:
-        _fail(where, f"must be one of {list(options)}, got {value!r}")
-    return str(value)
-
-
-def _names(where: str, value: Any) -> list[str]:
-    if isinstance(value, str) or not isinstance(value, Sequence) or len(value) == 0:
-        _fail(where, f"expected a non-empty list of names, got {value!r}")
-    out = list(value)
-    for name in out:
-        if not isinstance(name, str) or not name:
-            _fail(where, f"every name must be a non-empty string, got {name!r}")
-    dup = sorted({n for n in out if out.count(n) > 1})
-    if dup:
-        _fail(where, f"duplicate names {dup}")
-    return out
-
-
-def _check_keys(
-    where: str, data: Mapping[str, Any], cls: type, strict: bool, optional: Sequence[str] = ()
-) -> None:
-    if not isinstance(data, Mapping):
-        _fail(where, f"expected a mapping, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        _fail(where, f"unknown keys {unknown} (known: {sorted(known)})")
-    if strict:
-        missing = sorted(known - set(data) - set(optional))
-        if missing:
-            _fail(where, f"missing keys {missing}")
 
 
 @dataclass
@@ -106,15 +44,15 @@ class EncoderConfig:
     feature_dim: int = 64
 
     def validate(self, where: str = "encoder") -> EncoderConfig:
-        self.variant = _choice(f"{where}.variant", self.variant, ENCODER_VARIANTS)
-        self.width = _int(f"{where}.width", self.width, 1)
-        self.group_size = _int(f"{where}.group_size", self.group_size, 1)
-        self.num_keypoints = _int(f"{where}.num_keypoints", self.num_keypoints, 1)
-        self.feature_dim = _int(f"{where}.feature_dim", self.feature_dim, 1)
+        self.variant = as_choice(f"{where}.variant", self.variant, ENCODER_VARIANTS)
+        self.width = as_int(f"{where}.width", self.width, 1)
+        self.group_size = as_int(f"{where}.group_size", self.group_size, 1)
+        self.num_keypoints = as_int(f"{where}.num_keypoints", self.num_keypoints, 1)
+        self.feature_dim = as_int(f"{where}.feature_dim", self.feature_dim, 1)
         for mult in self.stage_multipliers():
             c = self.width * mult
             if c % self.num_groups(c) != 0:
-                _fail(
+                fail(
                     f"{where}.group_size",
                     f"{c} channels do not split into groups of {self.group_size}",
                 )
@@ -135,7 +73,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> EncoderConfig:
-        _check_keys("encoder", data, cls, strict)
+        check_keys("encoder", data, cls, strict)
         return cls(**dict(data)).validate()
 
 
@@ -150,28 +88,26 @@ class UNetConfig:
 
     def validate(self, where: str = "unet") -> UNetConfig:
         if isinstance(self.down_dims, (str, bytes)) or not isinstance(self.down_dims, Sequence):
-            _fail(
-                f"{where}.down_dims", f"expected a list of channel counts, got {self.down_dims!r}"
-            )
+            fail(f"{where}.down_dims", f"expected a list of channel counts, got {self.down_dims!r}")
         if len(self.down_dims) == 0:
-            _fail(f"{where}.down_dims", "needs at least one level")
-        self.down_dims = [_int(f"{where}.down_dims", d, 1) for d in self.down_dims]
-        self.kernel_size = _int(f"{where}.kernel_size", self.kernel_size, 1)
+            fail(f"{where}.down_dims", "needs at least one level")
+        self.down_dims = [as_int(f"{where}.down_dims", d, 1) for d in self.down_dims]
+        self.kernel_size = as_int(f"{where}.kernel_size", self.kernel_size, 1)
         if self.kernel_size % 2 == 0:
-            _fail(
+            fail(
                 f"{where}.kernel_size",
                 f"must be odd to keep the horizon length, got {self.kernel_size}",
             )
-        self.n_groups = _int(f"{where}.n_groups", self.n_groups, 1)
+        self.n_groups = as_int(f"{where}.n_groups", self.n_groups, 1)
         for d in self.down_dims:
             if d % self.n_groups:
-                _fail(
+                fail(
                     f"{where}.down_dims",
                     f"{d} channels are not divisible by n_groups={self.n_groups}",
                 )
-        self.step_embed_dim = _int(f"{where}.step_embed_dim", self.step_embed_dim, 4)
+        self.step_embed_dim = as_int(f"{where}.step_embed_dim", self.step_embed_dim, 4)
         if self.step_embed_dim % 2:
-            _fail(
+            fail(
                 f"{where}.step_embed_dim",
                 f"must be even (sin and cos halves), got {self.step_embed_dim}",
             )
@@ -185,7 +121,7 @@ class UNetConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> UNetConfig:
-        _check_keys("unet", data, cls, strict)
+        check_keys("unet", data, cls, strict)
         return cls(**dict(data)).validate()
 
 
@@ -208,28 +144,30 @@ class DiffusionConfig:
     eta: float = 0.0
 
     def validate(self, where: str = "diffusion") -> DiffusionConfig:
-        self.num_train_timesteps = _int(f"{where}.num_train_timesteps", self.num_train_timesteps, 1)
-        self.beta_schedule = _choice(f"{where}.beta_schedule", self.beta_schedule, BETA_SCHEDULES)
-        self.beta_start = _float(f"{where}.beta_start", self.beta_start, 0.0, lo_open=True)
-        self.beta_end = _float(f"{where}.beta_end", self.beta_end, 0.0, lo_open=True)
+        self.num_train_timesteps = as_int(
+            f"{where}.num_train_timesteps", self.num_train_timesteps, 1
+        )
+        self.beta_schedule = as_choice(f"{where}.beta_schedule", self.beta_schedule, BETA_SCHEDULES)
+        self.beta_start = as_float(f"{where}.beta_start", self.beta_start, 0.0, lo_open=True)
+        self.beta_end = as_float(f"{where}.beta_end", self.beta_end, 0.0, lo_open=True)
         if self.beta_start > self.beta_end or self.beta_end >= 1.0:
-            _fail(
+            fail(
                 f"{where}.beta_end",
                 f"need 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}",
             )
-        self.clip_sample = _bool(f"{where}.clip_sample", self.clip_sample)
-        self.clip_sample_range = _float(
+        self.clip_sample = as_bool(f"{where}.clip_sample", self.clip_sample)
+        self.clip_sample_range = as_float(
             f"{where}.clip_sample_range", self.clip_sample_range, 0.0, lo_open=True
         )
-        self.prediction_type = _choice(
+        self.prediction_type = as_choice(
             f"{where}.prediction_type", self.prediction_type, PREDICTION_TYPES
         )
-        self.inference_steps = _int(
+        self.inference_steps = as_int(
             f"{where}.inference_steps", self.inference_steps, 1, self.num_train_timesteps
         )
-        self.eta = _float(f"{where}.eta", self.eta, 0.0)
+        self.eta = as_float(f"{where}.eta", self.eta, 0.0)
         if self.eta > 1.0:
-            _fail(f"{where}.eta", f"must be in [0, 1] (0: DDIM, 1: DDPM-like), got {self.eta}")
+            fail(f"{where}.eta", f"must be in [0, 1] (0: DDIM, 1: DDPM-like), got {self.eta}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,7 +175,7 @@ class DiffusionConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> DiffusionConfig:
-        _check_keys("diffusion", data, cls, strict)
+        check_keys("diffusion", data, cls, strict)
         return cls(**dict(data)).validate()
 
 
@@ -295,12 +233,12 @@ class PolicyConfig:
         return [*self.joint_names, *extra]
 
     def validate(self) -> PolicyConfig:
-        self.kind = _choice("kind", self.kind, KINDS)
-        self.joint_names = _names("joint_names", self.joint_names)
-        self.cameras = _names("cameras", self.cameras)
+        self.kind = as_choice("kind", self.kind, KINDS)
+        self.joint_names = as_names("joint_names", self.joint_names)
+        self.cameras = as_names("cameras", self.cameras)
         size = self.image_size
         if isinstance(size, (str, bytes)) or not isinstance(size, Sequence) or len(size) != 2:
-            _fail("image_size", f"expected [height, width], got {size!r}")
+            fail("image_size", f"expected [height, width], got {size!r}")
         for sub, default in (
             ("encoder", EncoderConfig),
             ("unet", UNetConfig),
@@ -310,33 +248,33 @@ class PolicyConfig:
             if isinstance(value, Mapping):
                 value = default.from_dict(value)
             if not isinstance(value, default):
-                _fail(sub, f"expected {default.__name__}, got {type(value).__name__}")
+                fail(sub, f"expected {default.__name__}, got {type(value).__name__}")
             setattr(self, sub, value.validate(sub))
         side = self.encoder.min_image_side()
-        self.image_size = (_int("image_size", size[0], side), _int("image_size", size[1], side))
-        self.n_obs_steps = _int("n_obs_steps", self.n_obs_steps, 1)
-        self.horizon = _int("horizon", self.horizon, 1)
-        self.action_dt = _float("action_dt", self.action_dt, 0.0, lo_open=True)
-        self.n_action_steps = _int("n_action_steps", self.n_action_steps, 1, self.horizon)
+        self.image_size = (as_int("image_size", size[0], side), as_int("image_size", size[1], side))
+        self.n_obs_steps = as_int("n_obs_steps", self.n_obs_steps, 1)
+        self.horizon = as_int("horizon", self.horizon, 1)
+        self.action_dt = as_float("action_dt", self.action_dt, 0.0, lo_open=True)
+        self.n_action_steps = as_int("n_action_steps", self.n_action_steps, 1, self.horizon)
         if isinstance(self.mlp_dims, (str, bytes)) or not isinstance(self.mlp_dims, Sequence):
-            _fail("mlp_dims", f"expected a list of widths, got {self.mlp_dims!r}")
-        self.mlp_dims = [_int("mlp_dims", d, 1) for d in self.mlp_dims]
+            fail("mlp_dims", f"expected a list of widths, got {self.mlp_dims!r}")
+        self.mlp_dims = [as_int("mlp_dims", d, 1) for d in self.mlp_dims]
         if self.gripper is not None:
             if isinstance(self.gripper, Mapping):
                 self.gripper = GripperConfig.from_dict(self.gripper)
             if not isinstance(self.gripper, GripperConfig):
-                _fail("gripper", f"expected GripperConfig, got {type(self.gripper).__name__}")
+                fail("gripper", f"expected GripperConfig, got {type(self.gripper).__name__}")
             self.gripper.validate("gripper")
             shared = sorted(set(self.gripper.joints) & set(self.joint_names))
             if shared:
-                _fail("gripper.joints", f"{shared} are also arm joints (joint_names)")
+                fail("gripper.joints", f"{shared} are also arm joints (joint_names)")
             clash = sorted(set(self.gripper.dim_names) & set(self.joint_names))
             if clash:
-                _fail("gripper", f"dimension names {clash} clash with joint_names")
+                fail("gripper", f"dimension names {clash} clash with joint_names")
         if self.kind == "diffusion":
             factor = 2 ** (len(self.unet.down_dims) - 1)
             if self.horizon % factor:
-                _fail(
+                fail(
                     "horizon",
                     f"{self.horizon} must be divisible by {factor} "
                     f"(the U-Net halves it {len(self.unet.down_dims) - 1} times)",
@@ -365,9 +303,9 @@ class PolicyConfig:
     def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> PolicyConfig:
         """Build and validate; `strict` also requires every key (used for artifacts) except
         `gripper`, which configs from before grippers lack."""
-        _check_keys("policy config", data, cls, strict, optional=("gripper",))
+        check_keys("policy config", data, cls, strict, optional=("gripper",))
         if "joint_names" not in data:
-            _fail("policy config", "missing key 'joint_names'")
+            fail("policy config", "missing key 'joint_names'")
         kwargs = dict(data)
         kwargs["encoder"] = EncoderConfig.from_dict(data.get("encoder", {}), strict)
         kwargs["unet"] = UNetConfig.from_dict(data.get("unet", {}), strict)

@@ -5,7 +5,8 @@ pixel layout, joint normalisation, the random draws, the DDIM schedule, and unno
 backend subclass only runs networks: `_encode` (once per inference), then either `_denoise` (the
 whole DDIM loop, driven by a `DenoisePlan` computed here in numpy) or `_regress`. Because the plan
 (timesteps, coefficients, noise) is made in one place, every backend given the same seed and
-inputs computes the same chunk, and the torch reference can be compared number for number.
+inputs computes the same chunk, and the torch reference can be compared number for number. The
+plan and its DenoisePlan are in runtime/denoise_plan.py.
 
 No torch import at module level: a Jetson running onnxruntime or TensorRT need not have torch.
 """
@@ -17,7 +18,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,12 +27,11 @@ from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.ddim import DDIMCore
 from diffusion_controller.policy.normalize import Normalizer
 from diffusion_controller.policy.preprocess import observation_images
+from diffusion_controller.runtime.denoise_plan import DenoisePlan, as_float_array, build_plan
 
 log = logging.getLogger(__name__)
 
 MAX_SAMPLES = 64
-# Columns of DenoisePlan.schedule, one row per DDIM step (see DenoisePlan).
-SCHEDULE_COLUMNS = ("t", "sqrt_a", "sqrt_1ma", "sqrt_a_prev", "c_eps", "sigma")
 
 
 class InferenceError(RuntimeError):
@@ -69,63 +69,18 @@ class InferenceResult:
     backend: str = ""
 
 
-@dataclass
-class DenoisePlan:
-    """Everything one diffusion inference needs, normalised, float32, batch K = num_samples.
-
-    schedule [S, 6]: per step (t, sqrt(a_t), sqrt(1 - a_t), sqrt(a_prev), c_eps, sigma) with
-    c_eps = sqrt(max(1 - a_prev - sigma^2, 0)) and sigma = eta * sqrt(DDIM variance), so a step is
-    x0 = (x - sqrt(1-a_t) eps) / sqrt(a_t) (for epsilon prediction), clipped, then
-    x <- sqrt(a_prev) x0 + c_eps eps + sigma * step_noise[i].
-    x_init [K, H, J]: the start (pure noise, or the warm start re-noised to the first t).
-    x_noise [K, H, J]: the chain's initial noise; the prefix is re-noised with it before each step.
-    prefix [1, H, J] (zeros past the committed rows) and prefix_mask [1, H, 1] (1 on them).
-    """
-
-    pairs: list[tuple[int, int]]
-    schedule: np.ndarray
-    x_init: np.ndarray
-    x_noise: np.ndarray
-    step_noise: np.ndarray
-    prefix: np.ndarray
-    prefix_mask: np.ndarray
-    prefix_len: int
-    eta: float
-    steps: int  # the requested step count (len(pairs) may be smaller with a warm start)
-    warm_start: np.ndarray | None = None  # [1, H, J] normalised, for the torch reference
-    warm_start_strength: float | None = None
-    torch_seed: int = 0  # seeds the torch reference's own per-step noise when eta > 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_samples(self) -> int:
-        return int(self.x_init.shape[0])
-
-
-def _as_float_array(name: str, value: Any, shape: tuple[int, ...] | None = None) -> np.ndarray:
-    try:
-        arr = np.asarray(value)
-    except Exception as exc:  # ragged lists and other junk
-        raise ValueError(f"{name}: not an array ({exc})") from exc
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.floating)
-                                   or np.issubdtype(arr.dtype, np.integer)):
-        raise ValueError(f"{name} must be a float array, got dtype {arr.dtype}")
-    if shape is not None and arr.shape != shape:
-        want = "[" + ", ".join(str(s) for s in shape) + "]"
-        raise ValueError(f"{name} must have shape {want}, got {list(arr.shape)}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return arr
-
-
 class PolicyBackend(ABC):
     """Runs one policy artifact. Subclasses implement `_encode`, `_denoise`, `_regress`."""
 
     name = "abstract"
 
-    def __init__(self, config: PolicyConfig, normalizers: Mapping[str, Normalizer],
-                 meta: Mapping[str, Any] | None = None, model_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        config: PolicyConfig,
+        normalizers: Mapping[str, Normalizer],
+        meta: Mapping[str, Any] | None = None,
+        model_dir: str | None = None,
+    ) -> None:
         self._config = config
         self.normalizers = dict(normalizers)
         self.meta = dict(meta or {})
@@ -189,7 +144,7 @@ class PolicyBackend(ABC):
         self.check_num_samples(num_samples)
         prefix_abs = None
         if prefix is not None:
-            prefix_abs = _as_float_array("prefix", prefix)
+            prefix_abs = as_float_array("prefix", prefix)
             if prefix_abs.ndim != 2 or prefix_abs.shape[1] != j or prefix_abs.shape[0] > h:
                 raise ValueError(f"prefix must be [k <= {h}, {j}], got {list(prefix_abs.shape)}")
             if prefix_abs.shape[0] == 0:
@@ -200,9 +155,16 @@ class PolicyBackend(ABC):
         cond = self._encode(images, joints_n)
         t_enc = time.perf_counter()
         # Planned for both kinds so that bad options are rejected alike (regression ignores them).
-        plan = self.make_plan(steps=steps, eta=eta, warm_start=warm_start,
-                              warm_start_strength=warm_start_strength, prefix=prefix_abs,
-                              num_samples=num_samples, seed=seed, noise=noise)
+        plan = self.make_plan(
+            steps=steps,
+            eta=eta,
+            warm_start=warm_start,
+            warm_start_strength=warm_start_strength,
+            prefix=prefix_abs,
+            num_samples=num_samples,
+            seed=seed,
+            noise=noise,
+        )
         x = self._denoise(cond, plan) if cfg.kind == "diffusion" else self._regress(cond)
         t_den = time.perf_counter()
         x = np.asarray(x, dtype=np.float64)
@@ -228,9 +190,13 @@ class PolicyBackend(ABC):
             "total": 1e3 * (t_end - t_start),
         }
         return InferenceResult(
-            actions=np.ascontiguousarray(actions), samples=samples, spread=spread,
-            timings_ms=timings, stamp=float(obs.stamp),
-            steps=len(plan.pairs) if cfg.kind == "diffusion" else 0, backend=self.name,
+            actions=np.ascontiguousarray(actions),
+            samples=samples,
+            spread=spread,
+            timings_ms=timings,
+            stamp=float(obs.stamp),
+            steps=len(plan.pairs) if cfg.kind == "diffusion" else 0,
+            backend=self.name,
         )
 
     def warmup(self, n: int = 3, steps: int | None = None, num_samples: int = 1) -> None:
@@ -239,31 +205,38 @@ class PolicyBackend(ABC):
         shape's setup to the first real inference."""
         rng = np.random.default_rng(0)
         for _ in range(max(0, int(n))):
-            self.infer(self.random_observation(rng), steps=steps, seed=0,
-                       num_samples=num_samples)
+            self.infer(self.random_observation(rng), steps=steps, seed=0, num_samples=num_samples)
 
     def check_num_samples(self, num_samples: int) -> int:
         """`num_samples` if this backend can run it, else ValueError saying why (set time)."""
         k = self._check_num_samples(num_samples)
         if k > self.max_samples:
-            raise ValueError(f"num_samples {k} exceeds the {self.max_samples} this {self.name} "
-                             f"backend was built for (its engine's optimisation profile)")
+            raise ValueError(
+                f"num_samples {k} exceeds the {self.max_samples} this {self.name} "
+                f"backend was built for (its engine's optimisation profile)"
+            )
         return k
 
     def status(self) -> dict[str, Any]:
         """What /diagnostics reports about the backend."""
         first = self.first_inference_ms
-        return {"backend": self.name, "device": self.device, "precision": self.precision,
-                "max_samples": self.max_samples,
-                "first_inference_ms": round(first, 2) if first is not None else -1.0}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "max_samples": self.max_samples,
+            "first_inference_ms": round(first, 2) if first is not None else -1.0,
+        }
 
     # --- helpers shared by every backend ------------------------------------------------------
     def random_observation(self, rng: np.random.Generator, stamp: float = 0.0) -> Observation:
         """A plausible observation (random pixels, joints inside the training range)."""
         cfg = self._config
         hh, ww = cfg.image_size
-        images = {c: rng.integers(0, 256, (cfg.n_obs_steps, hh, ww, 3), dtype=np.uint8)
-                  for c in cfg.cameras}
+        images = {
+            c: rng.integers(0, 256, (cfg.n_obs_steps, hh, ww, 3), dtype=np.uint8)
+            for c in cfg.cameras
+        }
         norm = self.normalizers["joints"]
         u = rng.uniform(-1.0, 1.0, (cfg.n_obs_steps, cfg.action_dim))
         return Observation(images=images, joints=norm.unnormalize(u), stamp=stamp)
@@ -275,30 +248,39 @@ class PolicyBackend(ABC):
             raise ValueError(f"expected an Observation, got {type(obs).__name__}")
         to, (hh, ww), j = cfg.n_obs_steps, cfg.image_size, cfg.action_dim
         if not isinstance(obs.stamp, (int, float, np.floating, np.integer)) or not math.isfinite(
-                float(obs.stamp)):
+            float(obs.stamp)
+        ):
             raise ValueError(f"observation stamp must be a finite number, got {obs.stamp!r}")
         if not isinstance(obs.images, Mapping):
             raise ValueError("observation images must be a {camera: array} mapping")
         missing = [c for c in cfg.cameras if c not in obs.images]
         unknown = sorted(set(obs.images) - set(cfg.cameras))
         if missing or unknown:
-            raise ValueError(f"observation cameras {sorted(obs.images)} do not match the model's "
-                             f"{list(cfg.cameras)} (missing {missing}, unknown {unknown})")
+            raise ValueError(
+                f"observation cameras {sorted(obs.images)} do not match the model's "
+                f"{list(cfg.cameras)} (missing {missing}, unknown {unknown})"
+            )
         for cam in cfg.cameras:
             img = np.asarray(obs.images[cam])
             if img.dtype != np.uint8:
                 raise ValueError(f"image {cam!r} must be uint8, got {img.dtype}")
             if img.shape != (to, hh, ww, 3):
-                raise ValueError(f"image {cam!r} must be [To={to}, {hh}, {ww}, 3] (model size), "
-                                 f"got {list(img.shape)}")
-        return _as_float_array("joints", obs.joints, (to, j))
+                raise ValueError(
+                    f"image {cam!r} must be [To={to}, {hh}, {ww}, 3] (model size), "
+                    f"got {list(img.shape)}"
+                )
+        return as_float_array("joints", obs.joints, (to, j))
 
     @staticmethod
     def _check_num_samples(num_samples: int) -> int:
-        if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) or not (
-                1 <= int(num_samples) <= MAX_SAMPLES):
-            raise ValueError(f"num_samples must be an integer in 1..{MAX_SAMPLES}, got "
-                             f"{num_samples!r}")
+        if (
+            isinstance(num_samples, bool)
+            or not isinstance(num_samples, (int, np.integer))
+            or not (1 <= int(num_samples) <= MAX_SAMPLES)
+        ):
+            raise ValueError(
+                f"num_samples must be an integer in 1..{MAX_SAMPLES}, got {num_samples!r}"
+            )
         return int(num_samples)
 
     def make_plan(
@@ -316,83 +298,32 @@ class PolicyBackend(ABC):
         """The DDIM plan for one inference, in the model's normalised units (see DenoisePlan).
 
         Random draws come from numpy's PCG64 seeded with `seed`: the initial noise [K, H, J]
-        first (unless `noise` is given), then [S, K, H, J] per-step noise when eta > 0.
+        first (unless `noise` is given), then [S, K, H, J] per-step noise when eta > 0
+        (runtime/denoise_plan.py).
         """
-        cfg = self._config
-        h, j = cfg.horizon, cfg.action_dim
         k = self._check_num_samples(num_samples)
-        if steps is not None and (isinstance(steps, bool)
-                                  or not isinstance(steps, (int, np.integer))):
-            raise ValueError(f"steps must be an integer, got {steps!r}")
-        eta_v = cfg.diffusion.eta if eta is None else eta
-        if isinstance(eta_v, bool) or not isinstance(eta_v, (int, float, np.floating)) or not (
-                0.0 <= float(eta_v) <= 1.0):
-            raise ValueError(f"eta must be a number in [0, 1], got {eta_v!r}")
-        eta_v = float(eta_v)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        strength = None
-        ws_n = None
-        if warm_start is not None:
-            ws = _as_float_array("warm_start", warm_start, (h, j))
-            strength = 0.5 if warm_start_strength is None else warm_start_strength
-            if isinstance(strength, bool) or not isinstance(strength, (int, float, np.floating)):
-                raise ValueError(f"warm_start_strength must be a number, got {strength!r}")
-            ws_n = self.normalizers["actions"].normalize(ws).astype(np.float32)[None]
-        elif warm_start_strength is not None:
-            raise ValueError("warm_start_strength was given without a warm_start")
-        pairs = self.core.plan(steps, strength)  # validates steps and strength
-        n_steps = self.core.resolve_steps(steps)
-
-        rng = np.random.default_rng(seed)
-        if noise is not None:
-            nz = _as_float_array("noise", noise)
-            if nz.shape == (h, j):
-                nz = nz[None]
-            if nz.shape != (k, h, j):
-                raise ValueError(f"noise must be [{k}, {h}, {j}] (or [{h}, {j}] for one sample), "
-                                 f"got {list(nz.shape)}")
-            x_noise = nz.astype(np.float32)
-        else:
-            x_noise = rng.standard_normal((k, h, j), dtype=np.float32)
-        s = len(pairs)
-        step_noise = (rng.standard_normal((s, k, h, j), dtype=np.float32) if eta_v > 0
-                      else np.zeros((s, k, h, j), dtype=np.float32))
-        torch_seed = int(rng.integers(0, 2**62))
-
-        sched = np.zeros((s, len(SCHEDULE_COLUMNS)), dtype=np.float64)
-        for i, (t, t_prev) in enumerate(pairs):
-            a, a_prev = self.core.alpha_bar(t), self.core.alpha_bar(t_prev)
-            sigma = eta_v * self.core.variance(t, t_prev) ** 0.5
-            sched[i] = (t, a**0.5, (1.0 - a) ** 0.5, a_prev**0.5,
-                        max(1.0 - a_prev - sigma**2, 0.0) ** 0.5, sigma)
-        if ws_n is not None:
-            x_init = self.core.add_noise(ws_n, x_noise, pairs[0][0]).astype(np.float32)
-        else:
-            x_init = x_noise.copy()
-
-        prefix_full = np.zeros((1, h, j), dtype=np.float32)
-        mask = np.zeros((1, h, 1), dtype=np.float32)
-        n_prefix = 0
-        if prefix is not None:
-            p = _as_float_array("prefix", prefix)
-            if p.ndim != 2 or p.shape[1] != j or not 1 <= p.shape[0] <= h:
-                raise ValueError(f"prefix must be [k in 1..{h}, {j}], got {list(p.shape)}")
-            n_prefix = int(p.shape[0])
-            prefix_full[0, :n_prefix] = self.normalizers["actions"].normalize(p)
-            mask[0, :n_prefix] = 1.0
-        return DenoisePlan(
-            pairs=pairs, schedule=sched.astype(np.float32), x_init=np.ascontiguousarray(x_init),
-            x_noise=x_noise, step_noise=step_noise, prefix=prefix_full, prefix_mask=mask,
-            prefix_len=n_prefix, eta=eta_v, steps=n_steps, warm_start=ws_n,
-            warm_start_strength=None if strength is None else float(strength),
-            torch_seed=torch_seed,
+        return build_plan(
+            self._config,
+            self.core,
+            self.normalizers["actions"],
+            k=k,
+            steps=steps,
+            eta=eta,
+            warm_start=warm_start,
+            warm_start_strength=warm_start_strength,
+            prefix=prefix,
+            seed=seed,
+            noise=noise,
         )
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.name, "device": self.device, "precision": self.precision,
-                "kind": self.kind, "model_dir": self.model_dir}
+        return {
+            "backend": self.name,
+            "device": self.device,
+            "precision": self.precision,
+            "kind": self.kind,
+            "model_dir": self.model_dir,
+        }
 
 
 def _medoid(chunks: np.ndarray) -> int:
@@ -401,4 +332,3 @@ def _medoid(chunks: np.ndarray) -> int:
     flat = chunks.reshape(chunks.shape[0], -1)
     d = np.sqrt(((flat[:, None, :] - flat[None, :, :]) ** 2).sum(-1))
     return int(np.argmin(d.sum(axis=1)))
-

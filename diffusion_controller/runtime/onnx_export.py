@@ -14,7 +14,7 @@ The denoiser's body (U-Net + DDIM update + prefix re-noising) is traced once wit
 step, then wrapped in an ONNX `Loop` whose trip count is the length of `schedule`. One graph
 therefore serves any step count, a warm start (start from a re-noised previous chunk and pass the
 tail of the schedule) and prefix inpainting, and its dynamic batch serves K samples. Python does no
-per-step work. The schedule columns are those of runtime.backend.DenoisePlan.
+per-step work. The schedule columns are those of runtime.denoise_plan.DenoisePlan.
 
 torch is needed to export, not to run the result.
 """

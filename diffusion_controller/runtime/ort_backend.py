@@ -20,7 +20,8 @@ import onnxruntime as ort
 from diffusion_controller.policy.artifact import load_config, verify_weights
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import Normalizer
-from diffusion_controller.runtime.backend import DenoisePlan, PolicyBackend
+from diffusion_controller.runtime.backend import PolicyBackend
+from diffusion_controller.runtime.denoise_plan import DenoisePlan
 from diffusion_controller.runtime.engine_cache import resolve_cache_dir
 from diffusion_controller.runtime.onnx_export import (
     ExportError,

@@ -25,7 +25,8 @@ import numpy as np
 from diffusion_controller.policy.artifact import load_config, verify_weights
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import Normalizer
-from diffusion_controller.runtime.backend import DenoisePlan, PolicyBackend
+from diffusion_controller.runtime.backend import PolicyBackend
+from diffusion_controller.runtime.denoise_plan import DenoisePlan
 from diffusion_controller.runtime.engine_cache import EngineCache, EngineKey, resolve_cache_dir
 from diffusion_controller.runtime.onnx_export import ensure_export
 

@@ -19,7 +19,8 @@ from diffusion_controller.policy.artifact import load_artifact
 from diffusion_controller.policy.config import PolicyConfig
 from diffusion_controller.policy.normalize import Normalizer
 from diffusion_controller.policy.sampler import DDIMSampler
-from diffusion_controller.runtime.backend import DenoisePlan, PolicyBackend
+from diffusion_controller.runtime.backend import PolicyBackend
+from diffusion_controller.runtime.denoise_plan import DenoisePlan
 
 
 class TorchBackend(PolicyBackend):

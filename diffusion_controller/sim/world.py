@@ -2,7 +2,9 @@
 
 PyBullet in DIRECT mode: no window, CPU rendering with the tiny renderer, every call on this world's
 own physicsClientId so several worlds could share a process. The world frame is the robot base
-frame (panda_link0): x forward, y left, z up, and the table top is the plane z = 0.
+frame (panda_link0): x forward, y left, z up, and the table top is the plane z = 0. The arm's body
+(URDF, joint indices, limits, colours) is loaded by sim/panda_body.py, the task's objects by
+sim/scene.py.
 
 The 7 arm joints are position controlled toward the latest commanded target, like a ros2_control
 forward position controller in front of a stiff joint impedance controller: PyBullet's motor
@@ -25,31 +27,20 @@ the closest distance between the arm and the obstacle from PyBullet's closest-po
 from __future__ import annotations
 
 import contextlib
-import os
-import re
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import pybullet as p
 import pybullet_data
 
-from diffusion_controller.control.panda import panda_urdf_path
 from diffusion_controller.settings.sim import SIM_SPECS
 from diffusion_controller.settings.spec import check_fields
 from diffusion_controller.sim.kinematics import ARM_JOINTS, FINGER_JOINTS
-from diffusion_controller.sim.scene import (  # noqa: F401  (colours re-exported)
-    BIN_RGBA,
-    CUBE_RGBA,
-    OBSTACLE_RGBA,
-    TARGET_RGBA,
-    TaskScene,
-)
+from diffusion_controller.sim.panda_body import load_panda
+from diffusion_controller.sim.scene import TaskScene
 from diffusion_controller.sim.task import TaskSpec
 
-ARM_RGBA = (0.92, 0.92, 0.92, 1.0)  # near white
-HAND_RGBA = (0.25, 0.25, 0.3, 1.0)  # dark, so the tool end reads clearly against the table
 TABLE_RGBA = (0.55, 0.6, 0.75, 1.0)  # muted blue-grey
 FINGER_TRAVEL = 0.04  # each Panda finger opens 0..4 cm (URDF limit)
 
@@ -111,53 +102,16 @@ class SimWorld(TaskScene):
         p.setAdditionalSearchPath(pybullet_data.getDataPath(), physicsClientId=pid)
         p.setGravity(0.0, 0.0, c.gravity, physicsClientId=pid)
         p.setTimeStep(c.timestep, physicsClientId=pid)
-        self.urdf_path = panda_urdf_path()
-        with open(self.urdf_path, encoding="utf-8") as fh:
-            self.urdf_text = fh.read()
-        self._tmpdir: str | None = None
-        load_path = self.urdf_path
-        if c.low_poly_visuals:
-            self._tmpdir = tempfile.mkdtemp(prefix="dc_sim_")
-            load_path = os.path.join(self._tmpdir, "panda_low_poly.urdf")
-            with open(load_path, "w", encoding="utf-8") as fh:
-                fh.write(_low_poly_urdf(self.urdf_text, os.path.dirname(self.urdf_path)))
-        self.robot = p.loadURDF(
-            load_path,
-            [0.0, 0.0, 0.0],
-            useFixedBase=True,
-            flags=p.URDF_ENABLE_CACHED_GRAPHICS_SHAPES,
-            physicsClientId=pid,
-        )
-        self._index: dict[str, int] = {}
-        self.link_names: dict[int, str] = {-1: "panda_link0"}
-        self.lower: list[float] = []
-        self.upper: list[float] = []
-        self.velocity_limit: list[float] = []
-        self.effort: list[float] = []
-        for j in range(p.getNumJoints(self.robot, physicsClientId=pid)):
-            info = p.getJointInfo(self.robot, j, physicsClientId=pid)
-            self._index[info[1].decode()] = j
-            self.link_names[j] = info[12].decode()
-        self.arm_idx = [self._index[n] for n in ARM_JOINTS]
-        self.finger_idx = [self._index[n] for n in FINGER_JOINTS]
-        for j in self.arm_idx:
-            info = p.getJointInfo(self.robot, j, physicsClientId=pid)
-            self.lower.append(info[8])
-            self.upper.append(info[9])
-            self.effort.append(info[10])
-            self.velocity_limit.append(info[11])
-        self.tool_link = self._index["panda_grasptarget_hand"]
+        body = load_panda(pid, c.low_poly_visuals, c.finger_friction)
+        self.robot = body.robot
+        self.urdf_path, self.urdf_text, self._tmpdir = body.urdf_path, body.urdf_text, body.tmpdir
+        self.link_names = body.link_names
+        self.arm_idx, self.finger_idx = body.arm_idx, body.finger_idx
+        self.lower, self.upper = body.lower, body.upper
+        self.effort, self.velocity_limit = body.effort, body.velocity_limit
+        self.tool_link = body.tool_link
         self.joint_names: list[str] = list(ARM_JOINTS) + list(FINGER_JOINTS)
         self.arm_joint_names: list[str] = list(ARM_JOINTS)
-        for link in range(-1, p.getNumJoints(self.robot, physicsClientId=pid)):
-            # Joint damping off: the motors are the only source of joint torque, as on the real arm.
-            p.changeDynamics(self.robot, link, jointDamping=0.0, physicsClientId=pid)
-            if link in self.finger_idx:
-                p.changeDynamics(
-                    self.robot, link, lateralFriction=c.finger_friction, physicsClientId=pid
-                )
-            rgba = HAND_RGBA if self.link_names[link] in _HAND_LINKS else ARM_RGBA
-            p.changeVisualShape(self.robot, link, rgbaColor=rgba, physicsClientId=pid)
 
         hx, hy = c.table_half_extent
         table_col = p.createCollisionShape(
@@ -405,20 +359,3 @@ class SimWorld(TaskScene):
         if body == self.table:
             return "table"
         return f"bin_{self.bins[body]}" if body in self.bins else "obstacle"
-
-
-def _low_poly_urdf(text: str, urdf_dir: str) -> str:
-    """The URDF with every visual mesh replaced by the same link's collision mesh.
-
-    Mesh references become absolute so the copy can live in a temporary directory; kinematics,
-    dynamics and collision geometry are untouched.
-    """
-
-    def visual(match: re.Match[str]) -> str:
-        return match.group(0).replace("meshes/visual/", "meshes/collision/")
-
-    text = re.sub(r"<visual>.*?</visual>", visual, text, flags=re.DOTALL)
-    return text.replace("package://meshes/", os.path.join(urdf_dir, "meshes") + os.sep)
-
-
-_HAND_LINKS = {"panda_hand", "panda_leftfinger", "panda_rightfinger", "panda_link8"}
