@@ -44,7 +44,7 @@ class CommandOutput:
         if self._position:
             self._pub.publish(conv.position_command_msg(cmd))
             if self.gripper is not None:
-                self.gripper.publish(cmd.stamp)
+                self.gripper.publish(cmd.stamp, 0.0)
             return
         stream = self.stream
         restarts = stream.restarts
@@ -64,5 +64,5 @@ class CommandOutput:
         if not points:
             return  # a new run's bridge (control/stream.py)
         self._pub.publish(conv.trajectory_stream_msg(points, self._names))
-        if self.gripper is not None:
-            self.gripper.publish(cmd.stamp)
+        if self.gripper is not None:  # the arm reaches this command `lead` later
+            self.gripper.publish(cmd.stamp, stream.lead)

@@ -43,7 +43,6 @@ class GripperIO:
         self.path = path
         self.settings = path.settings
         self._command = command
-        self.lead = float(values["trajectory_lead"])
         self.period = float(period)
         if self.settings.command_type == "joint_trajectory":
             from trajectory_msgs.msg import JointTrajectory
@@ -57,12 +56,21 @@ class GripperIO:
                 Float64MultiArray, self.settings.command_topic, COMMAND_DEPTH)
         self.published = 0
 
-    def publish(self, stamp: float) -> None:
-        """Loop thread, with each published arm message: the gripper's, if it has one yet."""
-        positions = self._command(stamp)
+    def publish(self, stamp: float, arm_delay: float) -> None:
+        """Loop thread, with each published arm message: the gripper's, if it has one yet.
+
+        `arm_delay` is how long after its stamp the arm reaches the newest command: 0 for the
+        position interface, `trajectory_lead` for the streamed trajectory. The fingers must keep
+        the same delay, or they close that much before the hand is down (at 0.1 s, about a
+        centimetre above a cube on pick_place's descent): a trajectory gripper gets its point
+        due `arm_delay` later, a forward one (applied on arrival) the command of `arm_delay` ago.
+        """
+        delay = float(arm_delay)
+        trajectory = self.settings.command_type == "joint_trajectory"
+        positions = self._command(stamp if trajectory else stamp - delay)
         if positions is None:
             return
-        if self.settings.command_type == "joint_trajectory":
+        if trajectory:
             from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
             msg = JointTrajectory()
@@ -70,7 +78,7 @@ class GripperIO:
             msg.joint_names = self.path.joints
             pt = JointTrajectoryPoint()
             pt.positions = [float(x) for x in positions]
-            pt.time_from_start = sec_to_duration(self.lead + self.period)
+            pt.time_from_start = sec_to_duration(delay + self.period)
             msg.points = [pt]
         else:
             from std_msgs.msg import Float64MultiArray
