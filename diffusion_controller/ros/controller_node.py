@@ -55,7 +55,8 @@ from diffusion_controller.ros.parameter_service import (
     serve_set_parameters_as_one_request,
 )
 from diffusion_controller.ros.urdf_source import read_urdf
-from diffusion_controller.runtime.controller import BuildError, Controller, Refused
+from diffusion_controller.runtime.controller import BuildError, Controller
+from diffusion_controller.runtime.controller_status import Refused
 from diffusion_controller.runtime.joint_input import InputCounts
 
 NODE_NAME = "diffusion_controller"

@@ -35,7 +35,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -47,6 +46,7 @@ from diffusion_controller.control.types import Chunk, Command
 from diffusion_controller.reliability import rt
 from diffusion_controller.runtime import live_changes
 from diffusion_controller.runtime.controller_build import BuildError, load_model, model_facts
+from diffusion_controller.runtime.controller_status import ControllerStatus, Refused
 from diffusion_controller.runtime.joint_input import (
     InputCounts,
     InputRejected,
@@ -54,34 +54,7 @@ from diffusion_controller.runtime.joint_input import (
     JointStateFilter,
 )
 
-__all__ = ["BuildError", "Controller", "ControllerStatus", "Refused"]
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An input the controller refused: which input, the counter's kind, the reason."""
-
-    what: str
-    kind: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class ControllerStatus:
-    """What diagnostics need, read at one moment (every part is itself an immutable snapshot)."""
-
-    loop: Any  # control.loop_status.LoopStatus
-    worker: Any  # runtime.worker.WorkerStats
-    worker_settings: Any  # runtime.worker.WorkerSettings in force
-    backend: str
-    backend_status: dict[str, Any] | None
-    inference_mode: str
-    chunk_timeout: float
-    received: dict[str, int]
-    rejected: dict[str, int]
-    last_rejection: str
-    input_ages: dict[str, float]
-    loop_enabled: bool  # False once a deadman enable has lapsed
+__all__ = ["BuildError", "Controller"]
 
 
 class Controller:
