@@ -182,7 +182,15 @@ class TrajectoryStream:
     def _trim(self, cmd: Command) -> None:
         """Keep the commands from the last one due at least FIRST_MARGIN periods before `cmd`
         is sent (about a period after its stamp's tick began), so that a message's first point
-        is past when the message arrives (the `past` commands before the newest, in a run)."""
+        is past when the message arrives (the `past` commands before the newest, in a run).
+
+        Only a command the loop computed this tick (one with a plan, which a message carries)
+        trims: a followed slot's stamp is the loop's count of slots, which may run ahead of the
+        clock the arm's controller samples on (a ticker on monotonic time, a simulator's clock
+        that lagged), and trimming by it would drop points the controller is still
+        interpolating, making the next message's first point lie ahead (Humble's stall)."""
+        if cmd.plan is None:
+            return
         limit = cmd.stamp - (1 + FIRST_MARGIN) * self.period
         while len(self._hist) > 2 and self._hist[1][1] <= limit:
             self._hist.popleft()
