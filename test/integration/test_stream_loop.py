@@ -52,6 +52,7 @@ class StreamRig:
         self.loop.plan_steps = math.ceil(0.1 / P - 1e-9)  # trajectory_horizon 0.1 s
         self.loop.follow_on_miss = True
         self.stream = TrajectoryStream(P, LEAD)
+        self.loop.arm_reference = self.stream  # as ros/controller_node.py wires it
         self.side = RobotSide("trajectory", ARM_JOINTS, HOME)
         self.lag = lag
         self.feed = True
@@ -59,6 +60,7 @@ class StreamRig:
         self.reflexes: list = []
         self._qs: list[tuple[float, np.ndarray]] = [(self.t, HOME.copy())]
         self.seq = 0
+        self.amplitude = 0.3  # of the chunks' wave, rad
 
     def _output(self, cmd: Command) -> None:
         """ros/command_output.py's trajectory path, the message queued on the arm's side."""
@@ -98,8 +100,9 @@ class StreamRig:
             self.loop._note_missed(late)  # run_ticker reports the overrun after the tick
         return cmd
 
-    def chunk(self, amplitude: float = 0.3) -> Chunk:
-        """A smooth wave around HOME (0.5 Hz), observed 30 ms ago."""
+    def chunk(self) -> Chunk:
+        """A smooth wave around HOME (0.5 Hz, `amplitude`), observed 30 ms ago."""
+        amplitude = self.amplitude
         self.seq += 1
         t0 = self.t - 0.03
         times = t0 + 0.1 * np.arange(16)
@@ -166,3 +169,109 @@ def test_slots_the_ticker_counted_on_monotonic_time_alone_are_not_followed(robot
     rig.settle()
     assert not rig.reflexes, rig.reflexes[:1]
     assert rig.loop._followed == 0 and rig.stream.lateness == pytest.approx(lag, abs=1e-9)
+
+
+def _moving_fast(rig: StreamRig, speed: float = 0.6) -> None:
+    """Start the rig and run until a joint is commanded faster than `speed` (rad/s)."""
+    rig.loop.set_enabled(True)
+    rig.run(40)
+    for _ in range(300):
+        if np.abs(rig.commands[-1].velocities).max() > speed:
+            break
+        rig.run(1, every=1)
+    assert rig.loop.state == RUNNING and np.abs(rig.commands[-1].velocities).max() > speed
+
+
+@pytest.mark.parametrize("from_stream", [True, False])
+def test_reactivation_while_the_arms_controller_moves_continues_the_run(
+    robot, from_stream: bool
+) -> None:
+    """Deactivated at 1.4 rad/s (the loop brakes to rest, publishes the hold, goes quiet) and
+    activated again 30 ms later, while the arm's controller, `lead` and more behind, still
+    runs the brake 7 cm short of the hold: the loop starts from the stream's own state, so the
+    stream goes on with the same run, without a reflex. Seeded from the measurement instead
+    (no stream to ask: the loop before it), the command jumps back to where the arm is, the
+    stream starts a new run while the arm moves, and Humble's controller re-plans it from its
+    own state: the reflex (about -590 rad/s^2 on joint 1)."""
+    rig = StreamRig(robot, tracking_error_limit=0.5)
+    rig.amplitude = 0.5
+    if not from_stream:
+        rig.loop.arm_reference = None
+    _moving_fast(rig, 1.0)
+    rig.loop.set_enabled(False)
+    while rig.loop.state != "inactive":
+        rig.tick()
+    for _ in range(3):
+        rig.tick()
+    assert np.abs(rig.measured() - rig.commands[-1].positions).max() > 0.05  # beyond a transition
+    rig.loop.set_enabled(True)
+    rig.run(100)
+    rig.settle()
+    if from_stream:
+        assert not rig.reflexes, rig.reflexes[:1]
+        assert rig.stream.runs == 1 and rig.stream.transitions == 0
+        assert rig.loop._reseeds == 1 and rig.loop.state == RUNNING
+    else:
+        assert rig.stream.runs == 2 and rig.side.controller.stalls >= 1
+        assert rig.reflexes and rig.reflexes[0].quantity == "acceleration"
+
+
+def test_a_fault_while_moving_resumes_from_the_stream_without_a_new_run(robot) -> None:
+    """The joint states stop while the arm moves fast (the stale-input watchdog brakes the
+    loop) and come back while the arm's controller still runs the brake, within the tracking
+    tolerance of it: the loop resumes from the stream's own state at once (no wait for rest,
+    no glide to a lagging measurement), in the same run, without a reflex."""
+    rig = StreamRig(robot, lag=0.02, tracking_error_limit=0.5, joint_state_timeout=0.05)
+    _moving_fast(rig)
+    rig.feed = False
+    states = set()
+    for _ in range(8):
+        rig.run(1, every=1)
+        states.add(rig.loop.state)
+    assert "braking" in states, states
+    rig.feed = True
+    resumed = None
+    for k in range(150):
+        if k % 10 == 0:
+            rig.loop.submit_chunk(rig.chunk())
+        rig.tick()
+        if resumed is None and rig.loop.state == RUNNING:
+            resumed = k
+    rig.settle()
+    assert not rig.reflexes, rig.reflexes[:1]
+    assert resumed is not None and resumed < 5, resumed
+    assert rig.stream.runs == 1 and rig.stream.transitions == 0 and rig.stream.restarts == 0
+    assert rig.loop._reseeds >= 1
+
+
+def test_an_estop_reset_resumes_from_the_stream_and_a_far_arm_from_its_measurement(
+    robot,
+) -> None:
+    """E-stop while moving, reset once the loop holds: the arm is where the stream is, so
+    the loop goes on from the stream's state (same run, no reflex). Then the arm is found
+    0.6 rad away (pushed by hand while stopped, beyond the tracking tolerance): the loop
+    falls back to the settled measurement, as before."""
+    rig = StreamRig(robot, tracking_error_limit=0.5)
+    _moving_fast(rig)
+    rig.loop.estop()
+    while rig.loop.state != "estopped" or np.abs(rig.commands[-1].velocities).max() > 0:
+        rig.tick()
+    assert rig.loop.reset()[0]
+    rig.run(60)
+    rig.settle()
+    assert not rig.reflexes, rig.reflexes[:1]
+    assert rig.loop._reseeds == 1 and rig.loop.state == RUNNING
+    assert rig.stream.runs == 1 and rig.stream.transitions == 0
+    # far: the e-stop again, the arm measured 0.6 rad off on one joint
+    rig.loop.estop()
+    while rig.loop.state != "estopped" or np.abs(rig.commands[-1].velocities).max() > 0:
+        rig.tick()
+    rig.settle(0.5)
+    held = rig.commands[-1].positions
+    pushed = held + np.eye(J)[3] * 0.6
+    rig.measured = lambda: pushed  # type: ignore[method-assign]
+    assert rig.loop.reset()[0]
+    for _ in range(10):
+        rig.tick()
+    assert rig.loop._reseeds == 1  # not from the stream
+    np.testing.assert_allclose(rig.loop._filter_state()[0], pushed, atol=1e-9)

@@ -243,3 +243,34 @@ def test_followed_slots_ahead_of_the_arms_clock_never_trim_what_it_interpolates(
     side.advance(clock, clock + 1.0)
     assert side.reflexes == 0, side.last_reflex
     assert side.controller.stalls == 0 and stream.restarts == 0
+
+
+def test_state_at_is_what_the_arms_controller_commands_and_slots_its_plan() -> None:
+    """The stream's reference for a resync: state_at(t) samples its points as Humble's
+    controller does; slots() are the newest plan's rows (held at its final rest beyond it)."""
+    stream = TrajectoryStream(P, lead=0.05)
+    ctrl = TrajectoryController(Q0)
+    cmds = _commands(4, 120, 0.0)
+    for cmd in cmds:
+        stream.push(cmd)
+        points = stream.points()
+        if points:
+            pts, first = _as_points(points)
+            ctrl.command(pts, now=cmd.stamp, start_time=first)
+    assert stream.running(cmds[-1].stamp + P) and not stream.running(cmds[-1].stamp + 0.5)
+    last = cmds[-1]
+    for t in np.arange(last.stamp - 0.04, last.stamp + 0.3, 0.0013):
+        ref = stream.state_at(t)
+        assert ref is not None
+        for got, want in zip((ref.positions, ref.velocities, ref.accelerations),
+                             ctrl.sample_state(t), strict=True):  # fmt: skip
+            np.testing.assert_allclose(got, want, atol=1e-9)
+    assert stream.slots(last.stamp) == [] and stream.slots(last.stamp - P) == []
+    rows = stream.slots(last.stamp + 3 * P + 1e-4)
+    assert len(rows) == 3
+    for row, want in zip(rows, last.plan[:3], strict=True):
+        np.testing.assert_array_equal(np.stack(row), want)
+    far = stream.slots(last.stamp + (len(last.plan) + 5) * P)
+    np.testing.assert_array_equal(np.stack(far[-1]), last.plan[-1])
+    fresh = TrajectoryStream(P, lead=0.05)
+    assert fresh.state_at(1000.0) is None and fresh.slots(1000.0) is None
