@@ -265,8 +265,9 @@ class TrajectoryStream:
     def running(self, stamp: float) -> bool:
         """Whether a command stamped `stamp` goes on with the current run (see push: after the
         loop was quiet for longer than TRANSITION_GAP, a new run bridges from the arm's own
-        controller, whatever it did meanwhile)."""
-        return bool(self._hist) and stamp - self._hist[-1][0].stamp <= TRANSITION_GAP
+        controller, whatever it did meanwhile; a stamp before the newest's is a clock that
+        stepped back, a simulator's reset)."""
+        return bool(self._hist) and 0.0 <= stamp - self._hist[-1][0].stamp <= TRANSITION_GAP
 
     def state_at(self, t: float) -> StreamPoint | None:
         """What the arm's controller commands at `t` (stamp clock) from this run's points: the

@@ -258,6 +258,7 @@ def test_state_at_is_what_the_arms_controller_commands_and_slots_its_plan() -> N
             pts, first = _as_points(points)
             ctrl.command(pts, now=cmd.stamp, start_time=first)
     assert stream.running(cmds[-1].stamp + P) and not stream.running(cmds[-1].stamp + 0.5)
+    assert not stream.running(cmds[-1].stamp - 1.0)  # the clock stepped back
     last = cmds[-1]
     for t in np.arange(last.stamp - 0.04, last.stamp + 0.3, 0.0013):
         ref = stream.state_at(t)
