@@ -253,7 +253,7 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         self._tracking = False
         try:
             now = float(self._clock())
-            self._follow_missed(now)
+            self._follow_missed()
             result = self._tick_body(now)
             self._last_now = now
             self._have_now = True

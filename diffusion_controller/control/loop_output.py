@@ -9,7 +9,6 @@ references and counters the loop writes whole.
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -67,37 +66,33 @@ class LoopOutput:
         self._stats.reset_lifetime()
 
     def _overrun(self, missed: int, began: float, deadline: float, now: float) -> None:
-        """The ticker's report of a late tick (loop thread): recorded for the statistics."""
+        """The ticker's report of a late tick (loop thread): recorded, and the slots it skipped
+        are kept for `_follow_missed`."""
         self._note_missed(missed)
         self._stats.overrun(self._ticks, missed, began, deadline, now)
 
     def _note_missed(self, count: int) -> None:
-        """The ticker let `count` control slots go by after the last tick (diagnostics: which
-        slots are followed is counted on the stamp clock, see _follow_missed)."""
+        """The ticker let `count` control slots go by since the last tick (see _follow_missed)."""
         self._missed_slots += int(count)
 
-    def _follow_missed(self, now: float) -> None:
+    def _follow_missed(self) -> None:
         """With `follow_on_miss` (a streamed trajectory output), first thing in a tick: for each
-        control slot between the last command and this tick's that the loop missed, the arm's
-        controller ran the last message's certified continuation; commit those states and hand
-        them to the output, so that the filter and the stream go on from what the arm did, on
-        the slot grid, before this tick computes its own command.
-
-        The slots are counted on the stamp clock (the clock the commands and the arm's
-        controller run on), from the last command's stamp to this tick's reading `now`: a tick
-        that starts late sees its own gap, which the ticker reports only after the tick, and a
-        ticker counting on monotonic time would follow slots a lagging simulator clock never
-        had (the stream would then run ahead of the arm). The position interface has no
-        continuation on the arm's side, so it leaves this off. The gripper needs nothing here:
-        each of its messages is one point its controller reaches and holds through missed
-        slots, and its next command moves at most one step from that (control/gripper.py)."""
-        self._missed_slots = 0
+        control slot since the last tick that the loop missed, the arm's controller ran the last
+        message's certified continuation; commit those states and hand them to the output, so
+        that the filter and the stream go on from what the arm did, on the slot grid, before
+        this tick computes its own command. The slots are the ticker's count (on the grid of
+        deadlines the stream's slots are): it reports a tick that starts late before the tick,
+        an overrun after it (control/ticker.run_ticker). Counting them from the last command's
+        stamp instead would misjudge them by that tick's start jitter, and a simulator's coarse
+        clock alone (two periods, then none) is no missed tick: following it would brake at the
+        limit for nothing. The position interface has no continuation on the arm's side, so it
+        leaves this off. The gripper needs nothing here: each of its messages is one point its
+        controller reaches and holds through missed slots, and its next command moves at most
+        one step from that (control/gripper.py)."""
+        missed, self._missed_slots = self._missed_slots, 0
         last = self._last_command
         if not self.follow_on_miss or last is None or not self._initialised:
             return
-        if not math.isfinite(now):
-            return  # the tick itself fails on this reading (a brake)
-        missed = math.floor((now - last.stamp) / self.period + 1e-6)
         if missed < 1 or missed > FOLLOW_MAX_MISSED:
             return
         self._follow(last, self.safety.follow_continuation(missed))

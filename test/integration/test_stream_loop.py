@@ -7,7 +7,7 @@ the FR3's checks of the 1 kHz commanded signal) a couple of milliseconds after i
 arm measured where its controller commands it, `lag` seconds behind (tracking). Time is a hand
 clock the loop stamps with and the arm's controller runs on; a late or missed tick is the clock
 moving on by more than a period, the arm running every 1 kHz cycle of the gap, and the ticker's
-report coming after the tick, as control/ticker.run_ticker makes it.
+report of the skipped slots coming before the tick, as control/ticker.run_ticker makes it.
 """
 
 from __future__ import annotations
@@ -84,9 +84,9 @@ class StreamRig:
                 return q
         return self._qs[0][1]
 
-    def tick(self, late: int = 0, report: bool = True) -> Command | None:
-        """One tick, `late` whole periods after its slot (the arm ran them meanwhile); the
-        ticker's report of the skipped slots after it (`report`)."""
+    def tick(self, late: int = 0) -> Command | None:
+        """One tick, `late` whole periods after its slot (the arm ran them meanwhile), which the
+        ticker reports before the tick (control/ticker.run_ticker)."""
         t0 = self.t
         self.t = t0 + (1 + late) * P
         qs, reflexes = self.side.advance(t0, self.t)
@@ -95,10 +95,9 @@ class StreamRig:
         self._qs = self._qs[-400:]
         if self.feed:
             self.loop.update_joint_state(self.measured(), np.zeros(J), self.t)
-        cmd = self.loop.tick()
-        if late and report:
-            self.loop._note_missed(late)  # run_ticker reports the overrun after the tick
-        return cmd
+        if late:
+            self.loop._note_missed(late)
+        return self.loop.tick()
 
     def chunk(self) -> Chunk:
         """A smooth wave around HOME (0.5 Hz, `amplitude`), observed 30 ms ago."""
@@ -128,12 +127,11 @@ def moving(rig: StreamRig) -> bool:
 
 
 def test_a_tick_that_starts_late_follows_its_missed_slots_first(robot) -> None:
-    """Ticks that start 26-34 periods late while the arm moves fast (the ticker reports the
-    skipped slots only after such a tick; the run's start-up hold leaves the arm's controller
-    `lead` + bridge_hold periods behind the loop, so these are the gaps beyond that slack):
-    the tick first commits the continuation the arm's controller ran over those slots, so its
-    own command lands on its slot and its message continues the arm's splines: no reflex, no
-    late command, no restart."""
+    """Ticks that start 26-34 periods late while the arm moves fast (the run's start-up hold
+    leaves the arm's controller `lead` + bridge_hold periods behind the loop, so these are the
+    gaps beyond that slack): the tick first commits the continuation the arm's controller ran
+    over those slots, so its own command lands on its slot and its message continues the
+    arm's splines: no reflex, no late command, no restart."""
     rig = StreamRig(robot, tracking_error_limit=0.5)
     rig.loop.set_enabled(True)
     rig.run(40)
@@ -150,25 +148,6 @@ def test_a_tick_that_starts_late_follows_its_missed_slots_first(robot) -> None:
     assert lates >= 4 and not rig.reflexes, rig.reflexes[:1]
     assert rig.stream.late == 0 and rig.stream.restarts == 0
     assert rig.loop.status().exceptions == 0
-
-
-def test_slots_the_ticker_counted_on_monotonic_time_alone_are_not_followed(robot) -> None:
-    """The ticker reports skipped deadlines of monotonic time while the stamp clock (a lagging
-    simulator's) advanced one period per tick: the loop follows the stamp clock, so the stream
-    neither runs ahead of the arm's controller nor trips it."""
-    rig = StreamRig(robot, tracking_error_limit=0.5)
-    rig.loop.set_enabled(True)
-    rig.run(40)
-    lag = rig.stream.lateness  # the run's start-up hold: the arm runs this far behind
-    for k in range(200):
-        if k % 10 == 0:
-            rig.loop.submit_chunk(rig.chunk())
-        rig.tick()
-        if k % 20 == 3:
-            rig.loop._note_missed(8)
-    rig.settle()
-    assert not rig.reflexes, rig.reflexes[:1]
-    assert rig.loop._followed == 0 and rig.stream.lateness == pytest.approx(lag, abs=1e-9)
 
 
 def _moving_fast(rig: StreamRig, speed: float = 0.6) -> None:
