@@ -77,26 +77,30 @@ class LoopStops:
             return None
         return recent[-1][1]
 
-    def _seed_from_arm(self, now: float, snap: JointSnapshot | None) -> bool:
+    def _seed_from_arm(self, now: float, snap: JointSnapshot | None, quiet: bool = False) -> bool:
         """Re-seed the commanded state from what the arm's controller runs, while the streamed
         trajectory is running (`arm_reference`), rather than from the measurement: True when done.
 
         The measurement lags the stream by `trajectory_lead` plus tracking; a command seeded from
         it does not continue the stream, which then starts a transition or, farther, a new run
         that Humble's controller re-plans from its own state (a reflex on a Franka while moving).
-        The stream's own states for the slots up to this tick (the rest of its certified plan)
-        are committed and handed over as followed slots, and the filter takes over the last,
-        so the next command continues the run. Refused (False: the caller seeds from the
-        measurement, at rest) without a running stream (start-up, or after the loop was quiet:
-        the arm's controller may have been reset meanwhile), without a tracking tolerance, or
-        when the measurement is farther than `tracking_error_limit` from what the arm's
-        controller commanded when it was measured (the arm is not where the stream is)."""
+        The filter takes over the stream's newest state, so the next command continues the
+        run; after the loop was `quiet` (deactivated), first the stream's own states for the
+        slots since (the rest of its certified plan, then its rest) are committed and handed
+        over as followed slots. A loop that published every tick has nothing between (the
+        slots it missed it followed first: _follow_missed).
+
+        Refused (False: the caller seeds from the measurement, at rest) without a running
+        stream (start-up, or after the loop was quiet: the arm's controller may have been reset
+        meanwhile), without a tracking tolerance, or when the measurement is farther than
+        `tracking_error_limit` from what the arm's controller commanded when it was measured
+        (the arm is not where the stream is)."""
         stream = self.arm_reference
         tol = self.watchdogs.config.tracking_error_limit
         if stream is None or snap is None or tol is None or not stream.running(now + self.period):
             return False
         point = stream.state_at(snap.stamp)
-        rows = stream.slots(now)
+        rows = stream.slots(now) if quiet else []
         newest = stream.newest
         if point is None or rows is None or newest is None:
             return False
@@ -118,7 +122,7 @@ class LoopStops:
         """Start-up or re-activation, from a fresh measurement: the commanded state is the
         running stream's (_seed_from_arm: re-activated before the arm's controller stopped
         running it), else the measurement; why it cannot start ('' once started)."""
-        if self._seed_from_arm(now, snap):
+        if self._seed_from_arm(now, snap, quiet=True):
             return ""
         try:
             self.safety.reset(snap.q, snap.v)
