@@ -80,6 +80,7 @@ from diffusion_controller.control.watchdogs import Watchdogs
 
 if TYPE_CHECKING:
     from diffusion_controller.control.safety_filter import SafetyFilter
+    from diffusion_controller.control.stream import TrajectoryStream
 
 
 class ControlLoop(LoopInputs, LoopStops, LoopOutput):
@@ -161,7 +162,10 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         self.plan_steps = 0
         # a streamed trajectory output follows missed slots (loop_output._follow_missed)
         self.follow_on_miss = False
-        self._followed = self._missed_slots = 0  # slots followed; skipped since the last tick
+        # the trajectory output's stream (loop thread only), that a resync re-seeds from
+        self.arm_reference: TrajectoryStream | None = None  # (loop_stops._seed_from_arm)
+        # slots followed; skipped since the last tick; resyncs seeded from the stream
+        self._followed = self._missed_slots = self._reseeds = 0
 
         # loop-thread state
         self._state = INACTIVE
@@ -308,10 +312,8 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
                 self._set_state(WAITING, (f"waiting for a fresh joint state: the newest is "
                                           f"{age:.3f} s old (joint_state_timeout {limit:g} s)",))
                 return None
-            try:
-                self.safety.reset(snap.q, snap.v)
-            except ValueError as exc:  # e.g. measured outside the tightened limits: never start
-                self._set_state(WAITING, (f"cannot start from the measured state: {exc}",))
+            if why := self._start_from(now, snap):  # the stream's state, or the measurement
+                self._set_state(WAITING, (why,))
                 return None
             self.scheduler.clear()
             self._current_chunk = None
@@ -394,11 +396,3 @@ class ControlLoop(LoopInputs, LoopStops, LoopOutput):
         if reasons != self._reasons:
             self._reasons = reasons
         return result
-
-    def _filter_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        state = self.safety.state
-        if hasattr(state, "q"):
-            return state.q, state.v, state.a
-        q, v, a = state
-        return q, v, a
-

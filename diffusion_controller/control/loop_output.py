@@ -10,6 +10,7 @@ references and counters the loop writes whole.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -71,28 +72,40 @@ class LoopOutput:
         self._stats.overrun(self._ticks, missed, began, deadline, now)
 
     def _note_missed(self, count: int) -> None:
-        """The ticker let `count` control slots go by after the last tick (see _follow_missed)."""
+        """The ticker let `count` control slots go by since the last tick (see _follow_missed)."""
         self._missed_slots += int(count)
 
     def _follow_missed(self) -> None:
-        """With `follow_on_miss` (a streamed trajectory output): for each control slot since
-        the last tick that the loop missed, the arm's controller ran the last message's
-        certified continuation; commit those states and hand them to the output, so that the
-        filter and the stream go on from what the arm did, on the slot grid. The position
-        interface has no continuation on the arm's side, so it leaves this off."""
+        """With `follow_on_miss` (a streamed trajectory output), first thing in a tick: for each
+        control slot since the last tick that the loop missed, the arm's controller ran the last
+        message's certified continuation; commit those states and hand them to the output, so
+        that the filter and the stream go on from what the arm did, on the slot grid, before
+        this tick computes its own command. The slots are the ticker's count (on the grid of
+        deadlines the stream's slots are): it reports a tick that starts late before the tick,
+        an overrun after it (control/ticker.run_ticker). Counting them from the last command's
+        stamp instead would misjudge them by that tick's start jitter, and a simulator's coarse
+        clock alone (two periods, then none) is no missed tick: following it would brake at the
+        limit for nothing. The position interface has no continuation on the arm's side, so it
+        leaves this off. The gripper needs nothing here: each of its messages is one point its
+        controller reaches and holds through missed slots, and its next command moves at most
+        one step from that (control/gripper.py)."""
         missed, self._missed_slots = self._missed_slots, 0
         last = self._last_command
         if not self.follow_on_miss or last is None or not self._initialised:
             return
         if missed < 1 or missed > FOLLOW_MAX_MISSED:
             return
-        for k, (q, v, a) in enumerate(self.safety.follow_continuation(missed), start=1):
+        self._follow(last, self.safety.follow_continuation(missed))
+
+    def _follow(self, last: Command, rows: Any) -> None:
+        """Hand over `rows` (q, v, a) as the commands of the slots after `last`, one period
+        apart, without a plan: the states the arm's controller runs there (history only)."""
+        for k, (q, v, a) in enumerate(rows, start=1):
             cmd = Command(stamp=last.stamp + k * self.period, positions=q, velocities=v,
                           accelerations=a)  # fmt: skip
             self._last_command = cmd
             self._followed += 1
             self._output(cmd)
-
 
     def _publish(self, now: float, result: FilterResult, t_start: float) -> Command | None:
         q, v, a = result.positions, result.velocities, result.accelerations

@@ -4,7 +4,8 @@ Part of ControlLoop (control/loop.py; the attributes are its own, set in its __i
 in the loop thread. Every stop goes through the safety filter's `brake`, so it is certified; a
 brake that itself fails latches the e-stop and publishes nothing. After a fault, once at rest, the
 commanded state is brought to a settled measurement (`_resync_step`: a certified glide; after an
-operator's e-stop reset `_resync_to`, at once) so the next motion starts where the arm is. A
+operator's e-stop reset `_resync_to`, at once) so the next motion starts where the arm is; with a
+running streamed trajectory, from what the arm's controller runs instead (`_seed_from_arm`). A
 stamp clock that jumps forgets the old timeline's stamps and requires a standstill before any
 motion (`_clock_jumped`).
 """
@@ -76,10 +77,67 @@ class LoopStops:
             return None
         return recent[-1][1]
 
+    def _seed_from_arm(self, now: float, snap: JointSnapshot | None, quiet: bool = False) -> bool:
+        """Re-seed the commanded state from what the arm's controller runs, while the streamed
+        trajectory is running (`arm_reference`), rather than from the measurement: True when done.
+
+        The measurement lags the stream by `trajectory_lead` plus tracking; a command seeded from
+        it does not continue the stream, which then starts a transition or, farther, a new run
+        that Humble's controller re-plans from its own state (a reflex on a Franka while moving).
+        The filter takes over the stream's newest state, so the next command continues the
+        run; after the loop was `quiet` (deactivated), first the stream's own states for the
+        slots since (the rest of its certified plan, then its rest) are committed and handed
+        over as followed slots. A loop that published every tick has nothing between (the
+        slots it missed it followed first: _follow_missed).
+
+        Refused (False: the caller seeds from the measurement, at rest) without a running
+        stream (start-up, or after the loop was quiet: the arm's controller may have been reset
+        meanwhile), without a tracking tolerance, or when the measurement is farther than
+        `tracking_error_limit` from what the arm's controller commanded when it was measured
+        (the arm is not where the stream is)."""
+        stream = self.arm_reference
+        tol = self.watchdogs.config.tracking_error_limit
+        if stream is None or snap is None or tol is None or not stream.running(now + self.period):
+            return False
+        point = stream.state_at(snap.stamp)
+        rows = stream.slots(now) if quiet else []
+        newest = stream.newest
+        if point is None or rows is None or newest is None:
+            return False
+        if not float(np.max(np.abs(point.positions - snap.q))) <= tol:
+            return False
+        q, v, a = rows[-1] if rows else (newest.positions, newest.velocities,
+                                         newest.accelerations)  # fmt: skip
+        try:
+            self.safety.take_over(q, v, a)
+        except ValueError as exc:  # the filter cannot vouch for it: from the measurement
+            self._last_error = f"re-seed from the stream refused: {exc}"
+            return False
+        self._last_command = newest
+        self._follow(newest, rows)
+        self._reseeds += 1
+        return True
+
+    def _start_from(self, now: float, snap: JointSnapshot) -> str:
+        """Start-up or re-activation, from a fresh measurement: the commanded state is the
+        running stream's (_seed_from_arm: re-activated before the arm's controller stopped
+        running it), else the measurement; why it cannot start ('' once started)."""
+        if self._seed_from_arm(now, snap, quiet=True):
+            return ""
+        try:
+            self.safety.reset(snap.q, snap.v)
+        except ValueError as exc:  # e.g. measured outside the tightened limits: never start
+            return f"cannot start from the measured state: {exc}"
+        return ""
+
     def _resync_to(self, now: float) -> bool:
         """After an operator's e-stop reset, at rest: the commanded state becomes the settled
         measurement at once (the arm may have been moved by hand while stopped), so the next
-        motion starts where the arm is. Otherwise it waits, holding."""
+        motion starts where the arm is; within the tracking tolerance of a running stream, the
+        stream's own state instead (_seed_from_arm). Otherwise it waits, holding."""
+        if self._seed_from_arm(now, self._joint):
+            self._resync = False
+            return True
         target = self._settled(now)
         if target is None:
             return False
@@ -92,13 +150,18 @@ class LoopStops:
         return True
 
     def _resync_step(self, now: float) -> FilterResult | None:
-        """Motion resumes after a fault: bring the commanded state to the settled measurement.
+        """Motion resumes after a fault: bring the commanded state to the settled measurement,
+        or, within the tracking tolerance of a running stream, go on from the stream's own state
+        at once, moving or not (_seed_from_arm).
 
         The arm's own controller still holds the last command, so the commanded state moves there
         on a rest-to-rest quintic within half the limits, each tick certified by the filter, not
         by a step (a Franka aborts on a discontinuous command). None once the commanded state is
         the measurement (then motion may start); otherwise this tick's command.
         """
+        if self._glide is None and self._seed_from_arm(now, self._joint):
+            self._resync = False  # the arm is where the stream is: it goes on from there
+            return None
         q, v, _ = self._filter_state()
         if self._glide is None:
             target = self._settled(now) if self._state == HOLDING else None
@@ -178,3 +241,10 @@ class LoopStops:
         self._state = state
         if reasons != self._reasons:
             self._reasons = reasons
+
+    def _filter_state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        state = self.safety.state
+        if hasattr(state, "q"):
+            return state.q, state.v, state.a
+        q, v, a = state
+        return q, v, a

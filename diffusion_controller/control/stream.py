@@ -37,12 +37,14 @@ the controller re-plans from its own state, which, while moving, is a reflex on 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 
+from diffusion_controller.control.interpolation import quintic, single
 from diffusion_controller.control.types import Command
 
 JUMP_TOL = 1e-6  # rad: a step further from the filter's one-tick motion is a new run
@@ -109,6 +111,7 @@ class TrajectoryStream:
         self.restart_lateness = 0.0  # how late the commands were at the last restart (s)
         self.reanchors = 0
         self.transitions = 0  # resyncs bridged by a rest-to-rest spline
+        self.runs = 0  # runs started (each bridged from the arm's controller's own state)
         self.reset()
 
     def reset(self) -> None:
@@ -148,6 +151,7 @@ class TrajectoryStream:
                 self.reset()
         if not self._hist:
             t = cmd.stamp + self.lead
+            self.runs += 1
             self._bridge_end = t
             self._bridge_sent = False
             self._hist.append((cmd, t))
@@ -182,7 +186,15 @@ class TrajectoryStream:
     def _trim(self, cmd: Command) -> None:
         """Keep the commands from the last one due at least FIRST_MARGIN periods before `cmd`
         is sent (about a period after its stamp's tick began), so that a message's first point
-        is past when the message arrives (the `past` commands before the newest, in a run)."""
+        is past when the message arrives (the `past` commands before the newest, in a run).
+
+        Only a command the loop computed this tick (one with a plan, which a message carries)
+        trims: a followed slot's stamp is the loop's count of slots, which may run ahead of the
+        clock the arm's controller samples on (a ticker on monotonic time, a simulator's clock
+        that lagged), and trimming by it would drop points the controller is still
+        interpolating, making the next message's first point lie ahead (Humble's stall)."""
+        if cmd.plan is None:
+            return
         limit = cmd.stamp - (1 + FIRST_MARGIN) * self.period
         while len(self._hist) > 2 and self._hist[1][1] <= limit:
             self._hist.popleft()
@@ -206,7 +218,7 @@ class TrajectoryStream:
         from then on the stream is seamless."""
         if not self._hist:
             return []
-        newest, t_newest = self._hist[-1]
+        newest = self._hist[-1][0]
         if self._bridge_end is not None:
             if not self._bridge_sent:
                 self._bridge_sent = True
@@ -214,11 +226,18 @@ class TrajectoryStream:
                 return []
             else:
                 self._bridge_end = None
+        return self._message_points()
+
+    def _message_points(self) -> list[StreamPoint]:
+        """The kept commands, then the rest of the certified plan of the newest command that has
+        one (a followed slot has none: it is a row of that plan)."""
         states = [(c.positions, c.velocities, c.accelerations) for c, _ in self._hist]
         times = [t for _, t in self._hist]
-        if newest.plan is not None:
-            states += [(p[0], p[1], p[2]) for p in newest.plan]
-            times += [t_newest + (k + 1) * self.period for k in range(len(newest.plan))]
+        plan, done = self._plan()
+        if plan is not None:
+            t_newest = times[-1]
+            states += [(p[0], p[1], p[2]) for p in plan[done:]]
+            times += [t_newest + (k + 1) * self.period for k in range(len(plan) - done)]
         # tick k's acceleration is stored with the state that ends it: a point's own value is
         # the mean of its tick's and the next tick's (the last keeps its own)
         accs = [0.5 * (states[k][2] + states[k + 1][2]) for k in range(len(states) - 1)]
@@ -228,3 +247,64 @@ class TrajectoryStream:
                         np.asarray(a, dtype=np.float64))
             for t, (q, v, _), a in zip(times, states, accs, strict=True)
         ]  # fmt: skip
+
+    def _plan(self) -> tuple[np.ndarray | None, int]:
+        """The plan of the newest kept command that has one, and how many of its rows the kept
+        commands after it (followed slots) already are."""
+        for done, (cmd, _) in enumerate(reversed(self._hist)):
+            if cmd.plan is not None:
+                return cmd.plan, done
+        return None, 0
+
+    # ------------------------------------------------------------ the arm's controller's reference
+    @property
+    def newest(self) -> Command | None:
+        """The newest command (None before the first, and after reset())."""
+        return self._hist[-1][0] if self._hist else None
+
+    def running(self, stamp: float) -> bool:
+        """Whether a command stamped `stamp` goes on with the current run (see push: after the
+        loop was quiet for longer than TRANSITION_GAP, a new run bridges from the arm's own
+        controller, whatever it did meanwhile; a stamp before the newest's is a clock that
+        stepped back, a simulator's reset)."""
+        return bool(self._hist) and 0.0 <= stamp - self._hist[-1][0].stamp <= TRANSITION_GAP
+
+    def state_at(self, t: float) -> StreamPoint | None:
+        """What the arm's controller commands at `t` (stamp clock) from this run's points: the
+        quintic Humble samples between the two points around `t`, the last point held past the
+        end. None without a run, or before its first point (a bridge: there the controller
+        splines from its own state, which the stream does not know)."""
+        if not self._hist:
+            return None
+        pts = self._message_points()
+        if t < pts[0].time - 1e-9:
+            return None
+        for p0, p1 in itertools.pairwise(pts):
+            if t < p1.time:
+                span = p1.time - p0.time
+                coeffs = quintic(p0.positions, p0.velocities, p0.accelerations, p1.positions,
+                                 p1.velocities, p1.accelerations, span)  # fmt: skip
+                q, v, a = single(p0.time, span, coeffs).evaluate(t)
+                return StreamPoint(t, q, v, a)
+        last = pts[-1]
+        return StreamPoint(t, last.positions, last.velocities, last.accelerations)
+
+    def slots(self, stamp: float) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """The states (q, v, a) the arm's controller runs in the slots after the newest command
+        up to one stamped `stamp` (the rest of the certified plan, then its final rest held), for
+        a loop that re-seeds its commanded state from them rather than from a measurement; []
+        when no slot lies between; None without a run, or when the newest command has neither
+        a plan nor is at rest (what follows it is not known)."""
+        if not self._hist:
+            return None
+        newest = self._hist[-1][0]
+        n = math.floor((stamp - newest.stamp) / self.period + 1e-6)
+        plan, done = self._plan()
+        if n <= 0:
+            return []
+        if plan is None or done >= len(plan):
+            if not _at_rest([newest]):
+                return None
+            return [(newest.positions, newest.velocities, newest.accelerations)] * n
+        rows = plan[done:]
+        return [tuple(rows[min(k, len(rows) - 1)]) for k in range(n)]  # type: ignore[misc]

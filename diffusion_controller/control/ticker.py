@@ -85,20 +85,31 @@ def run_ticker(
     tick: Callable[[float], object],
     started: Callable[[float, float], None],
     missed: Callable[[int, float, float, float], None],
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float, float], None] | None = None,
 ) -> None:
     """Call `tick(began)` on absolute deadlines until `stop` is set. `started(began, deadline)`
-    comes before each tick; `missed(count, began, deadline, now)` after a tick that let `count`
-    deadlines go by (the ticker then resumes at the next future one)."""
-    start = time.monotonic()
+    comes before each tick; `missed(count, began, deadline, now)` reports `count` deadlines that
+    went by: before a tick that starts later than its next deadline (a wake-up the OS delayed:
+    the tick then stands for the newest deadline passed, and knows of the slots it skipped
+    before it computes), and after a tick that overran (the ticker then resumes at the next
+    future one). `clock` and `sleep(deadline, spin_s)` default to time.monotonic and
+    sleep_until."""
+    if sleep is None:
+        sleep = lambda deadline, spin: sleep_until(deadline, spin, clock)  # noqa: E731
+    start = clock()
     k = 0
     while not stop.is_set():
         deadline = start + k * period
-        sleep_until(deadline, spin_s)
-        began = time.monotonic()
+        sleep(deadline, spin_s)
+        began = clock()
+        late = int((began - start) / period) - k
+        if late >= 1:  # woke past the next deadline: those slots are gone already
+            missed(late, began, deadline, began)
         started(began, deadline)
         tick(began)
-        k += 1
-        now = time.monotonic()
+        k += 1 + max(late, 0)
+        now = clock()
         if now >= start + k * period:
             k_next = int((now - start) / period) + 1
             missed(k_next - k, began, deadline, now)

@@ -259,6 +259,8 @@ class ControllerNode(LifecycleNode):
         self._output = CommandOutput(pub, str(v["command_interface"]), core.robot.joint_names,
                                      core.loop.rate_hz, core.stream_every,
                                      float(v["trajectory_lead"]), gripper, self.get_logger())
+        # a resync re-seeds from what the arm's controller runs while the stream is running
+        core.loop.arm_reference = self._output.stream
         self._chunk_pub = self.create_lifecycle_publisher(JointTrajectory, "~/chunk", 10)
         self._marker_pub = self.create_lifecycle_publisher(MarkerArray, "~/chunk_markers", 10)
         self._ros += [pub, self._chunk_pub, self._marker_pub]

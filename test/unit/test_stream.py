@@ -19,6 +19,7 @@ from diffusion_controller.sim.robot_side import (
     DT,
     LimitMonitor,
     Reflex,
+    RobotSide,
     TrajectoryController,
     TrajectoryPoint,
 )
@@ -206,3 +207,71 @@ def test_a_resync_close_by_is_reached_by_a_rest_to_rest_spline() -> None:
     reflex, qs = _run_arm(messages, stamp + 1.5)
     assert reflex is None, reflex
     np.testing.assert_allclose(qs[max(qs)], Q0 + 0.02, atol=1e-12)
+
+
+def test_followed_slots_ahead_of_the_arms_clock_never_trim_what_it_interpolates() -> None:
+    """The loop counted missed slots on monotonic time while the arm's clock (a simulator's)
+    lagged: it followed 10 slots of the continuation, stamped ahead of the clock, in one tick
+    (several times while moving). Trimming the history by those stamps would drop the points
+    the arm's controller is still interpolating (the next message's first point ahead: Humble's
+    stall, a reflex while moving); the stream trims only by the commands the loop computed."""
+    rng = np.random.default_rng(5)
+    stream = TrajectoryStream(P, lead=0.1)
+    side = RobotSide("trajectory", ARM_JOINTS, Q0)
+    q, v, a = Q0.copy(), np.zeros(7), np.zeros(7)
+    goal, clock, last = Q0, 1000.0, None
+    for k in range(400):
+        clock += P
+        if last is not None and k % 40 == 25 and np.abs(last.velocities).max() > 0.05:
+            for j, (qf, vf, af) in enumerate(last.plan[:10], start=1):  # followed slots
+                stream.push(Command(last.stamp + j * P, qf, vf, af))
+            q, v, a = (x.copy() for x in last.plan[9])
+        if k > 10:
+            if k % 30 == 0:
+                goal = Q0 + rng.uniform(-0.3, 0.3, 7)
+            target = np.clip(30 * (goal - q) - 10 * v, -A_MAX, A_MAX)
+            a = np.clip(a + np.clip(target - a, -2.0, 2.0), -A_MAX, A_MAX)
+        q, v = q + v * P + 0.5 * a * P * P, v + a * P
+        last = Command(clock + P, q.copy(), v.copy(), a.copy(), _brake_plan(q, v))
+        stream.push(last)
+        points = stream.points()
+        if points:
+            pts, first = _as_points(points)
+            side.queue(pts, first, clock + 0.002 + rng.uniform(0.0, stream.lead - 3 * P))
+        _, reflexes = side.advance(clock, clock + P)
+        assert not reflexes, reflexes[0]
+    side.advance(clock, clock + 1.0)
+    assert side.reflexes == 0, side.last_reflex
+    assert side.controller.stalls == 0 and stream.restarts == 0
+
+
+def test_state_at_is_what_the_arms_controller_commands_and_slots_its_plan() -> None:
+    """The stream's reference for a resync: state_at(t) samples its points as Humble's
+    controller does; slots() are the newest plan's rows (held at its final rest beyond it)."""
+    stream = TrajectoryStream(P, lead=0.05)
+    ctrl = TrajectoryController(Q0)
+    cmds = _commands(4, 120, 0.0)
+    for cmd in cmds:
+        stream.push(cmd)
+        points = stream.points()
+        if points:
+            pts, first = _as_points(points)
+            ctrl.command(pts, now=cmd.stamp, start_time=first)
+    assert stream.running(cmds[-1].stamp + P) and not stream.running(cmds[-1].stamp + 0.5)
+    assert not stream.running(cmds[-1].stamp - 1.0)  # the clock stepped back
+    last = cmds[-1]
+    for t in np.arange(last.stamp - 0.04, last.stamp + 0.3, 0.0013):
+        ref = stream.state_at(t)
+        assert ref is not None
+        for got, want in zip((ref.positions, ref.velocities, ref.accelerations),
+                             ctrl.sample_state(t), strict=True):  # fmt: skip
+            np.testing.assert_allclose(got, want, atol=1e-9)
+    assert stream.slots(last.stamp) == [] and stream.slots(last.stamp - P) == []
+    rows = stream.slots(last.stamp + 3 * P + 1e-4)
+    assert len(rows) == 3
+    for row, want in zip(rows, last.plan[:3], strict=True):
+        np.testing.assert_array_equal(np.stack(row), want)
+    far = stream.slots(last.stamp + (len(last.plan) + 5) * P)
+    np.testing.assert_array_equal(np.stack(far[-1]), last.plan[-1])
+    fresh = TrajectoryStream(P, lead=0.05)
+    assert fresh.state_at(1000.0) is None and fresh.slots(1000.0) is None
