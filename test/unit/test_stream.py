@@ -41,6 +41,18 @@ def _brake_plan(q: np.ndarray, v: np.ndarray, steps: int = 60) -> np.ndarray:
     return np.array(rows)
 
 
+def _wander(rng: np.random.Generator, k: int, every: int, goal: np.ndarray, q: np.ndarray,
+            v: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, ...]:
+    """One tick of a filter-like arm that wanders (a new goal every `every` ticks after the
+    first 10, jerk-limited acceleration towards it): (goal, q, v, a) after the tick."""
+    if k > 10:
+        if k % every == 0:
+            goal = Q0 + rng.uniform(-0.3, 0.3, 7)
+        target = np.clip(30 * (goal - q) - 10 * v, -A_MAX, A_MAX)
+        a = np.clip(a + np.clip(target - a, -2.0, 2.0), -A_MAX, A_MAX)
+    return goal, q + v * P + 0.5 * a * P * P, v + a * P, a
+
+
 def _commands(seed: int, ticks: int, miss: float) -> list[Command]:
     """A filter-like command stream: one acceleration per tick, |a| <= A_MAX, changing by at
     most 2 rad/s^2 per tick, towards random goals; a missed tick commits the continuation's
@@ -57,12 +69,7 @@ def _commands(seed: int, ticks: int, miss: float) -> list[Command]:
             out.append(Command(stamp, qn, vn, an))  # a missed slot, no plan of its own
             q, v, a = qn, vn, an
             continue
-        if k > 10:
-            if k % 20 == 0:
-                goal = Q0 + rng.uniform(-0.3, 0.3, 7)
-            target = np.clip(30 * (goal - q) - 10 * v, -A_MAX, A_MAX)
-            a = np.clip(a + np.clip(target - a, -2.0, 2.0), -A_MAX, A_MAX)
-        q, v = q + v * P + 0.5 * a * P * P, v + a * P
+        goal, q, v, a = _wander(rng, k, 20, goal, q, v, a)
         out.append(Command(stamp + rng.uniform(0.0, 0.003), q.copy(), v.copy(), a.copy(),
                            _brake_plan(q, v)))  # fmt: skip
     return out
@@ -226,12 +233,7 @@ def test_followed_slots_ahead_of_the_arms_clock_never_trim_what_it_interpolates(
             for j, (qf, vf, af) in enumerate(last.plan[:10], start=1):  # followed slots
                 stream.push(Command(last.stamp + j * P, qf, vf, af))
             q, v, a = (x.copy() for x in last.plan[9])
-        if k > 10:
-            if k % 30 == 0:
-                goal = Q0 + rng.uniform(-0.3, 0.3, 7)
-            target = np.clip(30 * (goal - q) - 10 * v, -A_MAX, A_MAX)
-            a = np.clip(a + np.clip(target - a, -2.0, 2.0), -A_MAX, A_MAX)
-        q, v = q + v * P + 0.5 * a * P * P, v + a * P
+        goal, q, v, a = _wander(rng, k, 30, goal, q, v, a)
         last = Command(clock + P, q.copy(), v.copy(), a.copy(), _brake_plan(q, v))
         stream.push(last)
         points = stream.points()
