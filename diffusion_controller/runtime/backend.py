@@ -170,6 +170,10 @@ class PolicyBackend(ABC):
         x = np.asarray(x, dtype=np.float64)
         if not np.all(np.isfinite(x)):
             raise InferenceError(f"{self.name} backend produced NaN or Inf actions")
+        if cfg.kind != "diffusion":
+            # The sampler clips to the demonstrations' range; a regression head is unbounded, and
+            # on pick_place it drove joints 2 and 6 more than 1 rad below that range.
+            x = np.clip(x, -1.0, 1.0)
         chunks = self.normalizers["actions"].unnormalize(x)
         if prefix_abs is not None:
             chunks[:, : prefix_abs.shape[0]] = prefix_abs  # committed actions come back bit-exact

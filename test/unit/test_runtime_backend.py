@@ -235,3 +235,20 @@ def test_num_samples_above_the_backend_limit_is_refused(backend, obs) -> None:
         assert backend.infer(obs, num_samples=3, steps=2).samples.shape[0] == 3
     finally:
         backend.max_samples = limit
+
+
+def test_regression_chunks_stay_in_the_demonstrations_range(tmp_path) -> None:
+    """As the diffusion sampler's clip: an unbounded regression head that overshoots (here every
+    output parameter pushed up) yields chunks at the action range's edge, never beyond it."""
+    d = make_random_artifact(tmp_path / "reg", kind="regression", **TINY)
+    b = load_backend(d, "torch")
+    with torch.no_grad():
+        for p in b.net.parameters():
+            p.add_(0.5)
+    obs = b.random_observation(np.random.default_rng(0))
+    actions = b.infer(obs).actions
+    norm = b.normalizers["actions"]
+    ones = np.ones(actions.shape[1])
+    lo, hi = norm.unnormalize(-ones), norm.unnormalize(ones)
+    assert np.all(actions >= lo - 1e-9) and np.all(actions <= hi + 1e-9)
+    assert np.any(np.isclose(actions, hi) | np.isclose(actions, lo))  # it did overshoot
